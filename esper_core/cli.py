@@ -1,0 +1,170 @@
+"""The ``esper`` command: ``blueprints``, ``plugins`` and ``demo``.
+
+Output is plain text (or JSON with ``--json``) so the command needs nothing beyond the
+core's own dependencies. Bad input is reported in one line that names what is accepted,
+with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+class CliError(Exception):
+    """A user error to report in one line with exit status 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid dim {text!r}: expected a positive integer such as 64")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="esper",
+        description="Grow neural networks while they train. Inspect blueprints and plugins, or run the demo.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    blueprints = commands.add_parser(
+        "blueprints",
+        help="list registered blueprints with exact parameter counts",
+        description="List registered blueprints, sorted by exact parameter count at --dim.",
+    )
+    blueprints.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern on the name, e.g. 'conv*'")
+    blueprints.add_argument("--topology", metavar="T", help="only this topology (e.g. cnn, transformer)")
+    blueprints.add_argument(
+        "--dim", type=_positive_int, metavar="D", help="width to count parameters at (default: topology's reference)"
+    )
+    blueprints.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    plugins = commands.add_parser(
+        "plugins",
+        help="list loaded blueprint packs and load failures",
+        description="List every plugin: distribution, version, hooks, blueprints, and load errors.",
+    )
+    plugins.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    commands.add_parser(
+        "demo",
+        help="grow seeds in a small host on bundled data (see `esper demo --help`)",
+        add_help=False,
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["demo"]:
+        from esper_core.demo import main as demo_main
+
+        return demo_main(args_list[1:])
+    args = build_parser().parse_args(args_list)
+    try:
+        if args.command == "blueprints":
+            return _blueprints(args)
+        return _plugins(args)
+    except CliError as exc:
+        print(f"esper: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _blueprints(args: argparse.Namespace) -> int:
+    from esper_core.errors import RegistryError
+    from esper_core.registry import get_registry
+
+    registry = get_registry()
+    try:
+        specs = registry.list_blueprints(args.topology, args.pattern, args.dim)
+    except RegistryError as exc:
+        raise CliError(str(exc)) from None
+    if not specs:
+        names = sorted({s.name for s in registry.all_blueprints() if args.topology in (None, s.topology)})
+        raise CliError(f"no blueprint matches {args.pattern!r}; available: {', '.join(names) or 'none'}")
+    rows = [_blueprint_row(registry, spec, args.dim) for spec in specs]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        header = ["topology", "name", "distribution", "version", "dim", "params", "options"]
+        table = [[str(row[key]) if key != "options" else _format_options(row[key]) for key in header] for row in rows]
+        print(_format_table(header, table))
+    return 0
+
+
+def _blueprint_row(registry, spec, dim: int | None) -> dict:
+    width = dim if dim is not None else registry.get_topology(spec.topology).reference_dim
+    source = registry.source(spec)
+    count = registry.count_at(spec, width)
+    return {
+        "topology": spec.topology,
+        "name": spec.name,
+        "distribution": source.distribution,
+        "version": source.version,
+        "dim": width,
+        "params": count if count is not None else "n/a",
+        "options": {opt.name: opt.default for opt in spec.options},
+        "description": spec.description,
+    }
+
+
+def _format_options(options: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in options.items()) or "-"
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from esper_core.registry import plugin_report
+
+    infos = plugin_report()
+    if args.json:
+        print(json.dumps([_plugin_dict(info) for info in infos], indent=2))
+        return 0
+    for info in infos:
+        status = "loaded" if info.loaded else "FAILED"
+        print(f"{info.name}  ({info.distribution} {info.version})  {status}")
+        print(f"  module:      {info.module}")
+        print(f"  hooks:       {', '.join(info.hooks) or '-'}")
+        if info.topologies:
+            print(f"  topologies:  {', '.join(info.topologies)}")
+        print(f"  blueprints:  {', '.join(info.blueprints) or '-'}")
+        if info.error is not None:
+            print(f"  error:       {info.error}")
+    failed = sum(not info.loaded for info in infos)
+    print(f"{len(infos)} plugin(s), {failed} failed to load")
+    return 0
+
+
+def _plugin_dict(info) -> dict:
+    return {
+        "name": info.name,
+        "distribution": info.distribution,
+        "version": info.version,
+        "module": info.module,
+        "loaded": info.loaded,
+        "hooks": list(info.hooks),
+        "topologies": list(info.topologies),
+        "blueprints": list(info.blueprints),
+        "error": info.error,
+    }
+
+
+def _format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines.extend("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""Helpers for registry and plugin-loader tests: fake distributions and entry points."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import types
+from collections.abc import Callable, Iterator
+
+import attrs
+import pytest
+import torch
+from torch import nn
+
+from esper_core import registry as registry_module
+from esper_core.hookspecs import hookimpl
+from esper_core.options import Option
+from esper_core.spec import BlueprintSpec
+
+
+@attrs.define
+class FakeDist:
+    name: str
+    version: str
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {"Name": self.name}
+
+
+@attrs.define
+class FakeEntryPoint:
+    """Quacks like importlib.metadata.EntryPoint for the loader."""
+
+    name: str
+    value: str
+    dist: FakeDist
+    loader: Callable[[], object]
+    group: str = "esper.blueprints"
+
+    def load(self) -> object:
+        return self.loader()
+
+
+class Scale(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * (1 + self.gain.view(1, -1, *([1] * (x.dim() - 2))))
+
+
+def scale_spec(name: str = "scale", topology: str = "cnn", **kwargs: object) -> BlueprintSpec:
+    return BlueprintSpec(
+        name=name,
+        topology=topology,
+        factory=lambda dim, **_: Scale(dim),
+        param_count=lambda dim, **_: dim,
+        description="per-channel gain",
+        **kwargs,
+    )
+
+
+def widened_spec() -> BlueprintSpec:
+    calls: list[tuple] = []
+
+    def factory(dim: int, width: int) -> nn.Module:
+        calls.append((dim, width))
+        return nn.Linear(dim, width)
+
+    spec = BlueprintSpec(
+        name="wide",
+        topology="transformer",
+        factory=factory,
+        param_count=lambda dim, width: dim * width + width,
+        description="a linear map",
+        options=(Option("width", int, 4, "output width", minimum=1),),
+    )
+    spec.factory.calls = calls  # type: ignore[attr-defined]
+    return spec
+
+
+def plugin_module(name: str, **hooks: Callable) -> types.ModuleType:
+    module = types.ModuleType(name)
+    for hook_name, fn in hooks.items():
+        setattr(module, hook_name, hookimpl(fn))
+    return module
+
+
+def blueprints_plugin(name: str, *specs: BlueprintSpec) -> types.ModuleType:
+    def esper_register_blueprints(register):
+        for spec in specs:
+            register(spec)
+
+    return plugin_module(name, esper_register_blueprints=esper_register_blueprints)
+
+
+@pytest.fixture
+def fake_packs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """Install fake entry points, then rebuild the registry from them."""
+
+    def install(*entries: FakeEntryPoint) -> None:
+        monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: list(entries))
+        registry_module.reset_registry()
+
+    monkeypatch.delenv("ESPER_STRICT_PLUGINS", raising=False)
+    monkeypatch.delenv("ESPER_LOAD_PLUGINS", raising=False)
+    yield install
+    registry_module.reset_registry()
+
+
+def entry(dist: str, module: object, version: str = "1.0", name: str = "main") -> FakeEntryPoint:
+    return FakeEntryPoint(name=name, value=f"{dist}.plugin", dist=FakeDist(dist, version), loader=lambda: module)
+
+
+@pytest.fixture
+def fakes() -> types.SimpleNamespace:
+    """The helpers above, for test modules (importlib import mode forbids importing conftest)."""
+    return types.SimpleNamespace(
+        entry=entry,
+        scale_spec=scale_spec,
+        widened_spec=widened_spec,
+        plugin_module=plugin_module,
+        blueprints_plugin=blueprints_plugin,
+    )

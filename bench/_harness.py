@@ -90,5 +90,9 @@ def compare(
 def ratio_of(ratios: list[float], detail: str = "") -> Measurement:
     """Summarise already-measured ratios."""
     return Measurement(
-        median=statistics.median(ratios), minimum=min(ratios), maximum=max(ratios), repeats=len(ratios), detail=detail
+        median=statistics.median(ratios),
+        minimum=min(ratios),
+        maximum=max(ratios),
+        repeats=len(ratios),
+        detail=detail,
     )

@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
                 m = bench.run()
             except Exception:
                 traceback.print_exc()
-                results.append({"module": module_name, "name": bench.name, "target": bench.target, "error": True})
+                results.append(
+                    {"module": module_name, "name": bench.name, "target": bench.target, "error": True}
+                )
                 print(f"{bench.name:<58} {'ERROR':>9}")
                 continue
             ok = m.meets(bench.target)

@@ -42,10 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="list registered blueprints with exact parameter counts",
         description="List registered blueprints, sorted by exact parameter count at --dim.",
     )
-    blueprints.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern on the name, e.g. 'conv*'")
+    blueprints.add_argument(
+        "pattern", nargs="?", default="*", help="fnmatch pattern on the name, e.g. 'conv*'"
+    )
     blueprints.add_argument("--topology", metavar="T", help="only this topology (e.g. cnn, transformer)")
     blueprints.add_argument(
-        "--dim", type=_positive_int, metavar="D", help="width to count parameters at (default: topology's reference)"
+        "--dim",
+        type=_positive_int,
+        metavar="D",
+        help="width to count parameters at (default: topology's reference)",
     )
     blueprints.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -97,7 +102,10 @@ def _blueprints(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
     else:
         header = ["topology", "name", "distribution", "version", "dim", "params", "options"]
-        table = [[str(row[key]) if key != "options" else _format_options(row[key]) for key in header] for row in rows]
+        table = [
+            [str(row[key]) if key != "options" else _format_options(row[key]) for key in header]
+            for row in rows
+        ]
         print(_format_table(header, table))
     return 0
 

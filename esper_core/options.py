@@ -78,9 +78,8 @@ class Option:
             if isinstance(value, int) and not isinstance(value, bool):
                 return value
         elif self.type is float:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                if math.isfinite(value):
-                    return float(value)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                return float(value)
         elif isinstance(value, str):
             return value
         self._reject(value)

@@ -118,11 +118,15 @@ class Registry:
             del self._blueprints[spec.key]
             self._version += 1
 
-    def _check_topologies(self, topologies: list[Topology], source: Source) -> dict[str, tuple[Topology, Source]]:
+    def _check_topologies(
+        self, topologies: list[Topology], source: Source
+    ) -> dict[str, tuple[Topology, Source]]:
         staged: dict[str, tuple[Topology, Source]] = {}
         for topology in topologies:
             if not isinstance(topology, Topology):
-                raise RegistryError(f"register() expects a Topology, got {topology!r} from {source.distribution}")
+                raise RegistryError(
+                    f"register() expects a Topology, got {topology!r} from {source.distribution}"
+                )
             previous = self._topologies.get(topology.name) or staged.get(topology.name)
             if previous is not None:
                 raise ConflictError(_conflict_message(f"topology {topology.name!r}", previous[1], source))
@@ -135,7 +139,9 @@ class Registry:
         staged: dict[str, tuple[BlueprintSpec, Source]] = {}
         for spec in specs:
             if not isinstance(spec, BlueprintSpec):
-                raise RegistryError(f"register() expects a BlueprintSpec, got {spec!r} from {source.distribution}")
+                raise RegistryError(
+                    f"register() expects a BlueprintSpec, got {spec!r} from {source.distribution}"
+                )
             if spec.topology not in self._topologies and spec.topology not in new_topologies:
                 raise UnknownTopologyError(
                     f"blueprint {spec.key!r} from {source.distribution} targets unknown topology "
@@ -155,7 +161,9 @@ class Registry:
     def get_topology(self, name: str) -> Topology:
         entry = self._topologies.get(name) if isinstance(name, str) else None
         if entry is None:
-            raise UnknownTopologyError(f"unknown topology {name!r}; registered topologies: {self.topology_names()}")
+            raise UnknownTopologyError(
+                f"unknown topology {name!r}; registered topologies: {self.topology_names()}"
+            )
         return entry[0]
 
     def topology_source(self, name: str) -> Source:
@@ -186,11 +194,15 @@ class Registry:
         except OptionError:
             return None
 
-    def list_blueprints(self, topology: str | None = None, pattern: str = "*", dim: int | None = None) -> list[BlueprintSpec]:
+    def list_blueprints(
+        self, topology: str | None = None, pattern: str = "*", dim: int | None = None
+    ) -> list[BlueprintSpec]:
         if topology is not None:
             self.get_topology(topology)
         if not isinstance(pattern, str) or not pattern:
-            raise RegistryError(f"pattern must be a non-empty fnmatch pattern such as 'conv*'; got {pattern!r}")
+            raise RegistryError(
+                f"pattern must be a non-empty fnmatch pattern such as 'conv*'; got {pattern!r}"
+            )
         if dim is not None:
             check_dim(dim)
         chosen = [
@@ -240,7 +252,9 @@ def build_registry() -> Registry:
     return registry
 
 
-def _run_registration(registry: Registry, loaded: dict[str, PluginInfo], hook_name: str) -> dict[str, PluginInfo]:
+def _run_registration(
+    registry: Registry, loaded: dict[str, PluginInfo], hook_name: str
+) -> dict[str, PluginInfo]:
     """Call one registration hook plugin by plugin, so each pack succeeds or fails alone."""
     caller = getattr(registry.manager.hook, hook_name)
     impls = {impl.plugin_name: impl for impl in caller.get_hookimpls()}
@@ -270,7 +284,9 @@ def _run_registration(registry: Registry, loaded: dict[str, PluginInfo], hook_na
     return result
 
 
-def _collect(function: Callable[..., Any], argnames: tuple[str, ...]) -> tuple[list[Topology], list[BlueprintSpec]]:
+def _collect(
+    function: Callable[..., Any], argnames: tuple[str, ...]
+) -> tuple[list[Topology], list[BlueprintSpec]]:
     """Run a registration hook, staging what it registers instead of applying it."""
     topologies: list[Topology] = []
     specs: list[BlueprintSpec] = []
@@ -319,7 +335,9 @@ def plugin_report() -> list[PluginInfo]:
 
 
 @contextlib.contextmanager
-def temporary_blueprints(*specs: BlueprintSpec, distribution: str = "<test>") -> Iterator[list[BlueprintSpec]]:
+def temporary_blueprints(
+    *specs: BlueprintSpec, distribution: str = "<test>"
+) -> Iterator[list[BlueprintSpec]]:
     """Register ``specs`` for the duration of a ``with`` block (for tests and experiments)."""
     registry = get_registry()
     registry.register_batch([], list(specs), Source(distribution, "0", f"{distribution}:temporary"))
@@ -348,7 +366,9 @@ def get_blueprint(topology: str, name: str) -> BlueprintSpec:
     return get_registry().get_blueprint(topology, name)
 
 
-def list_blueprints(topology: str | None = None, pattern: str = "*", dim: int | None = None) -> list[BlueprintSpec]:
+def list_blueprints(
+    topology: str | None = None, pattern: str = "*", dim: int | None = None
+) -> list[BlueprintSpec]:
     """Blueprints matching ``pattern`` (fnmatch on the name or ``topology:name``).
 
     Sorted by exact parameter count at ``dim`` (or each topology's reference dim) with
@@ -367,6 +387,8 @@ def param_count(topology: str, name: str, dim: int, **options: Any) -> int:
     return get_blueprint(topology, name).count_params(dim, **options)
 
 
-def flop_count(topology: str, name: str, dim: int, input_shape: tuple[int, ...], **options: Any) -> int | None:
+def flop_count(
+    topology: str, name: str, dim: int, input_shape: tuple[int, ...], **options: Any
+) -> int | None:
     """FLOPs of one forward pass, or None when the blueprint declares no count."""
     return get_blueprint(topology, name).count_flops(dim, input_shape, **options)

@@ -8,9 +8,8 @@ added by a pack without touching the core. The core registers ``cnn`` and
 
 from __future__ import annotations
 
-import torch
-
 import attrs
+import torch
 
 from esper_core.errors import RegistryError
 
@@ -21,7 +20,9 @@ _NAME_RE = r"^[a-z][a-z0-9_]*$"
 
 def _positive(instance: Topology, attribute: attrs.Attribute, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise RegistryError(f"topology {instance.name!r}: {attribute.name} must be a positive int, got {value!r}")
+        raise RegistryError(
+            f"topology {instance.name!r}: {attribute.name} must be a positive int, got {value!r}"
+        )
 
 
 @attrs.frozen
@@ -54,9 +55,13 @@ class Topology:
                 f"topology {self.name!r}: example_extent needs {self.ndim - 2} sizes, got {self.example_extent}"
             )
         if self.channels_last and self.ndim != 4:
-            raise RegistryError(f"topology {self.name!r}: channels_last needs 4-d tensors, ndim is {self.ndim}")
+            raise RegistryError(
+                f"topology {self.name!r}: channels_last needs 4-d tensors, ndim is {self.ndim}"
+            )
 
-    def example_shape(self, dim: int, batch: int = 2, extent: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    def example_shape(
+        self, dim: int, batch: int = 2, extent: tuple[int, ...] | None = None
+    ) -> tuple[int, ...]:
         """The shape of a feature tensor with ``dim`` features."""
         sizes = list(self.example_extent if extent is None else extent)
         sizes.insert(self.feature_axis % self.ndim - 1, dim)

@@ -110,7 +110,9 @@ def fake_packs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]
 
 
 def entry(dist: str, module: object, version: str = "1.0", name: str = "main") -> FakeEntryPoint:
-    return FakeEntryPoint(name=name, value=f"{dist}.plugin", dist=FakeDist(dist, version), loader=lambda: module)
+    return FakeEntryPoint(
+        name=name, value=f"{dist}.plugin", dist=FakeDist(dist, version), loader=lambda: module
+    )
 
 
 @pytest.fixture

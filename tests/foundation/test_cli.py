@@ -12,7 +12,9 @@ from esper_core.cli import main
 @pytest.fixture
 def packs(fake_packs, fakes) -> None:
     fake_packs(
-        fakes.entry("pack-cnn", fakes.blueprints_plugin("c", fakes.scale_spec("gain"), fakes.scale_spec("gain_two"))),
+        fakes.entry(
+            "pack-cnn", fakes.blueprints_plugin("c", fakes.scale_spec("gain"), fakes.scale_spec("gain_two"))
+        ),
         fakes.entry("pack-tf", fakes.blueprints_plugin("t", fakes.widened_spec()), version="3.1"),
     )
 
@@ -35,7 +37,10 @@ def test_blueprints_json_pattern_and_topology(packs, capsys: pytest.CaptureFixtu
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["blueprints", "--topology", "rnn"], "unknown topology 'rnn'; registered topologies: ['cnn', 'transformer']"),
+        (
+            ["blueprints", "--topology", "rnn"],
+            "unknown topology 'rnn'; registered topologies: ['cnn', 'transformer']",
+        ),
         (["blueprints", "zzz*"], "no blueprint matches 'zzz*'; available: gain, gain_two, wide"),
     ],
 )

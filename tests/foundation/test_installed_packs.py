@@ -30,8 +30,19 @@ PACKS = [
 def site_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--disable-pip-version-check", "--target", str(target), *(str(FIXTURES / p) for p in PACKS)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            *(str(FIXTURES / p) for p in PACKS),
+        ],
         check=True,
         timeout=240,
     )
@@ -44,7 +55,10 @@ def esper(site_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess
     environment.update(env)
     return subprocess.run(
         [sys.executable, "-W", "ignore::RuntimeWarning", "-m", "esper_core.cli", *args],
-        capture_output=True, text=True, env=environment, timeout=120,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
     )
 
 
@@ -65,7 +79,10 @@ def test_plugins_json_reports_each_outcome(site_dir: Path) -> None:
     assert plugins["esper-fixture-collide-a"]["loaded"]
     collide = plugins["esper-fixture-collide-b"]
     assert not collide["loaded"]
-    assert "esper-fixture-collide-a 1.0.0" in collide["error"] and "esper-fixture-collide-b 2.0.0" in collide["error"]
+    assert (
+        "esper-fixture-collide-a 1.0.0" in collide["error"]
+        and "esper-fixture-collide-b 2.0.0" in collide["error"]
+    )
     assert plugins["esper-core"]["topologies"] == ["cnn", "transformer"]
 
 

@@ -47,8 +47,12 @@ def test_wrong_signature_and_unknown_hook_are_rejected(fake_packs, fakes) -> Non
 
     with pytest.warns(RuntimeWarning):
         fake_packs(
-            fakes.entry("sig-pack", fakes.plugin_module("sig", esper_register_blueprints=esper_register_blueprints)),
-            fakes.entry("typo-pack", fakes.plugin_module("typo", esper_register_blueprint=esper_register_blueprint)),
+            fakes.entry(
+                "sig-pack", fakes.plugin_module("sig", esper_register_blueprints=esper_register_blueprints)
+            ),
+            fakes.entry(
+                "typo-pack", fakes.plugin_module("typo", esper_register_blueprint=esper_register_blueprint)
+            ),
         )
         reg.get_registry()
     infos = _infos()
@@ -64,7 +68,11 @@ def test_hook_that_raises_registers_nothing(fake_packs, fakes) -> None:
         raise RuntimeError("half-way failure")
 
     with pytest.warns(RuntimeWarning, match="half-way"):
-        fake_packs(fakes.entry("half-pack", fakes.plugin_module("half", esper_register_blueprints=esper_register_blueprints)))
+        fake_packs(
+            fakes.entry(
+                "half-pack", fakes.plugin_module("half", esper_register_blueprints=esper_register_blueprints)
+            )
+        )
         reg.get_registry()
     assert reg.list_blueprints() == []
     assert "half-way failure" in _infos()["half-pack"].error
@@ -97,7 +105,9 @@ def test_strict_mode_raises(fake_packs, fakes, monkeypatch: pytest.MonkeyPatch) 
         reg.get_registry()
 
 
-def test_allow_list_loads_only_named_distributions(fake_packs, fakes, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_allow_list_loads_only_named_distributions(
+    fake_packs, fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
     packs = [
         fakes.entry("Pack_One", fakes.blueprints_plugin("one", fakes.scale_spec("one"))),
         fakes.entry("pack-two", fakes.blueprints_plugin("two", fakes.scale_spec("two"))),
@@ -115,8 +125,15 @@ def test_allow_list_loads_only_named_distributions(fake_packs, fakes, monkeypatc
 def test_a_pack_can_add_a_topology_used_by_another_pack(fake_packs, fakes) -> None:
     from esper_core.topology import Topology
 
-    graph = Topology(name="graph", layout="(B, N, F)", ndim=3, feature_axis=2, reference_dim=32,
-                     description="node features", example_extent=(5,))
+    graph = Topology(
+        name="graph",
+        layout="(B, N, F)",
+        ndim=3,
+        feature_axis=2,
+        reference_dim=32,
+        description="node features",
+        example_extent=(5,),
+    )
 
     @hookimpl
     def esper_register_topologies(register):
@@ -126,7 +143,9 @@ def test_a_pack_can_add_a_topology_used_by_another_pack(fake_packs, fakes) -> No
     topo_module.esper_register_topologies = esper_register_topologies
     fake_packs(
         fakes.entry("z-topology-pack", topo_module),
-        fakes.entry("a-user-pack", fakes.blueprints_plugin("user", fakes.scale_spec("node", topology="graph"))),
+        fakes.entry(
+            "a-user-pack", fakes.blueprints_plugin("user", fakes.scale_spec("node", topology="graph"))
+        ),
     )
     assert reg.get_blueprint("graph", "node").topology == "graph"
     assert _infos()["z-topology-pack"].topologies == ("graph",)

@@ -37,9 +37,11 @@ def test_builtin_topologies_are_registered_as_a_plugin(registry: reg.Registry) -
 def test_unknown_topology_and_blueprint_list_what_exists(registry: reg.Registry) -> None:
     with pytest.raises(UnknownTopologyError, match=r"'rnn'.*\['cnn', 'transformer'\]"):
         reg.get_blueprint("rnn", "x")
-    with reg.temporary_blueprints(_spec("alpha", 1), _spec("beta", 2)):
-        with pytest.raises(UnknownBlueprintError, match=r"'gamma'.*\['alpha', 'beta'\]"):
-            reg.get_blueprint("cnn", "gamma")
+    with (
+        reg.temporary_blueprints(_spec("alpha", 1), _spec("beta", 2)),
+        pytest.raises(UnknownBlueprintError, match=r"'gamma'.*\['alpha', 'beta'\]"),
+    ):
+        reg.get_blueprint("cnn", "gamma")
 
 
 def test_list_sorts_by_exact_count_then_name(registry: reg.Registry) -> None:
@@ -117,4 +119,12 @@ def test_topology_example_inputs_follow_the_layout() -> None:
     assert reg.get_topology("transformer").example_shape(16, batch=3) == (3, 6, 16)
     assert cnn.alpha_shape(4) == (4, 1, 1, 1)
     with pytest.raises(RegistryError, match="feature_axis"):
-        Topology(name="bad", layout="(B, X)", ndim=2, feature_axis=0, reference_dim=4, description="x", example_extent=())
+        Topology(
+            name="bad",
+            layout="(B, X)",
+            ndim=2,
+            feature_axis=0,
+            reference_dim=4,
+            description="x",
+            example_extent=(),
+        )

@@ -1,0 +1,241 @@
+"""The blending-progress schedule: an immutable controller ticked once per epoch.
+
+:class:`AlphaController` is a frozen value. ``step()`` and ``retarget()`` return a new
+controller instead of mutating, so a slot can compute the next schedule, validate it and
+only then commit it (a rejected call leaves nothing half-changed), and two controllers
+compare equal exactly when they will produce the same future.
+
+The value at tick ``k`` of an ``n``-tick ramp is computed from the ramp's start, not
+accumulated tick by tick: ``start + (target - start) * curve(k / n)``. That makes the
+trajectory independent of how often it was serialised in between (a round trip mid-ramp
+continues on the same values) and avoids floating-point drift. The last tick snaps to the
+target exactly and puts the controller back in HOLD.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from typing import Any
+
+import attrs
+
+from esper_core.errors import CheckpointError, LifecycleError
+
+__all__ = [
+    "ALPHA_TOLERANCE",
+    "DEFAULT_STEEPNESS",
+    "MIN_STEEPNESS",
+    "AlphaController",
+    "AlphaCurve",
+    "AlphaMode",
+    "curve_progress",
+]
+
+#: Two alphas closer than this are considered equal (gate checks, "at target").
+ALPHA_TOLERANCE = 1e-6
+#: Default steepness of the sigmoid curve.
+DEFAULT_STEEPNESS = 12.0
+#: Below this the sigmoid is practically linear and the renormalisation loses precision.
+MIN_STEEPNESS = 0.1
+
+
+class AlphaMode(Enum):
+    """Whether the schedule rests, ramps up or ramps down."""
+
+    HOLD = "hold"
+    UP = "up"
+    DOWN = "down"
+
+
+class AlphaCurve(Enum):
+    """The shape of a ramp, as progress ``p(t)`` for ``t`` in [0, 1] with p(0)=0, p(1)=1."""
+
+    LINEAR = "linear"
+    COSINE = "cosine"
+    SIGMOID = "sigmoid"
+
+
+def _logistic(z: float) -> float:
+    # Branching keeps exp() from overflowing for large |z| (steep curves).
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+def curve_progress(curve: AlphaCurve, t: float, steepness: float = DEFAULT_STEEPNESS) -> float:
+    """Progress in [0, 1] along ``curve`` at time ``t`` (clamped to [0, 1]); monotone in ``t``.
+
+    The sigmoid is a logistic of slope ``steepness`` centred at 0.5, rescaled so that it
+    hits 0 and 1 exactly at the ends; cosine has zero slope at both ends.
+    """
+    t = min(1.0, max(0.0, float(t)))
+    if curve is AlphaCurve.LINEAR:
+        return t
+    if curve is AlphaCurve.COSINE:
+        return 0.5 * (1.0 - math.cos(math.pi * t))
+    if curve is AlphaCurve.SIGMOID:
+        low = _logistic(-steepness / 2.0)
+        high = _logistic(steepness / 2.0)
+        return min(1.0, max(0.0, (_logistic(steepness * (t - 0.5)) - low) / (high - low)))
+    raise LifecycleError(f"unknown alpha curve {curve!r}; accepted: {[c.value for c in AlphaCurve]}")
+
+
+def _unit(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+        raise LifecycleError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _steps(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise LifecycleError(f"{name} must be an int >= 0, got {value!r}")
+    return value
+
+
+def _steepness(_instance: object, _attribute: object, value: float) -> None:
+    if not (math.isfinite(value) and value >= MIN_STEEPNESS):
+        raise LifecycleError(f"steepness must be a finite number >= {MIN_STEEPNESS}, got {value!r}")
+
+
+@attrs.frozen
+class AlphaController:
+    """An immutable alpha schedule. Build new ones with :meth:`retarget` and :meth:`step`.
+
+    ``alpha`` is the blending progress (the amplitude schedule), not the realised
+    per-sample weight of a gated blend.
+    """
+
+    alpha: float = attrs.field(default=0.0, converter=lambda v: _unit("alpha", v))
+    start: float = attrs.field(default=0.0, converter=lambda v: _unit("start", v))
+    target: float = attrs.field(default=0.0, converter=lambda v: _unit("target", v))
+    mode: AlphaMode = attrs.field(default=AlphaMode.HOLD, validator=attrs.validators.instance_of(AlphaMode))
+    curve: AlphaCurve = attrs.field(
+        default=AlphaCurve.LINEAR, validator=attrs.validators.instance_of(AlphaCurve)
+    )
+    steepness: float = attrs.field(default=DEFAULT_STEEPNESS, converter=float, validator=_steepness)
+    steps_total: int = attrs.field(default=0, converter=lambda v: _steps("steps_total", v))
+    steps_done: int = attrs.field(default=0, converter=lambda v: _steps("steps_done", v))
+
+    def __attrs_post_init__(self) -> None:
+        if self.steps_done > self.steps_total:
+            raise LifecycleError(
+                f"steps_done ({self.steps_done}) must not exceed steps_total ({self.steps_total})"
+            )
+        if self.mode is AlphaMode.HOLD and abs(self.alpha - self.target) > ALPHA_TOLERANCE:
+            raise LifecycleError(
+                f"a HOLD controller rests at its target; alpha {self.alpha} != {self.target}"
+            )
+        expected = AlphaMode.UP if self.target > self.start else AlphaMode.DOWN
+        if self.mode is not AlphaMode.HOLD and (
+            self.mode is not expected or self.steps_done >= self.steps_total
+        ):
+            raise LifecycleError(
+                f"inconsistent ramp: mode {self.mode.name} from {self.start} to {self.target} "
+                f"at step {self.steps_done}/{self.steps_total}"
+            )
+
+    # ---- queries --------------------------------------------------------------------------
+
+    @property
+    def at_rest(self) -> bool:
+        """True in HOLD: the only mode from which the schedule may be retargeted."""
+        return self.mode is AlphaMode.HOLD
+
+    @property
+    def remaining_steps(self) -> int:
+        return 0 if self.at_rest else self.steps_total - self.steps_done
+
+    # ---- transitions (pure) ------------------------------------------------------------------
+
+    def retarget(
+        self, target: float, steps: int, curve: AlphaCurve | None = None, steepness: float | None = None
+    ) -> AlphaController:
+        """A controller ramping from the current alpha to ``target`` over ``steps`` ticks.
+
+        Only allowed at rest (HOLD): changing course mid-ramp would make the schedule
+        dither. ``steps == 0`` or ``target == alpha`` jumps straight to HOLD at ``target``.
+        """
+        if not self.at_rest:
+            raise LifecycleError(
+                f"retarget is only allowed from HOLD; the controller is ramping {self.mode.name} "
+                f"to {self.target} ({self.remaining_steps} steps left)"
+            )
+        target = _unit("target", target)
+        steps = _steps("steps", steps)
+        if curve is not None and not isinstance(curve, AlphaCurve):
+            raise LifecycleError(f"curve must be an AlphaCurve, got {curve!r}; accepted: {list(AlphaCurve)}")
+        new_curve = self.curve if curve is None else curve
+        new_steepness = self.steepness if steepness is None else steepness
+        if steps == 0 or abs(target - self.alpha) <= ALPHA_TOLERANCE:
+            return AlphaController(
+                alpha=target, start=target, target=target, mode=AlphaMode.HOLD, curve=new_curve,
+                steepness=new_steepness, steps_total=steps, steps_done=steps,
+            )  # fmt: skip
+        mode = AlphaMode.UP if target > self.alpha else AlphaMode.DOWN
+        return AlphaController(
+            alpha=self.alpha, start=self.alpha, target=target, mode=mode, curve=new_curve,
+            steepness=new_steepness, steps_total=steps, steps_done=0,
+        )  # fmt: skip
+
+    def step(self) -> AlphaController:
+        """The controller one tick later. At rest, the same controller."""
+        if self.at_rest:
+            return self
+        done = self.steps_done + 1
+        if done >= self.steps_total:
+            return attrs.evolve(self, alpha=self.target, steps_done=self.steps_total, mode=AlphaMode.HOLD)
+        p = curve_progress(self.curve, done / self.steps_total, self.steepness)
+        value = self.start + (self.target - self.start) * p
+        low, high = sorted((self.start, self.target))
+        return attrs.evolve(self, alpha=min(high, max(low, value)), steps_done=done)
+
+    # ---- serialisation ------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Primitive-only form (str/int/float) for checkpoints."""
+        return {
+            "alpha": self.alpha,
+            "start": self.start,
+            "target": self.target,
+            "mode": self.mode.value,
+            "curve": self.curve.value,
+            "steepness": self.steepness,
+            "steps_total": self.steps_total,
+            "steps_done": self.steps_done,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> AlphaController:
+        """Strict inverse of :meth:`to_dict`: every key required, no extra keys, exact types."""
+        if not isinstance(data, dict):
+            raise CheckpointError(f"alpha controller must be a dict, got {type(data).__name__}")
+        expected = set(cls().to_dict())
+        if set(data) != expected:
+            missing = sorted(expected - set(data))
+            extra = sorted(set(data) - expected)
+            raise CheckpointError(f"alpha controller keys: missing {missing}, unexpected {extra}")
+        try:
+            mode = AlphaMode(data["mode"])
+        except ValueError:
+            raise CheckpointError(
+                f"alpha controller field 'mode' is {data['mode']!r}; accepted: {[m.value for m in AlphaMode]}"
+            ) from None
+        try:
+            curve = AlphaCurve(data["curve"])
+        except ValueError:
+            raise CheckpointError(
+                f"alpha controller field 'curve' is {data['curve']!r}; "
+                f"accepted: {[c.value for c in AlphaCurve]}"
+            ) from None
+        for key in ("alpha", "start", "target", "steepness"):
+            if isinstance(data[key], bool) or not isinstance(data[key], int | float):
+                raise CheckpointError(f"alpha controller field {key!r} must be a number, got {data[key]!r}")
+        try:
+            return cls(
+                alpha=data["alpha"], start=data["start"], target=data["target"], mode=mode, curve=curve,
+                steepness=data["steepness"], steps_total=data["steps_total"], steps_done=data["steps_done"],
+            )  # fmt: skip
+        except LifecycleError as exc:
+            raise CheckpointError(f"alpha controller is invalid: {exc}") from None

@@ -1,0 +1,352 @@
+"""Quality gates: whether a seed may take one step along the lifecycle.
+
+Gates are looked up by **edge** ``(from, to)``, never by target stage alone, and the table
+is closed: an edge that has no gate raises :class:`~esper_core.errors.MissingGateError`.
+There is no catch-all that passes. Edges driven by explicit API calls (prune, retarget
+from HOLDING back to BLENDING) or by the cooldown clock have no gate on purpose.
+
+A gate judges a :class:`GateEvidence` snapshot, so evaluating is a pure function: the
+slot gathers the evidence, the gate decides, the slot (through its ``decider``) commits.
+
+Two policies share one set of thresholds:
+
+* ``strict``: quality and safety (improvement, dwell time, measured activity, full ramp,
+  counterfactual contribution above a threshold).
+* ``permissive``: safety and structure only, for a learning controller that discovers
+  quality thresholds from rewards. Safety still applies: a seed that cannot learn fails
+  G2, and an unhealthy seed (non-finite output or gradients, or a negative measured
+  contribution) can never fossilize under either policy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from enum import IntEnum
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+from esper_core.alpha import ALPHA_TOLERANCE, AlphaMode
+from esper_core.errors import LifecycleError, MissingGateError
+from esper_core.stages import SeedStage
+
+__all__ = [
+    "EDGE_GATES",
+    "POLICIES",
+    "GateEvidence",
+    "GateLevel",
+    "GateResult",
+    "GateThresholds",
+    "QualityGates",
+    "gate_for_edge",
+]
+
+
+class GateLevel(IntEnum):
+    """The gates. 4 is skipped on purpose: it belonged to a retired stage."""
+
+    G0 = 0
+    G1 = 1
+    G2 = 2
+    G3 = 3
+    G5 = 5
+
+
+_S = SeedStage
+EDGE_GATES: Mapping[tuple[SeedStage, SeedStage], GateLevel] = MappingProxyType(
+    {
+        (_S.DORMANT, _S.GERMINATED): GateLevel.G0,
+        (_S.GERMINATED, _S.TRAINING): GateLevel.G1,
+        (_S.TRAINING, _S.BLENDING): GateLevel.G2,
+        (_S.BLENDING, _S.HOLDING): GateLevel.G3,
+        (_S.HOLDING, _S.FOSSILIZED): GateLevel.G5,
+    }
+)
+
+POLICIES = ("strict", "permissive")
+
+
+def gate_for_edge(edge: tuple[SeedStage, SeedStage]) -> GateLevel:
+    """The gate guarding ``edge``; raises :class:`MissingGateError` for any other edge."""
+    level = EDGE_GATES.get(edge) if isinstance(edge, tuple) and len(edge) == 2 else None
+    if level is None:
+        gated = ", ".join(f"{a.name}->{b.name}" for a, b in EDGE_GATES)
+        shown = (
+            "->".join(getattr(s, "name", repr(s)) for s in edge) if isinstance(edge, tuple) else repr(edge)
+        )
+        raise MissingGateError(f"no quality gate guards the edge {shown}; gated edges: {gated}")
+    return level
+
+
+def _number(name: str, minimum: float = 0.0, maximum: float | None = None) -> Any:
+    def check(_instance: object, _attribute: object, value: object) -> None:
+        ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+        if not ok or value < minimum or (maximum is not None and value > maximum):
+            upper = "" if maximum is None else f" and <= {maximum}"
+            raise LifecycleError(
+                f"gate threshold {name} must be a finite number >= {minimum}{upper}, got {value!r}"
+            )
+
+    return check
+
+
+def _count(name: str) -> Any:
+    def check(_instance: object, _attribute: object, value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise LifecycleError(f"gate threshold {name} must be an int >= 0, got {value!r}")
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class GateThresholds:
+    """Every number a gate compares against. Accuracies and contributions are in
+    percentage points (accuracy on a 0-100 scale)."""
+
+    #: G2 strict: accuracy gained since TRAINING began.
+    min_training_improvement: float = attrs.field(default=0.5, validator=_number("min_training_improvement"))
+    #: G2 strict: recorded epochs in TRAINING.
+    min_training_epochs: int = attrs.field(default=3, validator=_count("min_training_epochs"))
+    #: G2 permissive: recorded epochs in TRAINING.
+    permissive_training_epochs: int = attrs.field(default=1, validator=_count("permissive_training_epochs"))
+    #: G2 strict: smoothed seed activity (relative parameter change per epoch, see activity.py).
+    min_activity: float = attrs.field(default=1e-3, validator=_number("min_activity"))
+    #: G3 strict: recorded epochs in BLENDING.
+    min_blending_epochs: int = attrs.field(default=3, validator=_count("min_blending_epochs"))
+    #: G5 strict: measured counterfactual contribution.
+    min_fossilize_contribution: float = attrs.field(
+        default=1.0, validator=_number("min_fossilize_contribution", minimum=-math.inf)
+    )
+    #: G3: how close alpha must be to its target (both policies).
+    alpha_tolerance: float = attrs.field(
+        default=ALPHA_TOLERANCE, validator=_number("alpha_tolerance", maximum=0.5)
+    )
+
+
+@attrs.frozen(kw_only=True)
+class GateEvidence:
+    """What a slot knows when a gate is asked; ``None`` means "never measured"."""
+
+    stage: SeedStage
+    seed_id: str = ""
+    blueprint: str = ""
+    shape_preserved: bool = True
+    dtype_preserved: bool = True
+    epochs_in_stage: int = 0
+    improvement: float | None = None
+    activity: float | None = None
+    trainable: bool = True
+    alpha: float = 0.0
+    alpha_target: float = 0.0
+    alpha_mode: AlphaMode = AlphaMode.HOLD
+    counterfactual: float | None = None
+    nonfinite: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class GateResult:
+    """One gate decision. ``checks_*`` are short tags such as ``"seed_trainable"``."""
+
+    gate: GateLevel
+    edge: tuple[SeedStage, SeedStage]
+    passed: bool
+    score: float
+    checks_passed: tuple[str, ...]
+    checks_failed: tuple[str, ...]
+    message: str
+    policy: str
+
+    @property
+    def target(self) -> SeedStage:
+        return self.edge[1]
+
+
+class _Checks:
+    """Collects pass/fail tags for one gate evaluation."""
+
+    def __init__(self) -> None:
+        self.passed: list[str] = []
+        self.failed: list[str] = []
+
+    def add(self, ok: bool, good: str, bad: str) -> None:
+        (self.passed if ok else self.failed).append(good if ok else bad)
+
+
+class QualityGates:
+    """The gates under one policy and one set of thresholds. Immutable and stateless.
+
+    ``QualityGates("strict", min_activity=0.01)`` overrides single thresholds;
+    ``thresholds=GateThresholds(...)`` replaces them all.
+    """
+
+    __slots__ = ("_policy", "_thresholds")
+
+    def __init__(
+        self, policy: str = "strict", thresholds: GateThresholds | None = None, **overrides: Any
+    ) -> None:
+        if policy not in POLICIES:
+            raise LifecycleError(f"unknown gate policy {policy!r}; accepted: {list(POLICIES)}")
+        base = GateThresholds() if thresholds is None else thresholds
+        if not isinstance(base, GateThresholds):
+            raise LifecycleError(f"thresholds must be a GateThresholds, got {type(base).__name__}")
+        known = [a.name for a in attrs.fields(GateThresholds)]
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise LifecycleError(f"unknown gate threshold(s) {unknown}; accepted: {known}")
+        object.__setattr__(self, "_policy", policy)
+        object.__setattr__(self, "_thresholds", attrs.evolve(base, **overrides))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("QualityGates is immutable; build a new one")
+
+    # Immutable, so copies may share it; pickling rebuilds it through __init__ (the default
+    # protocol would restore the slots with setattr, which is blocked above).
+    def __copy__(self) -> QualityGates:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> QualityGates:
+        return self
+
+    def __reduce__(self) -> tuple[type[QualityGates], tuple[str, GateThresholds]]:
+        return (QualityGates, (self._policy, self._thresholds))
+
+    @property
+    def policy(self) -> str:
+        return self._policy
+
+    @property
+    def thresholds(self) -> GateThresholds:
+        return self._thresholds
+
+    @property
+    def strict(self) -> bool:
+        return self._policy == "strict"
+
+    def __repr__(self) -> str:
+        return f"QualityGates({self._policy!r}, {self._thresholds!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, QualityGates):
+            return NotImplemented
+        return (self._policy, self._thresholds) == (other._policy, other._thresholds)
+
+    def __hash__(self) -> int:
+        return hash((self._policy, self._thresholds))
+
+    # ---- evaluation -------------------------------------------------------------------------
+
+    def evaluate(self, edge: tuple[SeedStage, SeedStage], evidence: GateEvidence) -> GateResult:
+        """Judge ``evidence`` for ``edge``. Pure: no state is read or written elsewhere."""
+        level = gate_for_edge(edge)
+        if evidence.stage is not edge[0]:
+            raise LifecycleError(
+                f"evidence is for stage {evidence.stage.name} but the edge starts at {edge[0].name}"
+            )
+        judge = {
+            GateLevel.G0: self._g0,
+            GateLevel.G1: self._g1,
+            GateLevel.G2: self._g2,
+            GateLevel.G3: self._g3,
+            GateLevel.G5: self._g5,
+        }[level]
+        checks = _Checks()
+        score, message = judge(evidence, checks)
+        return GateResult(
+            gate=level,
+            edge=edge,
+            passed=not checks.failed,
+            score=float(min(1.0, max(0.0, score))),
+            checks_passed=tuple(checks.passed),
+            checks_failed=tuple(checks.failed),
+            message=message,
+            policy=self._policy,
+        )
+
+    def _g0(self, ev: GateEvidence, c: _Checks) -> tuple[float, str]:
+        c.add(bool(ev.seed_id), "seed_id_present", "seed_id_missing")
+        c.add(bool(ev.blueprint), "blueprint_present", "blueprint_missing")
+        c.add(ev.shape_preserved, "shape_preserved", "shape_changed")
+        c.add(ev.dtype_preserved, "dtype_preserved", "dtype_changed")
+        return (0.0 if c.failed else 1.0), "germination sanity"
+
+    def _g1(self, ev: GateEvidence, c: _Checks) -> tuple[float, str]:
+        c.add(ev.stage is SeedStage.GERMINATED, "germinated", "not_germinated")
+        c.add(not ev.nonfinite, "finite", "nonfinite_" + "_".join(ev.nonfinite))
+        return (0.0 if c.failed else 1.0), "training readiness"
+
+    def _g2(self, ev: GateEvidence, c: _Checks) -> tuple[float, str]:
+        t = self._thresholds
+        imp = ev.improvement
+        c.add(ev.trainable, "seed_trainable", "seed_not_trainable")
+        c.add(not ev.nonfinite, "finite", "nonfinite_" + "_".join(ev.nonfinite))
+        if self.strict:
+            if imp is None:
+                c.add(False, "", "improvement_unmeasured")
+            else:
+                c.add(
+                    imp >= t.min_training_improvement,
+                    f"improvement_{imp:.2f}pp",
+                    f"improvement_insufficient_{imp:.2f}pp_below_{t.min_training_improvement:.2f}pp",
+                )
+            c.add(
+                ev.epochs_in_stage >= t.min_training_epochs,
+                "training_dwell_met",
+                f"training_dwell_{ev.epochs_in_stage}_of_{t.min_training_epochs}",
+            )
+            if ev.activity is None:
+                c.add(False, "", "activity_unmeasured")
+            else:
+                c.add(
+                    ev.activity >= t.min_activity,
+                    f"seed_active_{ev.activity:.2e}",
+                    f"seed_inactive_{ev.activity:.2e}_below_{t.min_activity:.2e}",
+                )
+        else:
+            c.add(
+                ev.epochs_in_stage >= t.permissive_training_epochs,
+                "training_dwell_met",
+                f"training_dwell_{ev.epochs_in_stage}_of_{t.permissive_training_epochs}",
+            )
+        score = 0.0 if imp is None or imp <= 0 else min(1.0, imp / 5.0)
+        shown = "unmeasured" if imp is None else f"{imp:.2f}pp"
+        return score, f"blending readiness ({self._policy}): improvement {shown}"
+
+    def _g3(self, ev: GateEvidence, c: _Checks) -> tuple[float, str]:
+        t = self._thresholds
+        c.add(
+            ev.alpha_target >= 1.0 - t.alpha_tolerance,
+            "alpha_target_full",
+            f"alpha_target_not_full_{ev.alpha_target:.4f}",
+        )
+        c.add(
+            ev.alpha_mode is AlphaMode.HOLD and abs(ev.alpha - ev.alpha_target) <= t.alpha_tolerance,
+            "alpha_target_reached",
+            f"alpha_ramping_{ev.alpha:.4f}_to_{ev.alpha_target:.4f}_{ev.alpha_mode.name}",
+        )
+        c.add(not ev.nonfinite, "finite", "nonfinite_" + "_".join(ev.nonfinite))
+        if self.strict:
+            c.add(
+                ev.epochs_in_stage >= t.min_blending_epochs,
+                "blending_dwell_met",
+                f"blending_dwell_{ev.epochs_in_stage}_of_{t.min_blending_epochs}",
+            )
+        return ev.alpha, f"holding readiness ({self._policy})"
+
+    def _g5(self, ev: GateEvidence, c: _Checks) -> tuple[float, str]:
+        t = self._thresholds
+        cf = ev.counterfactual
+        if cf is None:
+            c.add(False, "", "counterfactual_unmeasured")
+            return 0.0, f"fossilization readiness ({self._policy}): no counterfactual measured"
+        c.add(not ev.nonfinite, "finite", "nonfinite_" + "_".join(ev.nonfinite))
+        c.add(cf >= 0.0, f"contribution_non_negative_{cf:.2f}pp", f"contribution_negative_{cf:.2f}pp")
+        if self.strict:
+            c.add(
+                cf >= t.min_fossilize_contribution,
+                f"contribution_sufficient_{cf:.2f}pp",
+                f"contribution_insufficient_{cf:.2f}pp_below_{t.min_fossilize_contribution:.2f}pp",
+            )
+        score = 0.0 if cf <= 0 else min(1.0, cf / 10.0)
+        return score, f"fossilization readiness ({self._policy}): contribution {cf:.2f}pp"

@@ -1,0 +1,161 @@
+"""Checkpoints: what the slot envelopes add to a save + load round trip.
+
+The model is ``MorphogeneticModel(CNNHost(10))`` with a slot at each of its six injection
+points and three active seeds from the CNN pack in different stages (TRAINING, BLENDING
+with a gate module, FOSSILIZED). One round trip is ``torch.save(model.state_dict())``, then
+``torch.load(weights_only=True)``, then loading the result.
+
+* In place: the round trip into the same (live) model, against the same round trip of an
+  identical model whose slots carry no envelope (their extra-state hooks switched off, so
+  the module tree and the tensors are the same). The ratio is the envelopes' cost:
+  encode, validate, restore. Target <= 1.2.
+* Fresh model: building a new model and loading the checkpoint into it, the seeds rebuilt
+  from their envelopes (``load_checkpoint``), against building a new envelope-free model,
+  germinating the same seeds by hand (what a checkpoint without envelopes would require)
+  and loading the tensors. Target <= 1.2.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench._harness import Benchmark, Measurement, compare
+from esper_core.blend import BlendAlgorithm
+from esper_core.gates import QualityGates
+from esper_core.hosts import CNNHost
+from esper_core.model import MorphogeneticModel
+from esper_core.slot import SeedSlot
+from esper_core.state import load_checkpoint
+
+#: (slot id, blueprint, algorithm, target stage)
+SEEDS = (
+    ("r0c0", "conv_light", BlendAlgorithm.ADD, "training"),
+    ("r0c1", "bottleneck", BlendAlgorithm.GATE, "blending"),
+    ("r0c2", "conv_small", BlendAlgorithm.ADD, "fossilized"),
+)
+
+
+class _PlainSlot(SeedSlot):
+    """A slot without an envelope: the reference's state dict holds only tensors."""
+
+    get_extra_state = nn.Module.get_extra_state
+    set_extra_state = nn.Module.set_extra_state
+
+
+def _new_model() -> MorphogeneticModel:
+    return MorphogeneticModel(CNNHost(10), gates=QualityGates("permissive"))
+
+
+def _germinate(model: MorphogeneticModel) -> None:
+    for slot_id, blueprint, algorithm, _ in SEEDS:
+        model.slot(slot_id).germinate(blueprint, algorithm=algorithm, tempo=4)
+
+
+def _grown_model() -> MorphogeneticModel:
+    torch.manual_seed(0)
+    model = _new_model()
+    _germinate(model)
+    for slot_id, _, _, stage in SEEDS:
+        slot = model.slot(slot_id)
+        slot.advance()
+        if stage == "training":
+            continue
+        slot.record_accuracy(50.0)
+        slot.advance()
+        slot.step_epoch()
+        if stage == "blending":
+            continue
+        for _ in range(3):
+            slot.step_epoch()
+        slot.advance()
+        slot.record_counterfactual(2.0)
+        slot.advance()
+    return model
+
+
+def _plain(model: nn.Module) -> nn.Module:
+    """Switch ``model``'s slots to envelope-free slots (in place; returns ``model``)."""
+    for module in model.modules():
+        if isinstance(module, SeedSlot):
+            module.__class__ = _PlainSlot
+    return model
+
+
+def _to_file(model: nn.Module) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getvalue()
+
+
+def _from_file(data: bytes) -> dict[str, Any]:
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+def _round_trip(model: nn.Module) -> None:
+    model.load_state_dict(_from_file(_to_file(model)))
+
+
+def in_place() -> Measurement:
+    model = _grown_model()
+    plain = _plain(_grown_model())
+    n = sum(p.numel() for p in model.parameters())
+    return compare(
+        lambda: _round_trip(model),
+        lambda: _round_trip(plain),
+        repeats=21,
+        number=5,
+        warmup=3,
+        detail=f"{len(model.slot_ids)} slots, 3 seeds, {n:,} params, {len(_to_file(model)):,} bytes",
+    )
+
+
+def alternating() -> Measurement:
+    """Round trips that alternate between two checkpoints whose lifecycles differ."""
+    early, late = _grown_model(), _grown_model()
+    for slot_id in late.slot_ids:
+        late.slot(slot_id).step_epoch()  # ramps and clocks move: every envelope differs
+    files = [_to_file(early), _to_file(late)]
+    plain_files = [_to_file(_plain(_grown_model())), _to_file(_plain(late))]
+    model, plain = _grown_model(), _plain(_grown_model())
+    state = {"case": 0, "reference": 0}
+
+    def case() -> None:
+        state["case"] ^= 1
+        model.load_state_dict(_from_file(files[state["case"]]))
+
+    def reference() -> None:
+        state["reference"] ^= 1
+        plain.load_state_dict(_from_file(plain_files[state["reference"]]))
+
+    return compare(
+        case, reference, repeats=21, number=4, warmup=2, detail="each load changes every slot's lifecycle"
+    )
+
+
+def fresh_model() -> Measurement:
+    model = _grown_model()
+    data = _to_file(model)
+    plain_data = _to_file(_plain(_grown_model()))
+
+    def with_envelopes() -> None:
+        load_checkpoint(_new_model(), _from_file(data))
+
+    def by_hand() -> None:
+        target = _plain(_new_model())
+        _germinate(target)
+        target.load_state_dict(_from_file(plain_data), strict=False)
+
+    return compare(
+        with_envelopes, by_hand, repeats=15, number=2, warmup=2, detail="seeds rebuilt from envelopes"
+    )
+
+
+BENCHMARKS = [
+    Benchmark("checkpoint: save+load with envelopes / plain state_dict (3 seeds)", "<= 1.2", in_place),
+    Benchmark("checkpoint: load alternating checkpoints / plain state_dict", "<= 1.2", alternating),
+    Benchmark("checkpoint: restore into a fresh model / germinate by hand + load", "<= 1.2", fresh_model),
+]

@@ -1,0 +1,214 @@
+"""Bad checkpoint files raise CheckpointError naming the field and change nothing."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from esper_core.errors import CheckpointError
+from esper_core.state import encode_slot, load_checkpoint, restore_slot
+
+Mutation = Callable[[dict[str, Any]], None]
+
+
+def _set(path: str, value: object) -> Mutation:
+    def mutate(env: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node = env
+        for key in parents:
+            node = node[key]
+        node[last] = value
+
+    return mutate
+
+
+def _delete(path: str) -> Mutation:
+    def mutate(env: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node = env
+        for key in parents:
+            node = node[key]
+        del node[last]
+
+    return mutate
+
+
+NAN, INF = math.nan, math.inf
+
+# (id, scenario the envelope comes from, mutation, text the message must contain)
+CASES: list[tuple[str, str, Mutation, str]] = [
+    ("missing-top", "blending_gate", _delete("dim"), "'dim' is missing"),
+    ("missing-nested", "blending_gate", _delete("seed.metrics.contribution_velocity"),
+     "'seed.metrics.contribution_velocity' is missing"),
+    ("missing-version", "blending_gate", _delete("version"), "'version' is missing"),
+    ("missing-pending", "blending", _delete("seed.pending_prune"), "'seed.pending_prune' is missing"),
+    ("extra-top", "blending_gate", _set("colour", "red"), "'colour' is not part"),
+    ("extra-nested", "blending_gate", _set("seed.alpha.speed", 1.0), "'seed.alpha.speed' is not part"),
+    ("type-str-for-int", "blending_gate", _set("dim", "6"), "'dim'"),
+    ("type-float-for-int", "blending_gate", _set("seed.tempo", 3.0), "'seed.tempo'"),
+    ("type-bool-for-int", "blending_gate", _set("ticks_in_stage", True), "'ticks_in_stage'"),
+    ("type-int-for-float", "blending_gate", _set("seed.alpha.alpha", 1), "'seed.alpha.alpha'"),
+    ("type-list-for-dict", "blending_gate", _set("seed.metrics", []), "'seed.metrics'"),
+    ("type-int-for-bool", "blending_gate", _set("seed.output_requires_grad", 1), "'seed.output_requires_grad'"),
+    ("type-none-for-str", "blending_gate", _set("seed.seed_id", None), "'seed.seed_id'"),
+    ("stage-5", "blending_gate", _set("stage", 5), "'stage'"),
+    ("stage-11", "blending_gate", _set("stage", 11), "'stage'"),
+    ("stage-negative", "blending_gate", _set("stage", -1), "'stage'"),
+    ("stage-unknown-0", "blending_gate", _set("stage", 0), "'stage'"),
+    ("previous-stage-5", "blending_gate", _set("previous_stage", 5), "'previous_stage'"),
+    ("history-stage-5", "blending_gate", _set("seed.history", {"bound": 4, "stages": [2, 5]}), "'seed.history.stages[1]'"),
+    ("version-2", "blending_gate", _set("version", 2), "'version'"),
+    ("version-str", "blending_gate", _set("version", "1"), "'version'"),
+    ("unknown-blueprint", "blending_gate", _set("seed.blueprint", "no_such_blueprint"), "'seed.blueprint'"),
+    ("unknown-topology", "blending_gate", _set("topology", "graph"), "'topology'"),
+    ("other-topology", "blending_gate", _set("topology", "transformer"), "'topology'"),
+    ("dim-mismatch", "blending_gate", _set("dim", 7), "'dim'"),
+    ("slot-id-mismatch", "blending_gate", _set("slot_id", "elsewhere"), "'slot_id'"),
+    ("nan-alpha", "blending_gate", _set("seed.alpha.alpha", NAN), "'seed.alpha.alpha'"),
+    ("inf-accuracy", "blending_gate", _set("seed.metrics.current_accuracy", INF), "'seed.metrics.current_accuracy'"),
+    ("nan-target", "blending_gate", _set("seed.germination_target", NAN), "'seed.germination_target'"),
+    ("nan-option", "blending_gate", _set("seed.options.scale", NAN), "'seed.options.scale'"),
+    ("unknown-option", "blending_gate", _set("seed.options.depth", 2), "'seed.options'"),
+    ("option-out-of-range", "blending_gate", _set("seed.options.hidden", 0), "'seed.options'"),
+    ("accuracy-out-of-range", "blending_gate", _set("seed.metrics.best_accuracy", 101.0), "'seed.metrics.best_accuracy'"),
+    ("alpha-out-of-range", "blending_gate", _set("seed.alpha.target", 1.5), "'seed.alpha.target'"),
+    ("bad-mode", "blending_gate", _set("seed.alpha.mode", "sideways"), "'seed.alpha.mode'"),
+    ("bad-algorithm", "blending_gate", _set("seed.algorithm", "subtract"), "'seed.algorithm'"),
+    ("seed-missing-for-stage", "blending_gate", _set("seed", None), "'seed'"),
+    ("seed-in-dormant", "blending_gate", _set("stage", 1), "'previous_stage'"),
+    ("illegal-previous", "blending_gate", _set("previous_stage", 1), "'previous_stage'"),
+    ("ramp-steps-inconsistent", "blending_gate", _set("seed.alpha.steps_done", 9), "'seed.alpha'"),
+    ("alpha-in-training", "training",
+     _set("seed.alpha", {"alpha": 0.5, "start": 0.5, "target": 0.5, "mode": "hold", "curve": "linear",
+                         "steepness": 12.0, "steps_total": 0, "steps_done": 0}), "'seed.alpha'"),
+    ("pending-prune-in-training", "training", _set("seed.pending_prune", {"reason": "r", "initiator": "i"}),
+     "'seed.pending_prune'"),
+    ("blank-prune-reason", "pending_prune", _set("seed.pending_prune.reason", "  "), "'seed.pending_prune.reason'"),
+    ("activity-inconsistent", "blending_gate", _set("seed.activity", {"ema": None, "last": None, "samples": 3}),
+     "'seed.activity'"),
+    ("germinations-zero", "blending_gate", _set("germinations", 0), "'germinations'"),
+    ("epochs-inconsistent", "blending_gate", _set("seed.metrics.epochs_in_stage", 99), "'seed.metrics.epochs_in_stage'"),
+    ("history-over-bound", "blending_gate", _set("seed.history", {"bound": 1, "stages": [3, 4]}), "'seed.history.stages'"),
+    ("history-wrong-last", "blending_gate", _set("seed.history", {"bound": 5, "stages": [2, 3]}), "'seed.history.stages'"),
+    ("options-not-dict", "blending_gate", _set("seed.options", [["hidden", 3]]), "'seed.options'"),
+]  # fmt: skip
+
+
+def snapshot(slot: nn.Module) -> tuple[Any, ...]:
+    """Everything a failed load must leave alone: lifecycle, modules and their values."""
+    return (
+        encode_slot(slot),
+        id(slot.seed),
+        id(slot.gate_module),
+        {k: v.clone() for k, v in slot.state_dict().items() if isinstance(v, torch.Tensor)},
+    )
+
+
+def assert_unchanged(before: tuple[Any, ...], after: tuple[Any, ...]) -> None:
+    assert before[:3] == after[:3]
+    assert before[3].keys() == after[3].keys()
+    for key in before[3]:
+        assert torch.equal(before[3][key], after[3][key]), key
+
+
+@pytest.mark.parametrize(("source", "mutate", "field"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("target_name", ["holding", "dormant"])
+def test_bad_envelope_raises_naming_the_field_and_changes_nothing(
+    scenario, source, mutate, field, target_name
+):
+    envelope = copy.deepcopy(encode_slot(scenario(source)))
+    mutate(envelope)
+    target = scenario(target_name)
+    before = snapshot(target)
+    with pytest.raises(CheckpointError) as info:
+        restore_slot(target, envelope)
+    assert field in str(info.value)
+    assert_unchanged(before, snapshot(target))
+
+
+@pytest.mark.parametrize("bad", [None, [], "envelope", 3, torch.zeros(2)], ids=repr)
+def test_non_dict_envelope_is_rejected(scenario, bad):
+    target = scenario("holding")
+    before = snapshot(target)
+    with pytest.raises(CheckpointError, match="envelope"):
+        restore_slot(target, bad)
+    assert_unchanged(before, snapshot(target))
+
+
+def test_error_message_says_what_is_accepted(scenario):
+    envelope = encode_slot(scenario("blending"))
+    envelope["stage"] = 5
+    with pytest.raises(CheckpointError) as info:
+        restore_slot(scenario("dormant"), envelope)
+    message = str(info.value)
+    assert "got 5" in message and "accepted" in message and "4" in message
+
+
+def test_bad_envelope_through_load_state_dict_leaves_seed_weights_alone(scenario):
+    source = scenario("fossilized")
+    state = source.state_dict()
+    state = {k: (v + 1.0 if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
+    state["_extra_state"] = copy.deepcopy(state["_extra_state"])
+    state["_extra_state"]["seed"]["metrics"]["counterfactual"] = math.nan
+    target = scenario("holding")
+    before = snapshot(target)
+    with pytest.raises(CheckpointError, match=r"seed\.metrics\.counterfactual"):
+        target.load_state_dict(state)
+    assert_unchanged(before, snapshot(target))
+
+
+class Net(nn.Module):
+    def __init__(self, slot: nn.Module) -> None:
+        super().__init__()
+        self.first = nn.Conv2d(6, 6, 1)
+        self.slot = slot
+        self.last = nn.Conv2d(6, 6, 1)
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda s: s["slot._extra_state"].update(dim=9),
+        lambda s: s.update({"slot.seed.inner.weight": torch.zeros(5, 6, 1, 1)}),
+        lambda s: s.pop("slot.seed.outer.bias"),
+        lambda s: s.update({"slot.seed.extra": torch.zeros(1)}),
+        lambda s: s.pop("slot._extra_state"),
+    ],
+    ids=["envelope", "tensor-shape", "tensor-missing", "tensor-extra", "no-envelope"],
+)
+def test_load_checkpoint_checks_everything_before_touching_the_model(scenario, corrupt):
+    state = copy.deepcopy(Net(scenario("blending")).state_dict())
+    state = {k: (v + 1.0 if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
+    corrupt(state)
+    model = Net(scenario("dormant"))
+    before = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    before_env = encode_slot(model.slot)
+    with pytest.raises(CheckpointError, match="slot"):
+        load_checkpoint(model, state)
+    after = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert encode_slot(model.slot) == before_env
+    assert model.slot.seed is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("dim", 6.0), ("ticks_in_stage", True), ("stage", 4.0)],
+)
+def test_near_identical_envelope_is_still_checked_strictly(scenario, field, value):
+    # Re-loading a slot's own envelope is a no-op; one that only *compares* equal is not.
+    slot = scenario("blending")
+    envelope = encode_slot(slot)
+    assert envelope[field] == value
+    envelope[field] = value
+    before = snapshot(slot)
+    with pytest.raises(CheckpointError, match=field):
+        restore_slot(slot, envelope)
+    assert_unchanged(before, snapshot(slot))

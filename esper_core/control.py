@@ -1,0 +1,212 @@
+"""A heuristic controller that drives seed lifecycles from validation metrics.
+
+Once per epoch, after validation, :meth:`HeuristicController.step` records the epoch's
+score and each seed's counterfactual contribution in the slots, then decides:
+
+* **prune** a seed whose measured contribution stayed below ``prune_below`` for
+  ``prune_patience`` measurements, or that sat in one stage longer than ``max_stage_epochs``;
+* **advance** a seed whose next quality gate passes (the gates, not the controller, say
+  when; HOLDING -> FOSSILIZED is judged by G5);
+* **germinate** the cheapest blueprint that still fits the parameter budget when the
+  score has plateaued, at the slot where that blueprint is cheapest. Costs are exact
+  (the registry's closed-form counts for candidates, ``numel`` for seeds that exist).
+
+Then it ticks every slot's epoch clock. Every threshold lives in :class:`ControllerConfig`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import attrs
+
+from esper_core.blend import BlendAlgorithm
+from esper_core.errors import LifecycleError
+from esper_core.hosts.base import HostError
+from esper_core.model import Evaluation, live_stages
+from esper_core.registry import list_blueprints
+from esper_core.slot import SeedSlot
+from esper_core.stages import SeedStage
+
+__all__ = ["ControllerConfig", "Decision", "HeuristicController", "plateaued"]
+
+_PROBATION = frozenset({SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING})
+
+
+def plateaued(history: Sequence[float], window: int, min_delta: float) -> bool:
+    """True when the best of the last ``window`` scores beats the earlier best by less than ``min_delta``."""
+    if window < 1 or len(history) <= window:
+        return False
+    return max(history[-window:]) < max(history[:-window]) + min_delta
+
+
+def _non_negative(_instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise HostError(f"{attribute.name} must be a number >= 0, got {value!r}")
+
+
+def _positive_int(_instance: object, attribute: attrs.Attribute, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise HostError(f"{attribute.name} must be an int >= 1, got {value!r}")
+
+
+@attrs.frozen
+class ControllerConfig:
+    """Every threshold of :class:`HeuristicController` (scores and contributions in percentage points)."""
+
+    param_budget: int = attrs.field(validator=_non_negative)
+    """Most seed parameters (probation plus fossilized) the model may carry."""
+    plateau_window: int = attrs.field(default=3, validator=_positive_int)
+    plateau_min_delta: float = attrs.field(default=0.5, validator=_non_negative)
+    warmup_epochs: int = attrs.field(default=3, validator=_non_negative)
+    """No germination before this many epochs have been recorded."""
+    max_concurrent: int = attrs.field(default=1, validator=_positive_int)
+    """Most seeds on probation at once; one at a time keeps credit assignment clean."""
+    prune_below: float = 0.0
+    prune_patience: int = attrs.field(default=2, validator=_positive_int)
+    """Consecutive measurements below ``prune_below`` before pruning (validation noise guard)."""
+    max_stage_epochs: int = attrs.field(default=12, validator=_positive_int)
+    exclude: tuple[str, ...] = attrs.field(default=("noop",), converter=tuple)
+    """Blueprint names never germinated (``noop`` adds nothing to learn)."""
+    include: tuple[str, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(tuple))
+    """When set, only these blueprint names are candidates."""
+    tempo: int = attrs.field(default=3, validator=_positive_int)
+    """Epochs of the alpha ramp of a new seed."""
+    algorithm: BlendAlgorithm = attrs.field(default=BlendAlgorithm.ADD, converter=BlendAlgorithm)
+
+
+@attrs.frozen
+class Decision:
+    """One thing the controller did in an epoch."""
+
+    epoch: int
+    slot_id: str
+    action: str  # "germinate" | "advance" | "prune"
+    detail: str
+
+
+@attrs.define
+class _SlotMemory:
+    stage: SeedStage = SeedStage.DORMANT
+    age: int = 0
+    below: int = 0
+
+
+class HeuristicController:
+    """Drives the lifecycle of ``slots`` (slot id -> SeedSlot, in execution order)."""
+
+    def __init__(self, slots: Mapping[str, SeedSlot], config: ControllerConfig) -> None:
+        if not isinstance(config, ControllerConfig):
+            raise HostError(f"config must be a ControllerConfig, got {type(config).__name__}")
+        self.slots = dict(slots.items())
+        self.config = config
+        self.history: list[float] = []
+        self.decisions: list[Decision] = []
+        self._memory = {s: _SlotMemory() for s in self.slots}
+        self._tried: set[tuple[str, str]] = set()
+        self._quiet_until = 0
+
+    def seed_params(self) -> int:
+        """Exact parameters of every seed that holds a module (the rent being paid)."""
+        return sum(
+            sum(p.numel() for p in slot.seed_parameters())
+            for slot in self.slots.values()
+            if slot.stage in live_stages()
+        )
+
+    def step(self, evaluation: Evaluation, epoch: int, *, tick: bool = True) -> list[Decision]:
+        """Record ``evaluation``, act, then (``tick``) call ``step_epoch`` on every slot."""
+        self.history.append(evaluation.score)
+        decisions: list[Decision] = []
+        for slot_id, slot in self.slots.items():
+            if slot.stage not in live_stages():
+                continue
+            slot.record_accuracy(evaluation.score)
+            if slot_id in evaluation.contributions:
+                slot.record_counterfactual(evaluation.contributions[slot_id])
+        for slot_id, slot in self.slots.items():
+            memory = self._memory[slot_id]
+            if slot.stage != memory.stage:
+                memory.stage, memory.age = slot.stage, 0
+            memory.age += 1
+            if slot.stage in _PROBATION:
+                decision = self._review(slot_id, slot, evaluation, epoch)
+                if decision is not None:
+                    decisions.append(decision)
+        germinated = self._maybe_germinate(epoch)
+        if germinated is not None:
+            decisions.append(germinated)
+        if tick:
+            for slot in self.slots.values():
+                slot.step_epoch()
+        self.decisions.extend(decisions)
+        return decisions
+
+    def _review(self, slot_id: str, slot: SeedSlot, evaluation: Evaluation, epoch: int) -> Decision | None:
+        cfg, memory = self.config, self._memory[slot_id]
+        contribution = evaluation.contributions.get(slot_id)
+        if contribution is not None:
+            memory.below = memory.below + 1 if contribution < cfg.prune_below else 0
+            if memory.below >= cfg.prune_patience:
+                reason = f"counterfactual contribution {contribution:+.2f} pp below {cfg.prune_below:+.2f} pp"
+                return self._prune(slot_id, slot, reason, epoch)
+        if memory.age > cfg.max_stage_epochs:
+            reason = f"stalled: {memory.age - 1} epochs in {slot.stage.name} (limit {cfg.max_stage_epochs})"
+            return self._prune(slot_id, slot, reason, epoch)
+        result = slot.evaluate()
+        if not result.passed:
+            return None
+        before = slot.stage
+        result = slot.advance()
+        if not result.passed or slot.stage == before:
+            return None
+        return Decision(epoch, slot_id, "advance", f"{before.name} -> {slot.stage.name}")
+
+    def _prune(self, slot_id: str, slot: SeedSlot, reason: str, epoch: int) -> Decision | None:
+        try:
+            slot.prune(reason, "controller")
+        except LifecycleError:
+            return None
+        self._memory[slot_id].below = 0
+        return Decision(epoch, slot_id, "prune", reason)
+
+    def candidates(self) -> list[tuple[int, int, str, str]]:
+        """Affordable ``(cost, slot order, slot id, blueprint)`` choices, cheapest first."""
+        cfg = self.config
+        left = cfg.param_budget - self.seed_params()
+        options = []
+        for order, (slot_id, slot) in enumerate(self.slots.items()):
+            if slot.stage != SeedStage.DORMANT:
+                continue
+            for spec in list_blueprints(slot.topology, dim=slot.dim):
+                if spec.name in cfg.exclude or (cfg.include is not None and spec.name not in cfg.include):
+                    continue
+                if (slot_id, spec.name) in self._tried:
+                    continue
+                try:
+                    cost = spec.count_params(slot.dim)
+                except ValueError:  # not buildable at this dim (for example heads do not divide it)
+                    continue
+                if cost <= left:
+                    options.append((cost, order, slot_id, spec.name))
+        return sorted(options)
+
+    def _maybe_germinate(self, epoch: int) -> Decision | None:
+        cfg = self.config
+        if len(self.history) < max(cfg.warmup_epochs, 1) or len(self.history) < self._quiet_until:
+            return None
+        if sum(slot.stage in _PROBATION for slot in self.slots.values()) >= cfg.max_concurrent:
+            return None
+        if not plateaued(self.history, cfg.plateau_window, cfg.plateau_min_delta):
+            return None
+        options = self.candidates()
+        if not options:
+            return None
+        cost, _order, slot_id, blueprint = options[0]
+        self.slots[slot_id].germinate(
+            blueprint, seed_id=f"{slot_id}-{blueprint}-e{epoch}", algorithm=cfg.algorithm, tempo=cfg.tempo
+        )
+        self._tried.add((slot_id, blueprint))
+        # A fresh seed needs time before the next plateau can be judged.
+        self._quiet_until = len(self.history) + cfg.plateau_window
+        return Decision(epoch, slot_id, "germinate", f"{blueprint} ({cost} params)")

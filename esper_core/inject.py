@@ -1,0 +1,271 @@
+"""Seed slots on any ``nn.Module``, without editing its code.
+
+:func:`inject_slots` puts a :class:`~esper_core.slot.SeedSlot` on the output of named
+submodules through forward hooks: when the submodule runs, its output is replaced by the
+slot's output (exactly the same tensor while the slot is empty). The slots are registered
+as a child ``esper_slots`` so they move with ``.to()``, appear in ``state_dict`` and in
+``parameters()``; :func:`remove_slots` deletes the hooks and that child, restoring the
+model exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from esper_core.hosts.base import HostError
+from esper_core.model import Evaluation, evaluate_slots
+from esper_core.registry import get_topology
+from esper_core.slot import SeedSlot
+
+__all__ = [
+    "SLOTS_ATTRIBUTE",
+    "Injection",
+    "InjectionTarget",
+    "alpha_overrides",
+    "evaluate_injected",
+    "get_injection",
+    "inject_slots",
+    "remove_slots",
+]
+
+#: Name of the child module that holds injected slots.
+SLOTS_ATTRIBUTE = "esper_slots"
+_STATE = "_esper_injection"
+_SLOT_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@attrs.frozen
+class InjectionTarget:
+    """Where to put one slot: the submodule ``path`` whose output it sees, in ``topology``.
+
+    ``dim`` is the feature width at that output; when ``None`` it is found by a probe
+    forward. ``slot_id`` defaults to the path with dots replaced by underscores.
+    """
+
+    path: str
+    topology: str
+    dim: int | None = None
+    slot_id: str | None = None
+
+    @property
+    def resolved_id(self) -> str:
+        return self.slot_id if self.slot_id is not None else self.path.replace(".", "_")
+
+
+@attrs.define(eq=False)
+class Injection:
+    """What :func:`inject_slots` attached to a model: the slots and the hook handles."""
+
+    slots: nn.ModuleDict
+    targets: tuple[InjectionTarget, ...]
+    handles: list[RemovableHandle]
+    overrides: dict[str, Tensor] = attrs.field(factory=dict)
+
+
+def _normalise(targets: Mapping[str, str] | Iterable[InjectionTarget]) -> list[InjectionTarget]:
+    if isinstance(targets, Mapping):
+        items: list[Any] = [InjectionTarget(path, topology) for path, topology in targets.items()]
+    else:
+        items = list(targets)
+    for item in items:
+        if not isinstance(item, InjectionTarget):
+            raise HostError(
+                f"targets must be a mapping path -> topology or InjectionTarget objects; got {item!r}"
+            )
+    if not items:
+        raise HostError("inject_slots needs at least one target; got none")
+    return items
+
+
+def _submodule(model: nn.Module, path: str) -> nn.Module:
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        names = [name for name, _ in model.named_modules() if name]
+        shown = names if len(names) <= 30 else [*names[:30], f"... {len(names) - 30} more"]
+        raise HostError(
+            f"target path {path!r} does not exist in {type(model).__name__}; submodules: {shown}"
+        ) from None
+
+
+def _probe(model: nn.Module, paths: list[str], example_input: Any) -> dict[str, Any]:
+    """Run one forward under ``no_grad`` in eval mode and record the outputs at ``paths``."""
+    seen: dict[str, Any] = {}
+    handles = [
+        _submodule(model, p).register_forward_hook(lambda _m, _a, out, p=p: seen.setdefault(p, out))
+        for p in paths
+    ]
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            args = example_input if isinstance(example_input, tuple) else (example_input,)
+            model(*args)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    return seen
+
+
+def inject_slots(
+    model: nn.Module,
+    targets: Mapping[str, str] | Iterable[InjectionTarget],
+    *,
+    example_input: Tensor | tuple[Any, ...] | None = None,
+    **slot_options: Any,
+) -> nn.ModuleDict:
+    """Attach a seed slot to the output of each target submodule of ``model``.
+
+    ``targets`` maps submodule paths to topology names, or is a list of
+    :class:`InjectionTarget`. ``example_input`` (a tensor or a tuple of forward arguments)
+    is needed when a dim is not given, and when given it also checks the dims that are.
+    ``slot_options`` go to every ``SeedSlot``. Everything is validated before the model is
+    touched; returns the slots (also reachable as ``model.esper_slots``).
+    """
+    if not isinstance(model, nn.Module):
+        raise HostError(f"inject_slots needs an nn.Module, got {type(model).__name__}")
+    if get_injection(model) is not None:
+        raise HostError(f"{type(model).__name__} already has injected slots; call remove_slots(model) first")
+    if hasattr(model, SLOTS_ATTRIBUTE):
+        raise HostError(f"{type(model).__name__} already has an attribute {SLOTS_ATTRIBUTE!r}; cannot inject")
+    items = _normalise(targets)
+    ids = [t.resolved_id for t in items]
+    for t, slot_id in zip(items, ids, strict=True):
+        if not _SLOT_ID_RE.match(slot_id):
+            raise HostError(f"slot id {slot_id!r} (for path {t.path!r}) must match {_SLOT_ID_RE.pattern}")
+        _submodule(model, t.path)
+        get_topology(t.topology)
+        if t.dim is not None and (isinstance(t.dim, bool) or not isinstance(t.dim, int) or t.dim < 1):
+            raise HostError(f"dim for {t.path!r} must be a positive int or None, got {t.dim!r}")
+    if len(set(ids)) != len(ids):
+        raise HostError(f"slot ids must be unique; got {ids}")
+    if example_input is None and any(t.dim is None for t in items):
+        missing = [t.path for t in items if t.dim is None]
+        raise HostError(
+            f"targets {missing} have no dim: pass dim=... or example_input=... for a probe forward"
+        )
+    dims = {t.path: t.dim for t in items}
+    if example_input is not None:
+        seen = _probe(model, [t.path for t in items], example_input)
+        for t in items:
+            dims[t.path] = _probed_dim(t, seen.get(t.path, None), t.path in seen)
+    slots = nn.ModuleDict(
+        {
+            slot_id: SeedSlot(slot_id, topology=t.topology, dim=dims[t.path], **slot_options)
+            for t, slot_id in zip(items, ids, strict=True)
+        }
+    )
+    reference = next(iter(model.parameters()), None)
+    if reference is not None:
+        slots.to(device=reference.device)
+    state = Injection(slots=slots, targets=tuple(items), handles=[])
+    model.add_module(SLOTS_ATTRIBUTE, slots)
+    for t, slot_id in zip(items, ids, strict=True):
+        state.handles.append(_submodule(model, t.path).register_forward_hook(_make_hook(state, slot_id)))
+    model.__dict__[_STATE] = state
+    return slots
+
+
+def _probed_dim(target: InjectionTarget, output: Any, ran: bool) -> int:
+    if not ran:
+        raise HostError(f"target {target.path!r} did not run during the probe forward; cannot inject there")
+    if not isinstance(output, Tensor):
+        raise HostError(
+            f"target {target.path!r} returns {type(output).__name__}; a slot needs a module that returns one Tensor"
+        )
+    topology = get_topology(target.topology)
+    if output.ndim != topology.ndim:
+        raise HostError(
+            f"target {target.path!r} outputs shape {tuple(output.shape)} but topology {topology.name!r} "
+            f"expects {topology.ndim}-d {topology.layout}"
+        )
+    probed = int(output.shape[topology.feature_axis])
+    if target.dim is not None and target.dim != probed:
+        raise HostError(
+            f"dim {target.dim} given for {target.path!r} does not match the probe: its output has {probed} "
+            f"features on axis {topology.feature_axis} of {tuple(output.shape)}"
+        )
+    return probed
+
+
+def _make_hook(state: Injection, slot_id: str) -> Callable[[nn.Module, Any, Tensor], Tensor]:
+    def hook(_module: nn.Module, _args: Any, output: Tensor) -> Tensor:
+        slot = state.slots[slot_id]
+        if slot.seed is None and slot_id not in state.overrides:
+            return output
+        return slot(output, state.overrides.get(slot_id))
+
+    return hook
+
+
+def get_injection(model: nn.Module) -> Injection | None:
+    """The injection attached to ``model``, or ``None``."""
+    return model.__dict__.get(_STATE)
+
+
+def remove_slots(model: nn.Module) -> nn.ModuleDict:
+    """Detach injected slots from ``model`` and return them; the model is as before injection."""
+    state = get_injection(model)
+    if state is None:
+        raise HostError(f"{type(model).__name__} has no injected slots to remove")
+    for handle in state.handles:
+        handle.remove()
+    delattr(model, SLOTS_ATTRIBUTE)
+    del model.__dict__[_STATE]
+    return state.slots
+
+
+@contextlib.contextmanager
+def alpha_overrides(model: nn.Module, overrides: Mapping[str, Tensor]) -> Iterator[None]:
+    """Within the block, injected slots use the given per-sample alphas (for counterfactual passes)."""
+    state = get_injection(model)
+    if state is None:
+        raise HostError(f"{type(model).__name__} has no injected slots")
+    unknown = [s for s in overrides if s not in state.slots]
+    if unknown:
+        raise HostError(f"unknown slot ids {unknown}; injected slots are {list(state.slots)}")
+    previous = dict(state.overrides)
+    state.overrides.update(overrides)
+    try:
+        yield
+    finally:
+        state.overrides.clear()
+        state.overrides.update(previous)
+
+
+def evaluate_injected(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    score: Callable[[Tensor, Tensor], Tensor],
+    *,
+    counterfactual: bool = True,
+) -> Evaluation:
+    """:meth:`MorphogeneticModel.evaluate` for a model with injected slots."""
+    state = get_injection(model)
+    if state is None:
+        raise HostError(f"{type(model).__name__} has no injected slots")
+    topologies = {t.resolved_id: get_topology(t.topology) for t in state.targets}
+
+    def run(x: Tensor, overrides: Mapping[str, Tensor]) -> Tensor:
+        with alpha_overrides(model, overrides):
+            return model(x)
+
+    return evaluate_slots(
+        model,
+        run,
+        dict(state.slots.items()),
+        batches,
+        score,
+        alpha_shape=lambda slot_id, n: topologies[slot_id].alpha_shape(n),
+        counterfactual=counterfactual,
+    )

@@ -1,0 +1,259 @@
+"""A host network with seed slots at its injection points.
+
+:class:`MorphogeneticModel` owns no lifecycle logic: it threads activations through the
+host's segments and the slots in execution order, answers parameter-count questions
+exactly, and measures every live seed's counterfactual contribution in one fused
+validation pass (the batch is repeated once per configuration and each slot gets a
+per-sample alpha override, so K configurations cost one forward of K times the batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor, nn
+
+from esper_core.hosts.base import HostError, HostProtocol
+from esper_core.registry import get_topology
+from esper_core.slot import SeedSlot
+from esper_core.stages import SeedStage
+
+__all__ = ["Evaluation", "MorphogeneticModel", "contribution_configs", "evaluate_slots", "live_stages"]
+
+#: Stages in which a slot holds a seed module that counts as rent.
+_LIVE = frozenset(
+    {SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED}
+)
+
+
+def live_stages() -> frozenset[SeedStage]:
+    """Stages in which a slot holds a seed module (and so pays rent)."""
+    return _LIVE
+
+
+def _frozen_mapping(value: Mapping[str, float]) -> Mapping[str, float]:
+    return MappingProxyType(dict(value))
+
+
+@attrs.frozen
+class Evaluation:
+    """One validation pass: the model's score (percent) and each measured seed's contribution.
+
+    ``contributions[slot_id]`` is ``score(all seeds as they are) - score(that seed's alpha at 0)``
+    in percentage points; slots without a seed blended in (alpha 0) are absent.
+    """
+
+    score: float
+    contributions: Mapping[str, float] = attrs.field(converter=_frozen_mapping, factory=dict)
+    samples: int = 0
+
+
+def contribution_configs(alphas: Sequence[float]) -> list[list[float]]:
+    """Per-configuration alphas for a leave-one-out ablation of ``alphas``.
+
+    Row 0 keeps every alpha; row ``i + 1`` sets slot ``i`` to 0. Pure, so it is tested alone.
+    """
+    rows = [list(alphas)]
+    for i in range(len(alphas)):
+        row = list(alphas)
+        row[i] = 0.0
+        rows.append(row)
+    return rows
+
+
+class MorphogeneticModel(nn.Module):
+    """``host`` plus one :class:`~esper_core.slot.SeedSlot` per requested injection point.
+
+    ``slots`` names the injection points to equip (default: all of them); ``slot_options``
+    are passed to every ``SeedSlot`` (``gates``, ``embargo_ticks``, ``auto_advance``). With
+    no seed germinated the output is exactly the host's output.
+    """
+
+    def __init__(self, host: nn.Module, slots: Collection[str] | None = None, **slot_options: Any) -> None:
+        super().__init__()
+        if not isinstance(host, HostProtocol):
+            raise HostError(
+                f"host must implement HostProtocol (topology, injection_points, forward_segment); "
+                f"got {type(host).__name__}"
+            )
+        self.host = host
+        points = {p.slot_id: p for p in host.injection_points()}
+        wanted = list(points) if slots is None else list(slots)
+        unknown = [s for s in wanted if s not in points]
+        if unknown or len(set(wanted)) != len(wanted):
+            raise HostError(f"unknown or repeated slot ids {unknown or wanted}; this host has {list(points)}")
+        self._order = tuple(s for s in points if s in wanted)
+        self._topology = get_topology(host.topology)
+        self.slots = nn.ModuleDict(
+            {
+                s: SeedSlot(s, topology=points[s].topology, dim=points[s].dim, **slot_options)
+                for s in self._order
+            }
+        )
+        reference = next(iter(host.parameters()), None)
+        if reference is not None:  # slots live where the host lives
+            self.slots.to(device=reference.device)
+
+    @property
+    def topology(self) -> str:
+        return self._topology.name
+
+    @property
+    def slot_ids(self) -> tuple[str, ...]:
+        """Equipped slot ids, in execution order."""
+        return self._order
+
+    def slot(self, slot_id: str) -> SeedSlot:
+        """The slot ``slot_id``; :class:`HostError` lists the equipped ones."""
+        if not isinstance(slot_id, str) or slot_id not in self.slots:
+            raise HostError(f"unknown slot id {slot_id!r}; this model has slots {list(self._order)}")
+        return self.slots[slot_id]
+
+    # ----------------------------------------------------------------------------- forward
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_alphas(x, {})
+
+    def forward_with_alphas(self, x: Tensor, overrides: Mapping[str, Tensor]) -> Tensor:
+        """Forward with a per-sample alpha for some slots (shape ``topology.alpha_shape(N)``)."""
+        for slot_id, alpha in overrides.items():
+            self.slot(slot_id)
+            expected = self._topology.alpha_shape(x.shape[0])
+            if tuple(alpha.shape) != expected:
+                raise HostError(
+                    f"alpha override for {slot_id!r} has shape {tuple(alpha.shape)}; expected {expected}"
+                )
+        route = [s for s in self._order if s in overrides or self.slots[s].seed is not None]
+        if not route:
+            return self.host(x)
+        h, prev = x, None
+        for slot_id in route:
+            h = self.host.forward_segment(h, prev, slot_id)
+            h = self.slots[slot_id](h, overrides.get(slot_id))
+            prev = slot_id
+        return self.host.forward_segment(h, prev, None)
+
+    # --------------------------------------------------------------------------- lifecycle
+
+    def germinate(self, slot_id: str, blueprint: str, **kwargs: Any) -> None:
+        """Germinate ``blueprint`` in ``slot_id`` (keyword arguments go to ``SeedSlot.germinate``)."""
+        self.slot(slot_id).germinate(blueprint, **kwargs)
+
+    def prune(self, slot_id: str, reason: str, initiator: str = "user") -> None:
+        self.slot(slot_id).prune(reason, initiator)
+
+    def step_epoch(self) -> None:
+        """Advance every slot's epoch clock (alpha ramps, cooldowns), as the lifecycle expects."""
+        for slot_id in self._order:
+            self.slots[slot_id].step_epoch()
+
+    def live_slots(self) -> list[str]:
+        """Slots holding a seed (germinated to fossilized), in execution order."""
+        return [s for s in self._order if self.slots[s].stage in _LIVE]
+
+    # ---------------------------------------------------------------------------- counting
+
+    @property
+    def host_param_count(self) -> int:
+        """Host parameters, tied tensors once, regardless of ``requires_grad``."""
+        return sum(p.numel() for p in {id(p): p for p in self.host.parameters()}.values())
+
+    def seed_param_count(self, stages: Collection[SeedStage] = _LIVE) -> int:
+        """Seed (and gate) parameters of the slots whose stage is in ``stages``."""
+        return sum(
+            sum(p.numel() for p in self.slots[s].seed_parameters())
+            for s in self._order
+            if self.slots[s].stage in stages
+        )
+
+    @property
+    def active_seed_param_count(self) -> int:
+        """Parameters of seeds still on probation (germinated to holding)."""
+        return self.seed_param_count(_LIVE - {SeedStage.FOSSILIZED})
+
+    @property
+    def fossilized_param_count(self) -> int:
+        """Parameters of seeds that became a permanent part of the model."""
+        return self.seed_param_count({SeedStage.FOSSILIZED})
+
+    @property
+    def total_param_count(self) -> int:
+        return self.host_param_count + self.seed_param_count()
+
+    # -------------------------------------------------------------------------- evaluation
+
+    def evaluate(
+        self,
+        batches: Iterable[tuple[Tensor, Tensor]],
+        score: Callable[[Tensor, Tensor], Tensor],
+        *,
+        counterfactual: bool = True,
+    ) -> Evaluation:
+        """Score the model on ``batches`` and, in the same pass, every blended seed's contribution.
+
+        ``score(output, target)`` returns per-element scores (for example 1.0 for a correct
+        prediction); the reported numbers are their mean in percent.
+        """
+        return evaluate_slots(
+            self,
+            self.forward_with_alphas,
+            {s: self.slots[s] for s in self._order},
+            batches,
+            score,
+            alpha_shape=lambda _slot_id, n: self._topology.alpha_shape(n),
+            counterfactual=counterfactual,
+        )
+
+
+@torch.no_grad()
+def evaluate_slots(
+    module: nn.Module,
+    run: Callable[[Tensor, Mapping[str, Tensor]], Tensor],
+    slots: Mapping[str, SeedSlot],
+    batches: Iterable[tuple[Tensor, Tensor]],
+    score: Callable[[Tensor, Tensor], Tensor],
+    *,
+    alpha_shape: Callable[[str, int], tuple[int, ...]],
+    counterfactual: bool = True,
+) -> Evaluation:
+    """The fused leave-one-out pass behind :meth:`MorphogeneticModel.evaluate`.
+
+    ``run(x, overrides)`` is a forward that honours per-slot alpha overrides; ``module`` is
+    put in eval mode for the pass (per-sample statistics, so repeating the batch K times
+    gives each configuration exactly what a separate pass would) and restored afterwards.
+    Only seeds that are blended in (alpha > 0) are ablated: a seed at alpha 0 cannot change
+    the output, so its contribution is unmeasured rather than zero.
+    """
+    measured = [s for s, slot in slots.items() if counterfactual and slot.seed is not None and slot.alpha > 0]
+    rows = torch.tensor(contribution_configs([float(slots[s].alpha) for s in measured]), dtype=torch.float32)
+    k = rows.shape[0]
+    totals = torch.zeros(k, dtype=torch.float64)
+    count = 0
+    was_training = module.training
+    module.eval()
+    try:
+        for x, y in batches:
+            b = x.shape[0]
+            xk = x.repeat(k, *([1] * (x.ndim - 1)))
+            yk = y.repeat(k, *([1] * (y.ndim - 1)))
+            overrides = {
+                slot_id: rows[:, j].to(x.device).repeat_interleave(b).view(alpha_shape(slot_id, k * b))
+                for j, slot_id in enumerate(measured)
+            }
+            scores = score(run(xk, overrides), yk).reshape(k, -1).double()
+            totals += scores.sum(dim=1).cpu()
+            count += scores.shape[1]
+    finally:
+        module.train(was_training)
+    if count == 0:
+        raise HostError("evaluate() needs at least one non-empty batch; got none")
+    percent = (100.0 * totals / count).tolist()
+    return Evaluation(
+        score=percent[0],
+        contributions={s: percent[0] - percent[j + 1] for j, s in enumerate(measured)},
+        samples=count,
+    )

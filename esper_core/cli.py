@@ -94,6 +94,9 @@ def _blueprints(args: argparse.Namespace) -> int:
         specs = registry.list_blueprints(args.topology, args.pattern, args.dim)
     except RegistryError as exc:
         raise CliError(str(exc)) from None
+    if not specs and not registry.all_blueprints():
+        print("no blueprints are registered; install a pack (see `esper plugins`)")
+        return 0
     if not specs:
         names = sorted({s.name for s in registry.all_blueprints() if args.topology in (None, s.topology)})
         raise CliError(f"no blueprint matches {args.pattern!r}; available: {', '.join(names) or 'none'}")

@@ -13,6 +13,7 @@ __all__ = [
     "ConflictError",
     "DistributedError",
     "EsperError",
+    "HostError",
     "LifecycleError",
     "MissingGateError",
     "OptionError",
@@ -49,6 +50,10 @@ class ConflictError(RegistryError):
 
 class PluginLoadError(EsperError):
     """A blueprint pack could not be loaded (raised only under ``ESPER_STRICT_PLUGINS=1``)."""
+
+
+class HostError(EsperError, ValueError):
+    """A host or injection was given a slot id, route, target or dim it cannot accept."""
 
 
 class LifecycleError(EsperError, RuntimeError):

@@ -55,8 +55,9 @@ class Governor:
         self._snapshot = [b.detach().clone() for b in self._buffers]
 
     def _save(self) -> None:
-        if self._buffers:
-            torch._foreach_copy_(self._snapshot, [b.detach() for b in self._buffers])
+        with torch.no_grad():
+            for saved, buffer in zip(self._snapshot, self._buffers, strict=True):
+                saved.copy_(buffer)
 
     def _restore(self) -> None:
         with torch.no_grad():

@@ -27,6 +27,7 @@ from esper_core.slot import SeedSlot
 
 __all__ = [
     "SLOTS_ATTRIBUTE",
+    "InjectedSlots",
     "Injection",
     "InjectionTarget",
     "alpha_overrides",
@@ -40,6 +41,19 @@ __all__ = [
 SLOTS_ATTRIBUTE = "esper_slots"
 _STATE = "_esper_injection"
 _SLOT_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class InjectedSlots(nn.ModuleDict):
+    """The slots :func:`inject_slots` attaches to a model, as one child module.
+
+    Being a child makes the slots' parameters and checkpoint state part of the model's own.
+    Its ``forward`` is the identity because containers such as ``nn.Sequential`` call every
+    child in order: the slots, added last, must then pass the output through unchanged
+    (the slots themselves run inside forward hooks, never through this call).
+    """
+
+    def forward(self, x: Any) -> Any:
+        return x
 
 
 @attrs.frozen
@@ -159,7 +173,7 @@ def inject_slots(
         seen = _probe(model, [t.path for t in items], example_input)
         for t in items:
             dims[t.path] = _probed_dim(t, seen.get(t.path, None), t.path in seen)
-    slots = nn.ModuleDict(
+    slots = InjectedSlots(
         {
             slot_id: SeedSlot(slot_id, topology=t.topology, dim=dims[t.path], **slot_options)
             for t, slot_id in zip(items, ids, strict=True)

@@ -13,6 +13,7 @@ from torch.nn import functional as F
 from esper_core.control import ControllerConfig
 from esper_core.demo.data import batches, load_digits, load_pydoc_text
 from esper_core.gates import QualityGates
+from esper_core.errors import HostError
 from esper_core.hosts import CNNHost, SegmentedHost, TransformerHost
 
 __all__ = ["SIZES", "Task", "make_task"]
@@ -155,9 +156,9 @@ def _pydoc(seed: int, size: str) -> Task:
 def make_task(topology: str, seed: int, size: str = "default") -> Task:
     """The demo task for ``topology`` ("cnn" or "transformer")."""
     if size not in SIZES:
-        raise ValueError(f"size must be one of {SIZES}, got {size!r}")
+        raise HostError(f"size must be one of {SIZES}, got {size!r}")
     if topology == "cnn":
         return _digits(seed, size)
     if topology == "transformer":
         return _pydoc(seed, size)
-    raise ValueError(f"topology must be 'cnn' or 'transformer', got {topology!r}")
+    raise HostError(f"topology must be 'cnn' or 'transformer', got {topology!r}")

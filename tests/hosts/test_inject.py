@@ -229,3 +229,21 @@ def test_tuple_outputs_and_double_injection_are_rejected() -> None:
     remove_slots(model)
     with pytest.raises(HostError, match="no injected slots"):
         remove_slots(model)
+
+
+def test_sequential_root_calls_the_slot_container_as_identity() -> None:
+    """nn.Sequential calls every child, the injected slot container included."""
+    from esper_core.inject import InjectedSlots
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 8, 8)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 2))
+    before = model(x)
+    slots = inject_slots(model, [InjectionTarget("1", "cnn", slot_id="f")], example_input=x[:1])
+    assert isinstance(slots, InjectedSlots)
+    assert torch.equal(model(x), before)
+    slots["f"].germinate("conv_small")
+    slots["f"].advance()
+    assert torch.equal(model(x), before)  # TRAINING: straight-through, output unchanged
+    remove_slots(model)
+    assert torch.equal(model(x), before)

@@ -67,7 +67,7 @@ from esper_core.alpha import AlphaController, AlphaCurve, AlphaMode
 from esper_core.blend import BlendAlgorithm
 from esper_core.errors import LifecycleError
 from esper_core.gates import GateEvidence, GateLevel, GateResult, QualityGates
-from esper_core.isolation import isolated_in, needs_groupnorm_workaround
+from esper_core.isolation import isolated_in
 from esper_core.metrics import SeedMetrics, SlotReport
 from esper_core.slot_forward import RUNS_SEED, ForwardMixin
 from esper_core.slot_ops import HISTORY_BOUND, LifecycleOpsMixin
@@ -199,35 +199,6 @@ class SeedSlot(ForwardMixin, LifecycleOpsMixin, ScheduleOpsMixin, nn.Module):
         self._last_output: Tensor | None = None
         self._output_checked = False
         self._refresh_groupnorm_workaround()
-
-    def _refresh_groupnorm_workaround(self) -> None:
-        """Decide the GroupNorm workaround once per seed module (see :mod:`.isolation`).
-
-        The probe runs the seed, so it is repeated only when ``seed`` is a different module
-        object than the one last probed - not on every restore of the same seed.
-        """
-        seed = self.seed
-        if seed is None:
-            self._groupnorm_probe = None
-        elif self._groupnorm_probe is None or self._groupnorm_probe[0] is not seed:
-            self._groupnorm_probe = (seed, needs_groupnorm_workaround(seed, self._probe_input(1)))
-
-    @property
-    def _groupnorm_workaround(self) -> bool:
-        probe = self._groupnorm_probe
-        return probe is not None and probe[1]
-
-    @property
-    def _alpha(self) -> AlphaController:
-        """The amplitude schedule. Assigning it also refreshes the tensor forward reads."""
-        return self._alpha_controller
-
-    @_alpha.setter
-    def _alpha(self, controller: AlphaController) -> None:
-        self._alpha_controller = controller
-        self._ramping_down = controller.mode is AlphaMode.DOWN
-        with torch.no_grad():
-            self._alpha_value.fill_(controller.alpha)
 
     def _probe_input(self, batch: int) -> Tensor:
         """A random feature tensor from a private generator (the global RNG is never touched)."""

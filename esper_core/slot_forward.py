@@ -22,9 +22,10 @@ from torch import Tensor, nn
 
 from esper_core import stages as st
 from esper_core.activity import ActivityReading
+from esper_core.alpha import AlphaController, AlphaMode
 from esper_core.blend import blend
 from esper_core.errors import LifecycleError
-from esper_core.isolation import seed_input, straight_through
+from esper_core.isolation import needs_groupnorm_workaround, seed_input, straight_through
 from esper_core.stages import SeedStage
 
 if TYPE_CHECKING:
@@ -38,6 +39,37 @@ _RUNS_SEED = RUNS_SEED
 
 class ForwardMixin:
     """forward / record_accuracy / capture_activity / record_counterfactual."""
+
+    # ---- what forward reads -------------------------------------------------------------------------
+
+    def _refresh_groupnorm_workaround(self: SeedSlot) -> None:
+        """Decide the GroupNorm workaround once per seed module (see :mod:`.isolation`).
+
+        The probe runs the seed, so it is repeated only when ``seed`` is a different module
+        object than the one last probed - not on every restore of the same seed.
+        """
+        seed = self.seed
+        if seed is None:
+            self._groupnorm_probe = None
+        elif self._groupnorm_probe is None or self._groupnorm_probe[0] is not seed:
+            self._groupnorm_probe = (seed, needs_groupnorm_workaround(seed, self._probe_input(1)))
+
+    @property
+    def _groupnorm_workaround(self: SeedSlot) -> bool:
+        probe = self._groupnorm_probe
+        return probe is not None and probe[1]
+
+    @property
+    def _alpha(self: SeedSlot) -> AlphaController:
+        """The amplitude schedule. Assigning it also refreshes the tensor forward reads."""
+        return self._alpha_controller
+
+    @_alpha.setter
+    def _alpha(self: SeedSlot, controller: AlphaController) -> None:
+        self._alpha_controller = controller
+        self._ramping_down = controller.mode is AlphaMode.DOWN
+        with torch.no_grad():
+            self._alpha_value.fill_(controller.alpha)
 
     # ---- forward ------------------------------------------------------------------------------------
 

@@ -12,8 +12,8 @@ from torch.nn import functional as F
 
 from esper_core.control import ControllerConfig
 from esper_core.demo.data import batches, load_digits, load_pydoc_text
-from esper_core.gates import QualityGates
 from esper_core.errors import HostError
+from esper_core.gates import QualityGates
 from esper_core.hosts import CNNHost, SegmentedHost, TransformerHost
 
 __all__ = ["SIZES", "Task", "make_task"]

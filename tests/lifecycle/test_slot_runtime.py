@@ -97,7 +97,7 @@ def probe_calls(monkeypatch: pytest.MonkeyPatch) -> list[nn.Module]:
         calls.append(seed)
         return real(seed, probe)
 
-    monkeypatch.setattr("esper_core.slot.needs_groupnorm_workaround", counting)
+    monkeypatch.setattr("esper_core.slot_forward.needs_groupnorm_workaround", counting)
     monkeypatch.setattr("esper_core.slot_ops.needs_groupnorm_workaround", counting)
     return calls
 

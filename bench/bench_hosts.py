@@ -34,9 +34,9 @@ def _dormant(host: torch.nn.Module, x: torch.Tensor) -> Measurement:
     return compare(
         lambda: _step(model, x),
         lambda: _step(host, x),
-        repeats=21,
-        number=5,
-        warmup=3,
+        repeats=41,
+        number=10,
+        warmup=5,
         detail=f"{n} empty slots; {type(host).__name__} {host.host_param_count():,} params; batch {tuple(x.shape)}",
     )
 

@@ -21,7 +21,7 @@ Shape of the format (every key is always written; "not measured" is an explicit 
         metrics{epochs_total, epochs_in_stage, initial_accuracy, ..., contribution_velocity},
         activity{ema, last, samples}, health_issues[...], warned[...],
         output_requires_grad, pending_prune None | {reason, initiator},
-        history None | {bound, stages[...]}   (None: the slot keeps no stage history)
+        history {bound, stages[...]}          (never empty: the last entry is the current stage)
 
 This module only checks *shape and types* (:func:`decode_envelope`); the checks that need
 the registry or the target slot (known blueprint, matching dim, stage consistency) are in
@@ -158,7 +158,7 @@ class SeedRecord:
     warned: tuple[str, ...] = entry(ListOf(Str(pattern=_NAME)))
     output_requires_grad: bool | None = entry(Nullable(BOOL))
     pending_prune: PendingPruneRecord | None = entry(Nullable(Record(PendingPruneRecord)))  # noqa: RUF009 (entry() is attrs.field)
-    history: HistoryRecord | None = entry(Nullable(Record(HistoryRecord)))  # noqa: RUF009 (entry() is attrs.field)
+    history: HistoryRecord = entry(Record(HistoryRecord))  # noqa: RUF009 (entry() is attrs.field)
 
 
 @attrs.frozen

@@ -269,15 +269,17 @@ def _pending(
     return (rec.reason, rec.initiator)
 
 
-def _history(rec: HistoryRecord | None, stage: SeedStage) -> deque[SeedStage] | None:
-    if rec is None:
-        return None
+def _history(rec: HistoryRecord, stage: SeedStage) -> deque[SeedStage]:
     stages = [_S(v) for v in rec.stages]
+    if not stages:
+        raise CheckpointError(
+            f"checkpoint field 'seed.history.stages': empty; accepted: the stages the seed entered, ending with {stage.name}"
+        )
     if len(stages) > rec.bound:
         raise CheckpointError(
             f"checkpoint field 'seed.history.stages': {len(stages)} entries; accepted: at most bound ({rec.bound})"
         )
-    if stages and stages[-1] is not stage:
+    if stages[-1] is not stage:
         raise CheckpointError(
             f"checkpoint field 'seed.history.stages': last entry {stages[-1].name}; accepted: the current stage {stage.name}"
         )

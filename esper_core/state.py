@@ -100,7 +100,7 @@ def _seed_record(slot: SeedSlot) -> SeedRecord:
     a: AlphaController = slot._alpha
     activity: ActivityState = slot._activity
     pending = slot._pending_prune
-    history = getattr(slot, "_stage_history", None)
+    history = slot._stage_history
     return SeedRecord(
         seed_id=slot._seed_id,
         blueprint=slot._blueprint,
@@ -127,9 +127,7 @@ def _seed_record(slot: SeedSlot) -> SeedRecord:
         pending_prune=None
         if pending is None
         else PendingPruneRecord(reason=pending[0], initiator=pending[1]),
-        history=None
-        if history is None
-        else HistoryRecord(bound=history.maxlen, stages=tuple(int(s) for s in history)),
+        history=HistoryRecord(bound=history.maxlen, stages=tuple(int(s) for s in history)),
     )
 
 

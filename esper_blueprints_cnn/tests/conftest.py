@@ -19,30 +19,6 @@ from torch import nn
 
 import esper_core
 
-
-def _use_installed_package() -> None:
-    """Make ``esper_blueprints_cnn`` the installed package, not this distribution's folder.
-
-    Under ``--import-mode=importlib`` pytest names this file ``esper_blueprints_cnn.tests.conftest``
-    (its path from the rootdir) and, to import it, creates ``esper_blueprints_cnn`` as a
-    *namespace* module for the distribution folder, which has no ``__init__.py``. That module
-    shadows the real package (in ``src/``) for the whole session, so the entry point
-    ``esper_blueprints_cnn.plugin`` would fail to load. Re-import the real package before
-    anything uses it. Harmless when the real package is already loaded.
-    """
-    module = sys.modules.get("esper_blueprints_cnn")
-    if module is None or getattr(module, "__file__", None) is not None:
-        return
-    tests = sys.modules.get("esper_blueprints_cnn.tests")
-    del sys.modules["esper_blueprints_cnn"]
-    import esper_blueprints_cnn
-
-    if tests is not None:
-        esper_blueprints_cnn.tests = tests  # type: ignore[attr-defined]
-
-
-_use_installed_package()
-
 BLUEPRINTS = (
     "noop",
     "norm",

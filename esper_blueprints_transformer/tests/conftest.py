@@ -7,7 +7,6 @@ file, so everything shared is offered as fixtures, and the blueprint cases are i
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -16,29 +15,6 @@ import torch
 from torch import Tensor, nn
 
 from esper_core import BlueprintSpec, get_blueprint
-
-
-def _use_installed_package() -> None:
-    """Make ``esper_blueprints_transformer`` the installed package, not the distribution folder.
-
-    Under ``--import-mode=importlib`` pytest names this file after its path from the rootdir
-    (``esper_blueprints_transformer.tests.conftest``) and, to import it, registers the
-    distribution folder, which has no ``__init__.py``, as a namespace module of that name.
-    That module would shadow the real package in ``src/`` for the whole session (and break
-    the entry point ``esper_blueprints_transformer.plugin``), so swap the real one in first.
-    """
-    module = sys.modules.get("esper_blueprints_transformer")
-    if module is None or getattr(module, "__file__", None) is not None:
-        return
-    tests = sys.modules.get("esper_blueprints_transformer.tests")
-    del sys.modules["esper_blueprints_transformer"]
-    import esper_blueprints_transformer
-
-    if tests is not None:
-        esper_blueprints_transformer.tests = tests  # type: ignore[attr-defined]
-
-
-_use_installed_package()
 
 TOPOLOGY = "transformer"
 NAMES = ("noop", "norm", "lora", "lora_large", "attention", "mlp_small", "mlp", "flex_attention")

@@ -212,3 +212,15 @@ def test_near_identical_envelope_is_still_checked_strictly(scenario, field, valu
     with pytest.raises(CheckpointError, match=field):
         restore_slot(slot, envelope)
     assert_unchanged(before, snapshot(slot))
+
+
+@pytest.mark.parametrize("history", [None, {"bound": 5, "stages": []}])
+def test_a_live_seed_needs_its_stage_history(scenario, history) -> None:
+    """Found by the mutation test: a history of None used to load and keep the target's own."""
+    envelope = encode_slot(scenario("fossilized"))
+    envelope["seed"]["history"] = history
+    target = scenario("holding")
+    before = encode_slot(target)
+    with pytest.raises(CheckpointError, match=r"'seed\.history"):
+        restore_slot(target, envelope)
+    assert encode_slot(target) == before

@@ -3,16 +3,20 @@
 Both sides move the same :class:`~esper_core.distributed.LifecycleCommand` from rank 0 to
 rank 1 and rebuild it there: a gate decision (what every ``advance`` and auto-advance
 sends) and a germinate (the largest command: blueprint reference, options, three
-strings). The tensor side is encode + one ``broadcast`` + decode; the reference is
-``broadcast_object_list`` (pickle, a size broadcast, a payload broadcast, unpickle), which
-is what the earlier implementation used for gate decisions (review B3-SLOT-05).
+strings). The tensor side is encode + one ``broadcast`` of the record + decode
+(:meth:`Channel.broadcast_record`); the reference is ``broadcast_object_list`` (pickle,
+a size broadcast, a payload broadcast, unpickle), which is what the earlier
+implementation used for gate decisions (review B3-SLOT-05).
 
 Two local processes are started (``python -m bench.bench_distributed worker ...``);
 they alternate blocks of every path in lockstep and rank 0 reports per-block ratios
 ``time(object) / time(tensor)``, so the target reads "at least 3x lower latency".
-The detail column adds the whole protocol of one lifecycle call (handshake all_gather +
-command broadcast, what :class:`DistributedLifecycle` does) and a bare broadcast of the
-same bytes (the transport floor), so the encode/decode overhead is visible.
+A third row times a whole checked lifecycle call as :class:`DistributedLifecycle` makes
+it (``CommandStream.decide``: every rank's header gathered on rank 0, then the record
+broadcast with the header table) against the same unchecked pickled broadcast: the
+cross-rank check costs one more one-way message, and the call must still be cheaper
+than what it replaces. The detail column adds a bare broadcast of the same bytes (the
+transport floor), so the encode/decode overhead is visible.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from bench._harness import Benchmark, Measurement, ratio_of
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = 150  # calls per timed block: long enough to average out scheduler noise
-REPEATS = 11
+REPEATS = 21
 
 
 def _commands() -> dict:
@@ -74,32 +78,39 @@ def _bench_spec():
     )
 
 
-def _paths(rank: int, command, channel):
-    import torch
+def _paths(rank: int, command, stream, ids):
     import torch.distributed as dist
 
-    from esper_core.distributed import decode_command, encode_command
+    from esper_core.distributed import CommandOp, decode_command, pack_command
 
-    template = encode_command(command, seq=1)
+    group = stream.channel.group  # every path runs on the same process group
 
     def tensor() -> None:
-        payload = encode_command(command, seq=1) if rank == 0 else torch.zeros_like(template)
-        dist.broadcast(payload, group_src=0)
-        assert decode_command(payload).command == command
+        # The command transport alone: encode on rank 0, one broadcast, decode everywhere.
+        record = pack_command(command, seq=1) if rank == 0 else None
+        assert decode_command(stream.channel.broadcast_record(record)).command == command
 
     def pickled() -> None:
         box = [command if rank == 0 else None]
-        dist.broadcast_object_list(box, group_src=0)
+        dist.broadcast_object_list(box, group_src=0, group=group)
         assert box[0] == command
 
-    def protocol() -> None:
-        # One whole lifecycle call as DistributedLifecycle makes it: handshake, then the command.
-        channel.handshake(1, 1)
-        payload = encode_command(command, seq=1) if rank == 0 else torch.zeros_like(template)
-        assert decode_command(channel.broadcast(payload)).command == command
+    if command.op is CommandOp.DECIDE:
+
+        def protocol() -> None:
+            # One whole checked call, exactly as DistributedLifecycle makes it for a gate.
+            assert stream.decide(command.slot, command.target_stage, bool(command.passed), ids)
+
+    else:
+
+        def protocol() -> None:
+            assert stream.issue(command.op, lambda: command) == command
+
+    template = pack_command(command, seq=1)
 
     def bare() -> None:
-        dist.broadcast(template, group_src=0)  # the transport floor, for the detail column
+        # The transport floor, for the detail column: the same bytes, no encode or decode.
+        stream.channel.broadcast_record(template)
 
     return {"tensor": tensor, "pickled": pickled, "protocol": protocol, "bare": bare}
 
@@ -107,7 +118,7 @@ def _paths(rank: int, command, channel):
 def _worker(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
-    from esper_core.distributed import Channel
+    from esper_core.distributed import CommandStream
     from esper_core.registry import temporary_blueprints
 
     dist.init_process_group(
@@ -117,11 +128,12 @@ def _worker(rank: int, port: int, out: str) -> None:
         world_size=2,
         timeout=datetime.timedelta(seconds=60),
     )
-    channel = Channel(None, 60)
+    stream = CommandStream(None, 60)
+    ids = ["a", "b"]
     rows: dict[str, list[float]] = {}
     with temporary_blueprints(_bench_spec()):
         for name, command in _commands().items():
-            paths = _paths(rank, command, channel)
+            paths = _paths(rank, command, stream, ids)
             for fn in paths.values():
                 for _ in range(10):
                     fn()
@@ -184,7 +196,7 @@ def _detail(name: str) -> str:
     us = {key: rows[f"{name}/{key}_us"][0] for key in ("tensor", "pickled", "protocol", "bare")}
     return (
         f"median per {name}: tensor {us['tensor']:.0f} us, broadcast_object_list {us['pickled']:.0f} us, "
-        f"handshake+command {us['protocol']:.0f} us, bare broadcast {us['bare']:.0f} us"
+        f"whole checked call {us['protocol']:.0f} us, bare record broadcast {us['bare']:.0f} us"
     )
 
 
@@ -204,6 +216,12 @@ BENCHMARKS = [
         target=">= 3",
         run=lambda: _ratio("germinate", "tensor"),
         note="the largest command: blueprint reference, options, three strings",
+    ),
+    Benchmark(
+        name="distributed: pickled / whole checked gate call (2 gloo)",
+        target=">= 1.5",
+        run=lambda: _ratio("decide", "protocol"),
+        note="our own bar: handshake + command (one round trip) vs the unchecked pickled broadcast",
     ),
 ]
 

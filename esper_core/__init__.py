@@ -104,6 +104,7 @@ _EXPORTS: dict[str, str] = {
     "DDPRewrapper": "esper_core.distributed",
     "encode_command": "esper_core.distributed",
     "decode_command": "esper_core.distributed",
+    "pack_command": "esper_core.distributed",
     # hosts and models
     "HostProtocol": "esper_core.hosts",
     "InjectionPoint": "esper_core.hosts",

@@ -10,7 +10,14 @@ from esper_core.distributed.command import MAX_OPTIONS, TEXT_LIMITS, CommandOp, 
 from esper_core.distributed.ddp import DDPRewrapper, parameter_signature
 from esper_core.distributed.lifecycle import DEFAULT_TIMEOUT, DistributedLifecycle
 from esper_core.distributed.stream import CommandStream
-from esper_core.distributed.wire import WIRE_SIZE, WIRE_VERSION, Decoded, decode_command, encode_command
+from esper_core.distributed.wire import (
+    WIRE_SIZE,
+    WIRE_VERSION,
+    Decoded,
+    decode_command,
+    encode_command,
+    pack_command,
+)
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -32,6 +39,7 @@ __all__ = [
     "encode_command",
     "find_drift",
     "is_distributed",
+    "pack_command",
     "parameter_signature",
     "slot_fingerprint",
 ]

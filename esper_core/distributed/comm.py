@@ -1,19 +1,29 @@
 """Bounded collectives for the lifecycle command stream.
 
-Every collective here is issued asynchronously and waited on with a deadline, so a rank
-whose peers never join (a lifecycle call made on one rank only) gets a
-:class:`~esper_core.errors.DistributedError` instead of hanging forever. Before each
-call the ranks exchange a tiny header (:meth:`Channel.handshake`): if they are not in the
-same lifecycle call, every rank learns it at once and raises, naming each rank's call.
+Every lifecycle call is one *exchange* (:meth:`Channel.exchange`): each rank sends a tiny
+header (op, call number, slot, extra) to rank 0 with ``gather``, and rank 0 broadcasts
+the table of all headers together with its fixed-size command record. Every rank then
+holds the same table, so when the ranks are not in the same lifecycle call each of them
+raises the same error, naming what each rank called. That is one round trip, the least
+that lets rank 0 learn the other ranks' calls and tell them its decision.
+
+Every collective is issued asynchronously and waited on with a deadline, so a rank whose
+peers never join (a lifecycle call made on one rank only) gets a
+:class:`~esper_core.errors.DistributedError` instead of hanging forever.
+
+The collectives are issued on the process group object itself, with options built once:
+the ``torch.distributed.gather``/``broadcast`` wrappers add argument checks and logging
+that cost about as much as a small loopback message, on every call.
 
 Without an initialised process group (or with a single rank) the channel is local: the
-handshake is trivial and a broadcast returns its input, so single-process code runs the
+exchange is trivial and a broadcast returns its input, so single-process code runs the
 same path.
 """
 
 from __future__ import annotations
 
 import datetime
+import struct
 from collections.abc import Callable
 
 import attrs
@@ -25,6 +35,8 @@ from esper_core.errors import DistributedError
 __all__ = ["Channel", "HandshakeRow", "as_timedelta", "is_distributed"]
 
 _HEADER = 4  # op, seq, slot, extra
+_HEADER_BYTES = _HEADER * 8
+_HEADER_LAYOUT = struct.Struct(f"={_HEADER}q")  # native order: the bytes are read as int64 tensors
 
 
 def is_distributed() -> bool:
@@ -47,7 +59,7 @@ def as_timedelta(timeout: float | datetime.timedelta) -> datetime.timedelta:
 
 @attrs.frozen
 class HandshakeRow:
-    """What one rank announced before a lifecycle collective."""
+    """What one rank announced at the start of a lifecycle call."""
 
     rank: int
     op: int
@@ -59,6 +71,7 @@ class HandshakeRow:
 class Channel:
     """The collectives of one lifecycle stream on one process group, each with a deadline.
 
+    ``record_size`` is the size in bytes of the record rank 0 sends with every exchange.
     ``describe_op`` turns an op code into a name for error messages. A timeout leaves the
     group's collective sequence in an unknown state, so the channel then refuses every
     further call (:attr:`broken`) rather than risk pairing the wrong messages.
@@ -69,8 +82,13 @@ class Channel:
         group: dist.ProcessGroup | None,
         timeout: float | datetime.timedelta,
         describe_op: Callable[[int], str] = str,
+        *,
+        record_size: int = 0,
     ) -> None:
+        if isinstance(record_size, bool) or not isinstance(record_size, int) or record_size < 0:
+            raise DistributedError(f"record_size must be an int >= 0, got {record_size!r}")
         self.timeout = as_timedelta(timeout)
+        self.record_size = record_size
         self._describe = describe_op
         self.broken: str | None = None
         if not is_distributed():
@@ -91,6 +109,32 @@ class Channel:
             self.device = torch.device("cuda", torch.cuda.current_device())
         else:
             self.device = torch.device("cpu")
+        self._allocate()
+
+    def _allocate(self) -> None:
+        """The exchange buffers and collective options, built once per channel.
+
+        Rank 0's record and every header are written into the host buffers through cached
+        memoryviews and read back with ``struct``: per call that is a few hundred
+        nanoseconds, where building and slicing tensors costs tens of microseconds, on
+        both sides of a message whose whole round trip is a few hundred.
+        """
+        self._table_bytes = self.world_size * _HEADER_BYTES
+        self._host = torch.zeros(self._table_bytes + self.record_size, dtype=torch.uint8)
+        self._host_view = memoryview(self._host.numpy())
+        self._mine_host = torch.zeros(_HEADER, dtype=torch.int64)
+        self._mine_view = memoryview(self._mine_host.numpy()).cast("B")
+        on_host = self.device.type == "cpu"
+        self._buffer = self._host if on_host else self._host.to(self.device)
+        self._mine = self._mine_host if on_host else self._mine_host.to(self.device)
+        table = self._buffer[: self._table_bytes].view(torch.int64).view(self.world_size, _HEADER)
+        self._rows = list(table.unbind(0))  # gather writes each rank's header in place
+        self._table_layout = struct.Struct(f"={self.world_size * _HEADER}q")
+        self._gather_opts = dist.GatherOptions()
+        self._gather_opts.rootRank = 0
+        self._broadcast_opts = dist.BroadcastOptions()
+        self._broadcast_opts.rootRank = 0
+        self._broadcast_opts.rootTensor = 0
 
     @property
     def local(self) -> bool:
@@ -114,23 +158,28 @@ class Channel:
             )
             raise DistributedError(f"{self.broken} [{exc}]") from exc
 
+    def _broadcast_in_place(self, buffer: torch.Tensor, what: str) -> None:
+        self._wait(self.group.broadcast([buffer], self._broadcast_opts), what)
+
     # ------------------------------------------------------------------ collectives
 
-    def handshake(self, op: int, seq: int, slot: int = -1, extra: int = 0) -> list[HandshakeRow]:
-        """Exchange ``(op, seq, slot, extra)`` with every rank; return all rows by rank.
+    def exchange(
+        self, op: int, seq: int, slot: int = -1, extra: int = 0, record: bytes | torch.Tensor | None = None
+    ) -> tuple[list[HandshakeRow], bytes]:
+        """Start a lifecycle call: every rank's header, and rank 0's record, on every rank.
 
-        Raises :class:`DistributedError` on every rank when the ranks are in different
-        calls (``op`` or ``seq`` differ), naming what each rank called.
+        Each rank announces ``(op, seq, slot, extra)``; rank 0 also passes its ``record``
+        (:attr:`record_size` bytes; ignored on the other ranks). Returns the rows of all
+        ranks by rank and rank 0's record as bytes. Raises :class:`DistributedError` on
+        every rank alike when the ranks are in different calls (``op`` or ``seq`` differ),
+        naming what each rank called; the channel stays usable.
         """
         self._check_usable()
-        mine = torch.tensor([op, seq, slot, extra], dtype=torch.int64, device=self.device)
+        raw = self._record_bytes(record) if self.rank == 0 else b""
         if self.local:
-            return [HandshakeRow(0, op, seq, slot, extra)]
-        gathered = [
-            torch.empty(_HEADER, dtype=torch.int64, device=self.device) for _ in range(self.world_size)
-        ]
-        self._wait(dist.all_gather(gathered, mine, group=self.group, async_op=True), "handshake")
-        rows = [HandshakeRow(r, *(int(v) for v in t.tolist())) for r, t in enumerate(gathered)]
+            rows = [HandshakeRow(0, op, seq, slot, extra)]
+        else:
+            rows, raw = self._exchange(op, seq, slot, extra, raw)
         if any(row.op != rows[0].op or row.seq != rows[0].seq for row in rows):
             calls = "; ".join(
                 f"rank {row.rank} called {self._describe(row.op)} (call #{row.seq})" for row in rows
@@ -139,15 +188,61 @@ class Channel:
                 f"ranks are in different lifecycle calls: {calls}. Every rank must make the same "
                 "lifecycle calls in the same order; rank 0's arguments decide"
             )
-        return rows
+        return rows, raw
+
+    def _record_bytes(self, record: bytes | torch.Tensor | None) -> bytes:
+        if record is None:
+            return bytes(self.record_size)
+        raw = record.cpu().numpy().tobytes() if isinstance(record, torch.Tensor) else record
+        if len(raw) != self.record_size:
+            raise DistributedError(f"a record is {self.record_size} bytes on this channel, got {len(raw)}")
+        return raw
+
+    def _exchange(
+        self, op: int, seq: int, slot: int, extra: int, raw: bytes
+    ) -> tuple[list[HandshakeRow], bytes]:
+        _HEADER_LAYOUT.pack_into(self._mine_view, 0, op, seq, slot, extra)
+        if self._mine is not self._mine_host:
+            self._mine.copy_(self._mine_host)
+        outputs = [self._rows] if self.rank == 0 else []
+        self._wait(self.group.gather(outputs, [self._mine], self._gather_opts), "handshake")
+        self._send_buffer(raw)
+        values = self._table_layout.unpack_from(self._host_view)
+        rows = [HandshakeRow(r, *values[r * _HEADER : (r + 1) * _HEADER]) for r in range(self.world_size)]
+        return rows, bytes(self._host_view[self._table_bytes :])
+
+    def _send_buffer(self, raw: bytes) -> None:
+        """Broadcast the exchange buffer with rank 0's record in it; leave it in the host buffer."""
+        if self.rank == 0 and self.record_size:
+            self._host_view[self._table_bytes :] = raw
+        on_host = self._buffer is self._host
+        if not on_host and self.rank == 0:
+            # Only the record comes from the host: the table part is gathered on the device.
+            self._buffer[self._table_bytes :].copy_(self._host[self._table_bytes :])
+        self._broadcast_in_place(self._buffer, "command broadcast")
+        if not on_host:
+            self._host.copy_(self._buffer)
+
+    def broadcast_record(self, record: bytes | torch.Tensor | None) -> bytes:
+        """Rank 0's record on every rank: the second half of :meth:`exchange`, one broadcast.
+
+        No header is exchanged, so nothing checks that the ranks are in the same call:
+        this is the bare command transport (what ``bench/bench_distributed.py`` times).
+        """
+        self._check_usable()
+        raw = self._record_bytes(record) if self.rank == 0 else b""
+        if self.local:
+            return raw
+        self._send_buffer(raw)
+        return bytes(self._host_view[self._table_bytes :])
 
     def broadcast(self, payload: torch.Tensor) -> torch.Tensor:
         """Rank 0's ``payload`` on every rank (same shape and dtype everywhere)."""
         self._check_usable()
         if self.local:
             return payload
-        buffer = payload.to(self.device).contiguous()
-        self._wait(dist.broadcast(buffer, group_src=0, group=self.group, async_op=True), "command broadcast")
+        buffer = payload.to(self.device).contiguous().clone()
+        self._broadcast_in_place(buffer, "broadcast")
         return buffer.cpu()
 
     def all_reduce_max(self, values: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,8 @@ class CommandOp(IntEnum):
 
 
 def _op(value: object) -> CommandOp:
+    if type(value) is CommandOp:
+        return value
     try:
         return CommandOp(value)
     except ValueError:
@@ -49,6 +51,8 @@ def _op(value: object) -> CommandOp:
 
 
 def _options(value: Mapping[str, Any] | tuple[tuple[str, Any], ...]) -> tuple[tuple[str, Any], ...]:
+    if value == ():  # most commands carry no options: skip the sort
+        return ()
     items = value.items() if isinstance(value, Mapping) else value
     return tuple(sorted((str(k), v) for k, v in items))
 

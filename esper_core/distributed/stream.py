@@ -1,18 +1,19 @@
-"""The lifecycle command stream: numbered calls, each handshaken, rank 0's word applied.
+"""The lifecycle command stream: numbered calls, each one exchange, rank 0's word applied.
 
 Every lifecycle call on every rank goes through :class:`CommandStream`, which gives it
-the next sequence number and starts it with a handshake (:meth:`Channel.handshake`), so
-ranks that are not in the same call find out at once instead of pairing the wrong
-collectives. Then, depending on the call:
+the next sequence number and makes it one exchange (:meth:`Channel.exchange`): every
+rank's header goes to rank 0, and rank 0's record comes back with the table of all
+headers, so ranks that are not in the same call find out at once, all of them, instead
+of pairing the wrong collectives. What the record holds depends on the call:
 
-* :meth:`CommandStream.issue` broadcasts rank 0's encoded command. When rank 0 cannot
-  even build the command (unknown slot, text too long, unknown blueprint) it broadcasts
-  an *abort* record instead, so every rank raises the same error class rather than
-  waiting for a command that never comes.
-* :meth:`CommandStream.decide` broadcasts rank 0's verdict on one gate evaluation, after
-  checking that every rank is evaluating the same slot and edge.
-* :meth:`CommandStream.tick` is the handshake alone (every rank ticks every slot).
-* :meth:`CommandStream.reduce_max` is the per-epoch fingerprint exchange.
+* :meth:`CommandStream.issue`: rank 0's encoded command. When rank 0 cannot even build
+  the command (unknown slot, text too long, unknown blueprint) it sends an *abort* record
+  instead, so every rank raises the same error class rather than waiting for a command
+  that never comes.
+* :meth:`CommandStream.decide`: rank 0's verdict on one gate evaluation, after checking
+  that every rank is evaluating the same slot and edge.
+* :meth:`CommandStream.tick`: nothing (every rank ticks every slot).
+* :meth:`CommandStream.reduce_max`: nothing; the per-epoch fingerprint all-reduce follows.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch.distributed as dist
 from esper_core import errors
 from esper_core.distributed.comm import Channel, as_timedelta, is_distributed
 from esper_core.distributed.command import CommandOp, LifecycleCommand
-from esper_core.distributed.wire import WIRE_SIZE, decode_command, encode_command
+from esper_core.distributed.wire import WIRE_SIZE, decode_command, pack_command
 from esper_core.errors import DistributedError, EsperError
 from esper_core.stages import SeedStage
 
@@ -57,7 +58,7 @@ def _error_code(exc: BaseException) -> int:
 
 
 class CommandStream:
-    """Numbered, handshaken lifecycle calls over one process group (see the module doc)."""
+    """Numbered lifecycle calls over one process group, each one exchange (see the module doc)."""
 
     def __init__(self, group: dist.ProcessGroup | None, timeout: float | datetime.timedelta) -> None:
         if group is None and is_distributed():
@@ -65,7 +66,7 @@ class CommandStream:
             # traffic (and be diagnosed), never pair up with a training collective such as
             # DDP's gradient all-reduce on the default group.
             group = dist.new_group(backend=str(dist.get_backend()), timeout=as_timedelta(timeout))
-        self.channel = Channel(group, timeout, _describe_op)
+        self.channel = Channel(group, timeout, _describe_op, record_size=WIRE_SIZE)
         self.seq = 0
 
     @property
@@ -78,7 +79,7 @@ class CommandStream:
 
     def setup(self, slot_ids: Sequence[str], config_crc: int) -> int:
         """Check every rank built the same slots; return rank 0's RNG base seed on every rank."""
-        rows = self.channel.handshake(CommandOp.SETUP, self._next(), len(slot_ids), config_crc)
+        rows, _ = self.channel.exchange(CommandOp.SETUP, self._next(), len(slot_ids), config_crc)
         differing = [row.rank for row in rows if (row.slot, row.extra) != (rows[0].slot, rows[0].extra)]
         if differing:
             raise DistributedError(
@@ -97,17 +98,14 @@ class CommandStream:
         """
         seq = self._next()
         failure: BaseException | None = None
-        payload = torch.zeros(WIRE_SIZE, dtype=torch.uint8)  # the receive buffer off rank 0
+        record = None
         if self.rank == 0:
             try:
-                payload = encode_command(build(), seq=seq)
+                record = pack_command(build(), seq=seq)
             except Exception as exc:  # every failure must reach the peers as an abort
                 failure = exc
-                payload = encode_command(LifecycleCommand(op=op), seq=seq, error=(_error_code(exc), str(exc)))
-        # Nothing between the handshake and the broadcast may raise: a rank leaving here
-        # would strand its peers in the broadcast until the timeout.
-        self.channel.handshake(op, seq)
-        decoded = decode_command(self.channel.broadcast(payload))
+                record = pack_command(LifecycleCommand(op=op), seq=seq, error=(_error_code(exc), str(exc)))
+        decoded = decode_command(self.channel.exchange(op, seq, record=record)[1])
         if decoded.seq != seq:
             raise DistributedError(f"rank 0 sent command #{decoded.seq} while this rank is at call #{seq}")
         if decoded.error is not None:
@@ -121,25 +119,27 @@ class CommandStream:
     def decide(self, slot: int, target: SeedStage, passed: bool, slot_ids: Sequence[str]) -> bool:
         """Rank 0's verdict on the gate of ``slot``'s edge to ``target`` (this rank says ``passed``)."""
         seq = self._next()
-        rows = self.channel.handshake(CommandOp.DECIDE, seq, slot, int(target))
+        record = None
+        if self.rank == 0:
+            verdict = LifecycleCommand(op=CommandOp.DECIDE, slot=slot, passed=passed, target_stage=target)
+            record = pack_command(verdict, seq=seq)
+        rows, raw = self.channel.exchange(CommandOp.DECIDE, seq, slot, int(target), record)
         if any((row.slot, row.extra) != (rows[0].slot, rows[0].extra) for row in rows):
             where = "; ".join(f"rank {row.rank}: {_edge(row.slot, row.extra, slot_ids)}" for row in rows)
             raise DistributedError(
                 f"ranks are deciding different gates ({where}); lifecycle state has drifted"
             )
-        command = LifecycleCommand(op=CommandOp.DECIDE, slot=slot, passed=passed, target_stage=target)
-        decoded = decode_command(self.channel.broadcast(encode_command(command, seq=seq)))
-        return bool(decoded.command.passed)
+        return bool(decode_command(raw).command.passed)
 
     def tick(self) -> int:
-        """The handshake of a call that needs no payload (``step_epoch``); returns its number."""
+        """The exchange of a call that needs no payload (``step_epoch``); returns its number."""
         seq = self._next()
-        self.channel.handshake(CommandOp.STEP_EPOCH, seq)
+        self.channel.exchange(CommandOp.STEP_EPOCH, seq)
         return seq
 
     def reduce_max(self, values: torch.Tensor) -> torch.Tensor:
         """Element-wise max of ``values`` over ranks, after checking every rank sends as many."""
-        rows = self.channel.handshake(CommandOp.CHECKSUM, self._next(), -1, values.numel())
+        rows, _ = self.channel.exchange(CommandOp.CHECKSUM, self._next(), -1, values.numel())
         if any(row.extra != values.numel() for row in rows):
             sizes = {row.rank: row.extra for row in rows}
             raise DistributedError(

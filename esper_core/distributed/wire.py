@@ -30,9 +30,9 @@ from esper_core.distributed.command import MAX_OPTIONS, TEXT_LIMITS, CommandOp, 
 from esper_core.errors import DistributedError, LifecycleError, RegistryError
 from esper_core.registry import get_blueprint, list_blueprints, registry_version
 from esper_core.spec import BlueprintSpec
-from esper_core.stages import stage_from_value
+from esper_core.stages import SeedStage, stage_from_value
 
-__all__ = ["WIRE_SIZE", "WIRE_VERSION", "Decoded", "decode_command", "encode_command"]
+__all__ = ["WIRE_SIZE", "WIRE_VERSION", "Decoded", "decode_command", "encode_command", "pack_command"]
 
 #: Bumped whenever the byte layout below changes; peers on different versions are rejected.
 WIRE_VERSION = 1
@@ -79,6 +79,8 @@ _CURVES: tuple[AlphaCurve, ...] = tuple(AlphaCurve)
 def _text_field(name: str, value: str | None, *, truncate: bool = False) -> tuple[int, bytes]:
     if value is None:
         return _NONE_LEN, b""
+    if value == "":
+        return 0, b""
     if not isinstance(value, str):
         raise LifecycleError(f"command field {name!r} must be a str, got {value!r} ({type(value).__name__})")
     raw = value.encode("utf-8")
@@ -93,28 +95,31 @@ def _text_field(name: str, value: str | None, *, truncate: bool = False) -> tupl
     return len(raw), raw
 
 
-_TABLE: dict[str, Any] = {"version": None}
+@attrs.frozen
+class _Table:
+    """The registry's sorted blueprint list at one registry version, with lookups by key."""
+
+    version: int
+    specs: list[BlueprintSpec]
+    refs: dict[str, tuple[int, int]]  # key -> (index in specs, crc32 of the key)
 
 
-def _table() -> tuple[list[BlueprintSpec], dict[str, tuple[int, int]]]:
-    """The registry's sorted blueprint list and key -> (index, crc32), cached per registry version.
+_CACHE: dict[str, _Table] = {}
+
+
+def _table() -> _Table:
+    """The current registry's :class:`_Table`, rebuilt only when the registry version changes.
 
     Sorting the registry computes every blueprint's parameter count; doing it once per
     registry version keeps encoding and decoding a command in the microseconds.
     """
     version = registry_version()
-    if _TABLE["version"] != version:
+    table = _CACHE.get("table")
+    if table is None or table.version != version:
         specs = list_blueprints()
-        _TABLE.update(version=version, specs=specs, refs={s.key: (i, _crc(s)) for i, s in enumerate(specs)})
-    return _TABLE["specs"], _TABLE["refs"]
-
-
-def _blueprint_ref(spec: BlueprintSpec) -> tuple[int, int]:
-    """(index in the registry's sorted list, crc32 of the key) for one blueprint."""
-    ref = _table()[1].get(spec.key)
-    if ref is None:  # pragma: no cover - get_blueprint found it, so the sorted list has it
-        raise RegistryError(f"blueprint {spec.key} is not in the sorted registry list")
-    return ref
+        table = _Table(version, specs, {s.key: (i, _crc(s)) for i, s in enumerate(specs)})
+        _CACHE["table"] = table
+    return table
 
 
 def _crc(spec: BlueprintSpec) -> int:
@@ -149,8 +154,11 @@ def _encode_options(command: LifecycleCommand) -> tuple[int, int, int, list[floa
             f"{spec.key} declares {len(spec.options)} options; distributed commands carry at most {MAX_OPTIONS}"
         )
     values = [_encode_option(spec, opt.name, resolved[opt.name]) for opt in spec.options]
-    index, crc = _blueprint_ref(spec)
-    return registry_version(), index, crc, values
+    table = _table()
+    ref = table.refs.get(spec.key)
+    if ref is None:  # pragma: no cover - get_blueprint found it, so the sorted list has it
+        raise RegistryError(f"blueprint {spec.key} is not in the sorted registry list")
+    return table.version, *ref, values
 
 
 def _code(members: tuple[Any, ...], value: Any, what: str) -> int:
@@ -161,20 +169,18 @@ def _code(members: tuple[Any, ...], value: Any, what: str) -> int:
     return members.index(value)
 
 
+_INT_BOUNDS = {bits: (-(1 << (bits - 1)), 1 << (bits - 1)) for bits in (16, 32, 64)}
+
+
 def _int(name: str, value: object, bits: int) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1)
-    ):
+    low, high = _INT_BOUNDS[bits]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value < high:
         raise LifecycleError(f"command field {name!r} must be a {bits}-bit int, got {value!r}")
     return value
 
 
-def encode_command(
-    command: LifecycleCommand, *, seq: int = 0, error: tuple[int, str] | None = None
-) -> torch.Tensor:
-    """Pack ``command`` into a ``uint8`` tensor of :data:`WIRE_SIZE` bytes.
+def pack_command(command: LifecycleCommand, *, seq: int = 0, error: tuple[int, str] | None = None) -> bytes:
+    """Pack ``command`` into :data:`WIRE_SIZE` bytes (what :func:`encode_command` wraps).
 
     ``seq`` is the caller's call counter (checked by the receiver). ``error`` turns the
     record into an abort: ``(error_code, message)`` tells the other ranks that rank 0
@@ -188,13 +194,8 @@ def encode_command(
     alpha = command.alpha_target
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
         raise LifecycleError(f"alpha_target must be finite, got {command.alpha_target!r}")
-    seed_len, seed_raw = _text_field("seed_id", command.seed_id)
-    if error is not None:
-        reason_len, reason_raw = _text_field("reason", error[1], truncate=True)
-    else:
-        reason_len, reason_raw = _text_field("reason", command.reason)
-    init_len, init_raw = _text_field("initiator", command.initiator)
-    packed = _LAYOUT.pack(
+    reason = command.reason if error is None else error[1]
+    return _LAYOUT.pack(
         _MAGIC,
         WIRE_VERSION,
         int(command.op),
@@ -215,17 +216,28 @@ def encode_command(
         len(option_values),
         *option_values,
         *([0.0] * (MAX_OPTIONS - len(option_values))),
-        seed_len,
-        seed_raw,
-        reason_len,
-        reason_raw,
-        init_len,
-        init_raw,
+        *_text_field("seed_id", command.seed_id),
+        *_text_field("reason", reason, truncate=error is not None),
+        *_text_field("initiator", command.initiator),
     )
-    return torch.frombuffer(bytearray(packed), dtype=torch.uint8)
+
+
+def encode_command(
+    command: LifecycleCommand, *, seq: int = 0, error: tuple[int, str] | None = None
+) -> torch.Tensor:
+    """:func:`pack_command` as a ``uint8`` tensor of :data:`WIRE_SIZE` values (what a collective sends)."""
+    return torch.frombuffer(bytearray(pack_command(command, seq=seq, error=error)), dtype=torch.uint8)
 
 
 # --------------------------------------------------------------------------- decoding
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+    if tensor.dtype != torch.uint8 or tensor.numel() != WIRE_SIZE:
+        raise DistributedError(
+            f"a command record is {WIRE_SIZE} uint8 values, got {tensor.numel()} of {tensor.dtype}"
+        )
+    return tensor.detach().cpu().contiguous().numpy().tobytes()
 
 
 @attrs.frozen
@@ -240,6 +252,8 @@ class Decoded:
 def _text(name: str, length: int, raw: bytes) -> str | None:
     if length == _NONE_LEN:
         return None
+    if length == 0:
+        return ""
     if length > TEXT_LIMITS[name]:
         raise DistributedError(
             f"corrupt command: field {name!r} claims {length} bytes (limit {TEXT_LIMITS[name]})"
@@ -248,6 +262,19 @@ def _text(name: str, length: int, raw: bytes) -> str | None:
         return raw[:length].decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DistributedError(f"corrupt command: field {name!r} is not UTF-8 ({exc})") from None
+
+
+_OPS = {op.value: op for op in CommandOp}
+_STAGES = {stage.value: stage for stage in SeedStage}
+
+
+def _op_and_stage(op: int, stage: int) -> tuple[CommandOp, SeedStage | None]:
+    if op in _OPS and (stage == -1 or stage in _STAGES):  # the common case, without exceptions
+        return _OPS[op], None if stage == -1 else _STAGES[stage]
+    try:
+        return CommandOp(op), stage_from_value(stage)
+    except (ValueError, LifecycleError) as exc:
+        raise DistributedError(f"corrupt command: {exc}") from None
 
 
 def _member(members: tuple[Any, ...], code: int, what: str) -> Any:
@@ -284,14 +311,14 @@ def _decode_option(spec: BlueprintSpec, declared: Any, raw: float) -> Any:
 def _decode_blueprint(
     version: int, index: int, crc: int, values: tuple[float, ...]
 ) -> tuple[BlueprintSpec, dict]:
-    local = registry_version()
-    if version != local:
+    table = _table()
+    if version != table.version:
         raise DistributedError(
-            f"rank 0 encoded the blueprint with registry version {version}, this rank has version {local}: "
-            "every rank must load the same blueprint packs in the same order"
+            f"rank 0 encoded the blueprint with registry version {version}, this rank has version "
+            f"{table.version}: every rank must load the same blueprint packs in the same order"
         )
-    specs, refs = _table()
-    if not 0 <= index < len(specs) or refs[specs[index].key][1] != crc:
+    specs = table.specs
+    if not 0 <= index < len(specs) or table.refs[specs[index].key][1] != crc:
         raise DistributedError(
             f"blueprint index {index} (crc {crc:#010x}) does not name the same blueprint on this rank; "
             f"this rank has {len(specs)} blueprints"
@@ -308,15 +335,19 @@ def _decode_blueprint(
     return spec, options
 
 
-def decode_command(tensor: torch.Tensor) -> Decoded:
-    """Unpack a record made by :func:`encode_command`; a malformed record raises DistributedError."""
-    if tensor.dtype != torch.uint8 or tensor.numel() != WIRE_SIZE:
-        raise DistributedError(
-            f"a command record is {WIRE_SIZE} uint8 values, got {tensor.numel()} of {tensor.dtype}"
-        )
-    if tensor.device.type != "cpu" or tensor.requires_grad or not tensor.is_contiguous():
-        tensor = tensor.detach().cpu().contiguous()
-    fields = _LAYOUT.unpack(tensor.numpy().tobytes())
+def decode_command(record: torch.Tensor | bytes | bytearray | memoryview) -> Decoded:
+    """Unpack a record made by :func:`encode_command` or :func:`pack_command`.
+
+    ``record`` is the ``uint8`` tensor or its bytes. A malformed record raises
+    :class:`~esper_core.errors.DistributedError`, never anything else.
+    """
+    if isinstance(record, torch.Tensor):
+        record = _tensor_bytes(record)
+    elif not isinstance(record, (bytes, bytearray, memoryview)):
+        raise DistributedError(f"a command record is a uint8 tensor or bytes, got {type(record).__name__}")
+    if len(record) != WIRE_SIZE:
+        raise DistributedError(f"a command record is {WIRE_SIZE} bytes, got {len(record)}")
+    fields = _LAYOUT.unpack(record)
     (magic, version, op, status, err_code, seq, slot, reg, bp_index, bp_crc, stage, passed, alg, curve,
      tempo, steps, alpha, n_opts) = fields[:18]  # fmt: skip
     option_values = fields[18 : 18 + MAX_OPTIONS]
@@ -326,11 +357,7 @@ def decode_command(tensor: torch.Tensor) -> Decoded:
             f"command record has magic {magic:#06x} version {version}; this rank speaks "
             f"magic {_MAGIC:#06x} version {WIRE_VERSION}"
         )
-    try:
-        op = CommandOp(op)
-        target_stage = None if stage == -1 else stage_from_value(stage)
-    except (ValueError, LifecycleError) as exc:
-        raise DistributedError(f"corrupt command: {exc}") from None
+    op, target_stage = _op_and_stage(op, stage)
     if status not in (0, 1):
         raise DistributedError(f"corrupt command: status {status}; accepted 0 (command) or 1 (abort)")
     reason = _text("reason", reason_len, reason_raw)
@@ -339,7 +366,7 @@ def decode_command(tensor: torch.Tensor) -> Decoded:
     if n_opts > MAX_OPTIONS:
         raise DistributedError(f"corrupt command: {n_opts} options (limit {MAX_OPTIONS})")
     topology = blueprint = None
-    options: dict[str, Any] = {}
+    options: dict[str, Any] | tuple = ()
     if op is CommandOp.GERMINATE:
         spec, options = _decode_blueprint(reg, bp_index, bp_crc, option_values[:n_opts])
         topology, blueprint = spec.topology, spec.name

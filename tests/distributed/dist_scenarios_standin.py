@@ -11,7 +11,7 @@ from dist_standin import StandInSlot
 
 from esper_core.alpha import AlphaCurve
 from esper_core.blend import BlendAlgorithm
-from esper_core.distributed import DistributedLifecycle
+from esper_core.distributed import Channel, CommandStream, DistributedLifecycle
 from esper_core.errors import DistributedError, EsperError
 from esper_core.stages import SeedStage
 
@@ -136,7 +136,27 @@ def config_mismatch(rank: int, group) -> dict:
     return {"error": None}
 
 
+def channel_exchange(rank: int, group) -> dict:
+    """The channel's one-round-trip exchange: every header and rank 0's record everywhere."""
+    channel = Channel(group, 10, record_size=8)
+    rows, record = channel.exchange(3, 1, rank, 10 + rank, b"rank-0-!" if rank == 0 else b"ignored!")
+    mismatch = _error(lambda: channel.exchange(3 if rank == 0 else 4, 2))
+    bare = channel.broadcast_record(b"12345678" if rank == 0 else None)
+    stream = CommandStream(group, 10)
+    gates = _error(lambda: stream.decide(rank, SeedStage.BLENDING, True, ["s0", "s1"]))
+    verdict = stream.decide(1, SeedStage.TRAINING, rank == 1, ["s0", "s1"])
+    return {
+        "rows": [[r.rank, r.op, r.seq, r.slot, r.extra] for r in rows],
+        "record": record.decode(),
+        "mismatch": mismatch,
+        "bare": bare.decode(),
+        "gates": gates,
+        "verdict": verdict,
+    }
+
+
 SCENARIOS = [
+    ("channel_exchange", channel_exchange),
     ("commands", commands),
     ("lone_mismatch", lone_mismatch),
     ("drift", drift),

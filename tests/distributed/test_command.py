@@ -20,6 +20,7 @@ from esper_core.distributed import (
     LifecycleCommand,
     decode_command,
     encode_command,
+    pack_command,
 )
 from esper_core.errors import DistributedError, LifecycleError, OptionError, UnknownBlueprintError
 from esper_core.registry import temporary_blueprints
@@ -64,6 +65,10 @@ def test_round_trip_is_exact_and_fixed_size(command: LifecycleCommand, seq: int)
     assert decoded.command == command
     assert decoded.seq == seq and decoded.error is None
     assert struct.pack("<d", decoded.command.alpha_target) == struct.pack("<d", command.alpha_target)
+    raw = pack_command(command, seq=seq)  # the bytes form is the same record
+    assert raw == wire.numpy().tobytes()
+    for form in (raw, bytearray(raw), memoryview(raw)):
+        assert decode_command(form) == decoded
 
 
 def test_germinate_carries_blueprint_and_every_option_type() -> None:
@@ -161,6 +166,10 @@ def test_decoder_rejects_wrong_size_dtype_magic_version_and_stage() -> None:
         decode_command(good[:-1])
     with pytest.raises(DistributedError, match=f"{WIRE_SIZE} uint8"):
         decode_command(good.to(torch.int64))
+    with pytest.raises(DistributedError, match=f"a command record is {WIRE_SIZE} bytes, got {WIRE_SIZE + 1}"):
+        decode_command(good.numpy().tobytes() + b"x")
+    with pytest.raises(DistributedError, match="a uint8 tensor or bytes, got list"):
+        decode_command(list(good.tolist()))
     for offset, value, pattern in (
         (0, 0, "magic"),
         (2, 99, "version"),

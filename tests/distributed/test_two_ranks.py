@@ -78,6 +78,19 @@ def test_direct_slot_mutation_on_one_rank_is_reported_on_both(ranks: list[dict])
     assert "SeedPruned" in one["error"] and "stage" in one["error"]
 
 
+def test_exchange_gives_every_rank_all_headers_and_rank_zeros_record(ranks: list[dict]) -> None:
+    zero, one = _scenario(ranks, "channel_exchange")
+    assert zero["rows"] == one["rows"] == [[0, 3, 1, 0, 10], [1, 3, 1, 1, 11]]
+    assert zero["record"] == one["record"] == "rank-0-!"
+    for facts in (zero, one):  # both ranks raise the same error, and the channel stays usable
+        assert facts["mismatch"]["type"] == "DistributedError"
+        assert "rank 0 called 3 (call #2); rank 1 called 4 (call #2)" in facts["mismatch"]["message"]
+        assert facts["gates"]["type"] == "DistributedError"
+        assert "rank 0: slot 's0' -> BLENDING; rank 1: slot 's1' -> BLENDING" in facts["gates"]["message"]
+    assert zero["bare"] == one["bare"] == "12345678"
+    assert zero["verdict"] is one["verdict"] is False  # rank 0 said False; rank 1's True is overruled
+
+
 def test_lone_mutation_is_detected_on_both_ranks(ranks: list[dict]) -> None:
     zero, one = _scenario(ranks, "lone_mismatch")
     for facts in (zero, one):

@@ -88,6 +88,7 @@ _EXPORTS: dict[str, str] = {
     # checkpoints
     "encode_slot": "esper_core.state",
     "restore_slot": "esper_core.state",
+    "slot_text": "esper_core.state",
     "load_checkpoint": "esper_core.state",
     "plan_restore": "esper_core.state",
     "RestorePlan": "esper_core.state",
@@ -97,6 +98,8 @@ _EXPORTS: dict[str, str] = {
     "SlotEnvelope": "esper_core.envelope",
     "decode_envelope": "esper_core.envelope",
     "encode_envelope": "esper_core.envelope",
+    "envelope_text": "esper_core.envelope",
+    "parse_envelope": "esper_core.envelope",
     # multi-process
     "DistributedLifecycle": "esper_core.distributed",
     "LifecycleCommand": "esper_core.distributed",

@@ -1,9 +1,13 @@
 """The slot checkpoint envelope, version 1: its records and its strict validation.
 
 One envelope per :class:`~esper_core.slot.SeedSlot` travels as the slot's extra state in
-``state_dict()`` (key ``<slot path>._extra_state``). It is a plain dict of primitives, so a
-checkpoint loads with ``torch.load(weights_only=True)``; the seed's and the gate's
-*weights* travel next to it as ordinary tensors.
+``state_dict()`` (key ``<slot path>._extra_state``): a plain dict of primitives, stored as
+its JSON text (:func:`envelope_text`). A string is one object to pickle, so a checkpoint
+loads with ``torch.load(weights_only=True)`` and the restricted unpickler, which handles
+every pickled object in Python, does not pay for each of the envelope's ~60 fields (a
+nested dict made loading cost 4x more; see ``bench/bench_checkpoint.py``). The seed's and
+the gate's *weights* travel next to it as ordinary tensors. :func:`decode_envelope`
+reads the JSON text or the same envelope as a dict.
 
 Shape of the format (every key is always written; "not measured" is an explicit ``None``)::
 
@@ -31,6 +35,8 @@ guesses at a file it does not know.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -67,6 +73,8 @@ __all__ = [
     "SlotEnvelope",
     "decode_envelope",
     "encode_envelope",
+    "envelope_text",
+    "parse_envelope",
 ]
 
 #: The version this library writes.
@@ -179,11 +187,13 @@ class SlotEnvelope:
 def decode_envelope(data: object) -> SlotEnvelope:
     """Check the shape and types of a stored envelope and return it as records.
 
-    The version is checked first, so a file from a newer release is reported as such
-    rather than as a list of missing or unexpected keys.
+    ``data`` is the JSON text a slot writes (:func:`envelope_text`) or the same envelope as
+    a dict (:func:`encode_envelope`). The version is checked first, so a file from a newer
+    release is reported as such rather than as a list of missing or unexpected keys.
     """
+    data = parse_envelope(data)
     if type(data) is not dict:
-        raise fail("<envelope>", data, "a dict written by SeedSlot.get_extra_state()")
+        raise fail("<envelope>", data, "the JSON text or dict written by SeedSlot.get_extra_state()")
     if "version" not in data:
         raise CheckpointError(
             f"checkpoint field 'version' is missing; this library reads envelope versions {list(SUPPORTED_VERSIONS)}"
@@ -194,6 +204,40 @@ def decode_envelope(data: object) -> SlotEnvelope:
     return decode_record(SlotEnvelope, data, "")
 
 
+def parse_envelope(data: object) -> object:
+    """The stored form of an envelope as data: JSON text is parsed, anything else returned as is.
+
+    Raises :class:`~esper_core.errors.CheckpointError` for text that is not valid JSON;
+    :func:`decode_envelope` checks what the data holds.
+    """
+    if type(data) is not str:
+        return data
+    text = data
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        shown = text if len(text) <= 60 else f"{text[:57]}..."
+        raise CheckpointError(
+            f"checkpoint envelope {shown!r} is not valid JSON ({exc}); expected the text written "
+            "by SeedSlot.get_extra_state()"
+        ) from None
+
+
 def encode_envelope(envelope: SlotEnvelope) -> dict[str, Any]:
-    """The plain-dict form written into ``state_dict()``."""
+    """The plain-dict form of an envelope (primitive types only)."""
     return encode_record(envelope)
+
+
+def envelope_text(data: Mapping[str, Any]) -> str:
+    """The JSON text of an encoded envelope: what a slot stores in ``state_dict()``.
+
+    Compact and deterministic (field order is the record's), so two envelopes are equal,
+    types included (``1``, ``1.0`` and ``true`` differ), exactly when their texts are.
+    Non-finite floats are written as ``NaN``/``Infinity`` so that saving never fails;
+    loading rejects them wherever a finite number is required.
+    """
+    return _ENCODER.encode(data)
+
+
+# Built once: json.dumps with any non-default argument builds a new encoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)

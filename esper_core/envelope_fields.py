@@ -252,31 +252,42 @@ def field_names(cls: type) -> list[str]:
     return [name for name, _ in _layout(cls)]
 
 
+@functools.cache
+def _decode_plan(cls: type, path: str) -> tuple[frozenset[str], tuple[tuple[str, Kind, str], ...]]:
+    """The key set of ``cls`` and (name, kind, dotted path) per field, built once per place."""
+    prefix = f"{path}." if path else ""
+    layout = _layout(cls)
+    return frozenset(name for name, _ in layout), tuple((name, kind, prefix + name) for name, kind in layout)
+
+
 def decode_record(cls: type[T], data: object, path: str) -> T:
     """Check ``data`` against ``cls`` and build the record; raise naming the first bad field.
 
     Missing keys are reported before extra ones, and fields are checked in declaration
     order, so the same bad file always yields the same message.
     """
-    where = path or "<envelope>"
-    layout = _layout(cls)
     if type(data) is not dict:
-        raise fail(where, data, f"a dict with exactly the keys {field_names(cls)}")
-    if len(data) != len(layout) or any(name not in data for name, _ in layout):
-        names = field_names(cls)
-        for name in names:
-            if name not in data:
-                raise CheckpointError(
-                    f"checkpoint field {_join(path, name)!r} is missing; {where} needs exactly the keys {names}"
-                )
-        for key in data:
-            if key not in names:
-                raise CheckpointError(
-                    f"checkpoint field {_join(path, str(key))!r} is not part of this format; "
-                    f"{where} accepts exactly the keys {names}"
-                )
-    prefix = f"{path}." if path else ""
-    return cls(**{name: kind.decode(data[name], prefix + name) for name, kind in layout})
+        raise fail(path or "<envelope>", data, f"a dict with exactly the keys {field_names(cls)}")
+    keys, fields = _decode_plan(cls, path)
+    if data.keys() != keys:
+        _raise_key_mismatch(cls, data, path)
+    return cls(**{name: kind.decode(data[name], where) for name, kind, where in fields})
+
+
+def _raise_key_mismatch(cls: type, data: dict, path: str) -> None:
+    where = path or "<envelope>"
+    names = field_names(cls)
+    for name in names:
+        if name not in data:
+            raise CheckpointError(
+                f"checkpoint field {_join(path, name)!r} is missing; {where} needs exactly the keys {names}"
+            )
+    for key in data:
+        if key not in names:
+            raise CheckpointError(
+                f"checkpoint field {_join(path, str(key))!r} is not part of this format; "
+                f"{where} accepts exactly the keys {names}"
+            )
 
 
 def encode_record(record: Any) -> dict[str, Any]:

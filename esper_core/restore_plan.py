@@ -62,28 +62,42 @@ class RestorePlan:
     gate_module: nn.Module | None
     history: deque[SeedStage] | None
 
-    def commit(self, slot: SeedSlot) -> None:
-        """Write the plan into ``slot``. Plain assignments only: this cannot fail half-way."""
+    def commit(self, slot: SeedSlot, *, take_reference: bool = True) -> None:
+        """Write the plan into ``slot``. Plain assignments only: this cannot fail half-way.
+
+        ``take_reference=False`` leaves the activity meter without a reference copy of the
+        seed's weights: right when ``load_state_dict`` follows, whose post-hook takes it once
+        the checkpoint's tensors are in (a copy taken now would be of the old weights).
+        """
+        clocks = {
+            "_previous_stage": self.previous_stage,
+            "_ticks_in_stage": self.ticks_in_stage,
+            "_germinations": self.germinations,
+        }
         if self.stage is _S.DORMANT:
             if slot._stage is _S.DORMANT and slot.seed is None:
                 # Already empty (a DORMANT slot holds only defaults): only the clocks differ.
-                slot._previous_stage = self.previous_stage
-                slot._ticks_in_stage = self.ticks_in_stage
-                slot._germinations = self.germinations
+                _assign(slot, clocks)
                 return
             slot._reset_lifecycle(previous=self.previous_stage)
         else:
-            slot.seed = self.seed
-            slot.gate_module = self.gate_module
-            for name, value in self.attributes.items():
-                setattr(slot, name, value)
-            slot._stage = self.stage
-            slot._previous_stage = self.previous_stage
+            if slot.seed is not self.seed:
+                slot.seed = self.seed
+            if slot.gate_module is not self.gate_module:
+                slot.gate_module = self.gate_module
+            _assign(slot, self.attributes)
+            clocks["_stage"] = self.stage
         if self.history is not None:
-            slot._stage_history = self.history
-        slot._ticks_in_stage = self.ticks_in_stage
-        slot._germinations = self.germinations
-        slot._after_restore()
+            clocks["_stage_history"] = self.history
+        _assign(slot, clocks)
+        slot._after_restore(take_reference=take_reference)
+
+
+def _assign(slot: SeedSlot, values: Mapping[str, Any]) -> None:
+    # Plain lifecycle attributes (never parameters, buffers or modules): skip
+    # nn.Module.__setattr__, which tests every value against those kinds.
+    for name, value in values.items():
+        object.__setattr__(slot, name, value)
 
 
 def plan_restore(slot: SeedSlot, envelope: object) -> RestorePlan:

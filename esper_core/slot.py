@@ -210,10 +210,10 @@ class SeedSlot(ForwardMixin, LifecycleOpsMixin, ScheduleOpsMixin, nn.Module):
             generator=torch.Generator().manual_seed(0),
         )
 
-    def _after_restore(self) -> None:
+    def _after_restore(self, *, take_reference: bool = True) -> None:
         """Rebuild runtime state after a checkpoint wrote the lifecycle attributes."""
         self._runtime_reset()
-        if self.seed is not None and self._stage in _RUNS_SEED:
+        if take_reference and self.seed is not None and self._stage in _RUNS_SEED:
             self._meter.start(self._seed_tensors())
 
     def _set_stage(self, stage: SeedStage, metrics: SeedMetrics | None = None) -> None:
@@ -405,14 +405,16 @@ class SeedSlot(ForwardMixin, LifecycleOpsMixin, ScheduleOpsMixin, nn.Module):
     # ---- checkpoints (delegated to esper_core.state) ------------------------------------------------------
 
     def get_extra_state(self) -> Any:
-        from esper_core.state import encode_slot
+        from esper_core.state import slot_text
 
-        return encode_slot(self)
+        return slot_text(self)
 
     def set_extra_state(self, state: Any) -> None:
         from esper_core.state import restore_slot
 
-        restore_slot(self, state)
+        # Called by load_state_dict before the seed's tensors are copied; its post-hook
+        # takes the activity meter's reference once they are in.
+        restore_slot(self, state, take_reference=False)
 
     def extra_repr(self) -> str:
         return (

@@ -30,10 +30,10 @@ holding them stays valid.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import attrs
 import torch
 from torch import nn
 
@@ -42,15 +42,10 @@ from esper_core.activity import ActivityState
 from esper_core.alpha import AlphaController
 from esper_core.envelope import (
     ENVELOPE_VERSION,
-    ActivityRecord,
-    AlphaRecord,
-    HistoryRecord,
     MetricsRecord,
-    PendingPruneRecord,
-    SeedRecord,
-    SlotEnvelope,
-    encode_envelope,
+    envelope_text,
 )
+from esper_core.envelope_fields import field_names
 from esper_core.errors import CheckpointError
 from esper_core.restore_plan import RestorePlan, plan_restore
 from esper_core.stages import SeedStage
@@ -68,6 +63,7 @@ __all__ = [
     "load_checkpoint",
     "plan_restore",
     "restore_slot",
+    "slot_text",
 ]
 
 #: Key suffix under which ``nn.Module.state_dict`` stores a module's extra state.
@@ -80,72 +76,120 @@ _S = SeedStage
 
 
 def encode_slot(slot: SeedSlot) -> dict[str, Any]:
-    """The slot's lifecycle as a version-1 envelope of primitives (weights not included)."""
-    seed = None if slot._stage is _S.DORMANT else _seed_record(slot)
-    envelope = SlotEnvelope(
-        version=ENVELOPE_VERSION,
-        slot_id=slot.slot_id,
-        topology=slot.topology,
-        dim=slot.dim,
-        stage=int(slot._stage),
-        previous_stage=int(slot._previous_stage),
-        ticks_in_stage=slot._ticks_in_stage,
-        germinations=slot._germinations,
-        seed=seed,
-    )
-    return encode_envelope(envelope)
+    """The slot's lifecycle as a version-1 envelope of primitives (weights not included).
+
+    Built straight from the slot's attributes, field for field in the records' order and
+    with their types (``tests/checkpoint`` checks that a decode and re-encode through the
+    records in :mod:`esper_core.envelope` reproduces it exactly): a slot writes its
+    envelope on every ``state_dict()`` and compares it on every load, so this path is
+    kept free of intermediate objects.
+    """
+    return {
+        "version": ENVELOPE_VERSION,
+        "slot_id": slot.slot_id,
+        "topology": slot.topology,
+        "dim": int(slot.dim),
+        "stage": int(slot._stage),
+        "previous_stage": int(slot._previous_stage),
+        "ticks_in_stage": int(slot._ticks_in_stage),
+        "germinations": int(slot._germinations),
+        "seed": None if slot._stage is _S.DORMANT else _seed_fields(slot),
+    }
 
 
-def _seed_record(slot: SeedSlot) -> SeedRecord:
+def _seed_fields(slot: SeedSlot) -> dict[str, Any]:
     a: AlphaController = slot._alpha
     activity: ActivityState = slot._activity
+    metrics = slot._metrics
     pending = slot._pending_prune
     history = slot._stage_history
-    return SeedRecord(
-        seed_id=slot._seed_id,
-        blueprint=slot._blueprint,
-        options=tuple(sorted(slot._options.items())),
-        algorithm=slot._algorithm.value,
-        tempo=slot._tempo,
-        curve=slot._curve.value,
-        germination_target=slot._germination_target,
-        alpha=AlphaRecord(
-            alpha=a.alpha,
-            start=a.start,
-            target=a.target,
-            mode=a.mode.value,
-            curve=a.curve.value,
-            steepness=a.steepness,
-            steps_total=a.steps_total,
-            steps_done=a.steps_done,
-        ),
-        metrics=MetricsRecord(**attrs.asdict(slot._metrics)),
-        activity=ActivityRecord(ema=activity.ema, last=activity.last, samples=activity.samples),
-        health_issues=tuple(slot._health_issues),
-        warned=tuple(sorted(slot._warned)),
-        output_requires_grad=slot._output_requires_grad,
-        pending_prune=None
-        if pending is None
-        else PendingPruneRecord(reason=pending[0], initiator=pending[1]),
-        history=HistoryRecord(bound=history.maxlen, stages=tuple(int(s) for s in history)),
-    )
+    return {
+        "seed_id": slot._seed_id,
+        "blueprint": slot._blueprint,
+        "options": dict(sorted(slot._options.items())),
+        "algorithm": slot._algorithm.value,
+        "tempo": int(slot._tempo),
+        "curve": slot._curve.value,
+        "germination_target": float(slot._germination_target),
+        "alpha": {
+            "alpha": float(a.alpha),
+            "start": float(a.start),
+            "target": float(a.target),
+            "mode": a.mode.value,
+            "curve": a.curve.value,
+            "steepness": float(a.steepness),
+            "steps_total": int(a.steps_total),
+            "steps_done": int(a.steps_done),
+        },
+        "metrics": {
+            "epochs_total": int(metrics.epochs_total),
+            "epochs_in_stage": int(metrics.epochs_in_stage),
+            **{name: _float_or_none(getattr(metrics, name)) for name in _MEASURED},
+        },
+        "activity": {
+            "ema": _float_or_none(activity.ema),
+            "last": _float_or_none(activity.last),
+            "samples": int(activity.samples),
+        },
+        "health_issues": list(slot._health_issues),
+        "warned": sorted(slot._warned),
+        "output_requires_grad": slot._output_requires_grad,
+        "pending_prune": None if pending is None else {"reason": pending[0], "initiator": pending[1]},
+        "history": {"bound": history.maxlen, "stages": [int(s) for s in history]},
+    }
+
+
+#: The metrics that are None until measured (every MetricsRecord field after the two counters).
+_MEASURED = tuple(field_names(MetricsRecord)[2:])
+
+
+def _float_or_none(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 # ---- applying -----------------------------------------------------------------------------------------
 
 
-def restore_slot(slot: SeedSlot, envelope: object) -> None:
-    """Load ``envelope`` into ``slot``: validate fully, then commit (all or nothing).
+def slot_text(slot: SeedSlot) -> str:
+    """:func:`encode_slot` as the JSON text the slot stores in ``state_dict()``."""
+    return envelope_text(encode_slot(slot))
+
+
+def restore_slot(slot: SeedSlot, envelope: object, *, take_reference: bool = True) -> None:
+    """Load ``envelope`` (JSON text or dict) into ``slot``: validate fully, then commit.
 
     An envelope identical (types included) to the slot's own current one is a no-op: the
     slot already is in that state, and every envelope the slot writes is valid. This keeps
     re-loading a checkpoint into the model that wrote it (and the second pass of
     :func:`load_checkpoint`) from rebuilding runtime state for nothing.
+    ``take_reference`` is passed to :meth:`RestorePlan.commit`.
     """
     install_load_hooks(slot)
-    if _identical(envelope, encode_slot(slot)):
+    if type(envelope) is str:
+        # The slot's own text, byte for byte, is the exact (type-preserving) comparison.
+        if _clocks_text(slot) in envelope and envelope == slot_text(slot):
+            return
+    elif _same_clocks(slot, envelope) and _identical(envelope, encode_slot(slot)):
         return
-    plan_restore(slot, envelope).commit(slot)
+    plan_restore(slot, envelope).commit(slot, take_reference=take_reference)
+
+
+def _clocks_text(slot: SeedSlot) -> str:
+    """A piece of :func:`slot_text` that is cheap to build: absent, the texts cannot be equal."""
+    return (
+        f'"stage":{int(slot._stage)},"previous_stage":{int(slot._previous_stage)},'
+        f'"ticks_in_stage":{slot._ticks_in_stage},"germinations":{slot._germinations},'
+    )
+
+
+def _same_clocks(slot: SeedSlot, data: object) -> bool:
+    """A cheap necessary condition for an identical envelope (it spares most encodes)."""
+    return (
+        type(data) is dict
+        and data.get("stage") == int(slot._stage)
+        and data.get("ticks_in_stage") == slot._ticks_in_stage
+        and data.get("germinations") == slot._germinations
+    )
 
 
 def _identical(a: object, b: object) -> bool:
@@ -156,6 +200,8 @@ def _identical(a: object, b: object) -> bool:
         return a.keys() == b.keys() and all(_identical(a[k], b[k]) for k in a)  # type: ignore[attr-defined]
     if type(a) is list:
         return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b, strict=True))  # type: ignore[arg-type]
+    if type(a) is float and a == 0.0:
+        return b == 0.0 and math.copysign(1.0, a) == math.copysign(1.0, b)  # type: ignore[arg-type]
     return a == b
 
 
@@ -225,7 +271,7 @@ def load_checkpoint(model: nn.Module, state_dict: Mapping[str, Any], *, strict: 
         _check_tensors(prefix, plan, state_dict, strict)
         plans.append((slot, plan))
     for slot, plan in plans:
-        plan.commit(slot)
+        plan.commit(slot, take_reference=False)  # load_state_dict's post-hook takes it
     return model.load_state_dict(state_dict, strict=strict)
 
 

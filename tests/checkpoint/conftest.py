@@ -174,6 +174,12 @@ def build_scenario(name: str, topology: str = "cnn") -> SeedSlot:
     return slot
 
 
+@pytest.fixture(params=SCENARIOS)
+def scenario_name(request: pytest.FixtureRequest) -> str:
+    """Each lifecycle state of :data:`SCENARIOS` in turn (a test using it runs once per state)."""
+    return request.param
+
+
 # The three helpers below return plain functions (no state), so module scope is safe and
 # lets Hypothesis tests use them.
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -154,8 +155,9 @@ def test_bad_envelope_through_load_state_dict_leaves_seed_weights_alone(scenario
     source = scenario("fossilized")
     state = source.state_dict()
     state = {k: (v + 1.0 if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
-    state["_extra_state"] = copy.deepcopy(state["_extra_state"])
-    state["_extra_state"]["seed"]["metrics"]["counterfactual"] = math.nan
+    envelope = json.loads(state["_extra_state"])  # a slot stores its envelope as JSON text
+    envelope["seed"]["metrics"]["counterfactual"] = math.nan
+    state["_extra_state"] = json.dumps(envelope)
     target = scenario("holding")
     before = snapshot(target)
     with pytest.raises(CheckpointError, match=r"seed\.metrics\.counterfactual"):
@@ -174,7 +176,7 @@ class Net(nn.Module):
 @pytest.mark.parametrize(
     "corrupt",
     [
-        lambda s: s["slot._extra_state"].update(dim=9),
+        lambda s: s.update({"slot._extra_state": s["slot._extra_state"].replace('"dim":6', '"dim":9')}),
         lambda s: s.update({"slot.seed.inner.weight": torch.zeros(5, 6, 1, 1)}),
         lambda s: s.pop("slot.seed.outer.bias"),
         lambda s: s.update({"slot.seed.extra": torch.zeros(1)}),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import json
 import re
 
 import attrs
 import pytest
+import torch
 
 import esper_core.slot as slot_module
 from esper_core.activity import ActivityState
@@ -19,11 +22,12 @@ from esper_core.envelope import (
     SlotEnvelope,
     decode_envelope,
     encode_envelope,
+    envelope_text,
 )
 from esper_core.envelope_fields import field_names
 from esper_core.errors import CheckpointError
 from esper_core.metrics import SeedMetrics
-from esper_core.state import encode_slot
+from esper_core.state import _clocks_text, encode_slot, slot_text
 
 #: Slot attributes and the envelope field that carries each.
 CARRIED = {
@@ -79,6 +83,55 @@ def test_written_version_is_read(scenario):
     envelope = encode_slot(scenario("holding"))
     assert envelope["version"] == ENVELOPE_VERSION
     assert encode_envelope(decode_envelope(envelope)) == envelope
+
+
+def test_state_dict_stores_the_envelope_as_its_json_text(scenario):
+    slot = scenario("pending_prune")
+    stored = slot.state_dict()["_extra_state"]
+    assert type(stored) is str and stored == envelope_text(encode_slot(slot))
+    assert json.loads(stored) == encode_slot(slot)
+    assert decode_envelope(stored) == decode_envelope(encode_slot(slot))
+    buffer = io.BytesIO()
+    torch.save(slot.state_dict(), buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True)["_extra_state"] == stored
+
+
+def test_slot_writes_exactly_the_record_layout(scenario, scenario_name):
+    # encode_slot builds the dict directly; decoding it into the records and encoding those
+    # again must give the same text: same keys, same order, same types.
+    slot = scenario(scenario_name)
+    written = slot_text(slot)
+    assert envelope_text(encode_envelope(decode_envelope(written))) == written
+    # The cheap pre-check of a reload is part of that text (else every reload rebuilds).
+    assert _clocks_text(slot) in written
+
+
+def test_reloading_the_own_text_keeps_seed_gate_and_meter(scenario):
+    slot = scenario("blending_gate")
+    seed, gate = slot.seed, slot.gate_module
+    reference = slot._meter._reference
+    slot.load_state_dict(slot.state_dict())
+    assert slot.seed is seed and slot.gate_module is gate
+    # The weights may have changed with the tensors, so the meter's reference is taken again.
+    assert slot._meter._reference is not reference and slot._meter.started
+
+
+def test_envelope_text_keeps_number_types_apart():
+    assert envelope_text({"a": 1, "b": 1.0, "c": True, "d": None}) == '{"a":1,"b":1.0,"c":true,"d":null}'
+    assert json.loads(envelope_text({"x": 0.1 + 0.2}))["x"] == 0.1 + 0.2  # floats round-trip exactly
+
+
+@pytest.mark.parametrize("text", ["", "{", '{"version": 1,}', "not json", "[1, 2"])
+def test_text_that_is_not_json_is_a_checkpoint_error(text):
+    with pytest.raises(CheckpointError, match=r"is not valid JSON .*SeedSlot\.get_extra_state"):
+        decode_envelope(text)
+
+
+@pytest.mark.parametrize("data", ["[1, 2]", "3", "null", 3, [1], None])
+def test_json_or_data_that_is_not_an_object_is_a_checkpoint_error(data):
+    with pytest.raises(CheckpointError, match=r"<envelope>.*JSON text or dict written by"):
+        decode_envelope(data)
 
 
 def test_decoded_envelope_is_made_of_frozen_records(scenario):

@@ -4,6 +4,7 @@ CheckpointError and leaves the slot exactly as it was. Never anything else."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 from typing import Any
 
@@ -105,13 +106,52 @@ def state_of(slot: Any) -> tuple[Any, ...]:
     source=st.sampled_from(SOURCES),
     target_name=st.sampled_from(TARGETS),
     mutations=st.lists(mutation, min_size=1, max_size=2),
+    as_text=st.booleans(),
 )
 def test_mutated_envelope_loads_validly_or_raises_checkpoint_error(
-    scenario, fresh_slot, example_input, source, target_name, mutations
+    scenario, fresh_slot, example_input, source, target_name, mutations, as_text
 ):
     envelope = source_envelope(scenario, source)
     for op, index, value in mutations:
         apply(envelope, op, index, copy.deepcopy(value))
+    # A slot stores its envelope as JSON text; the dict form is accepted too.
+    check_load(
+        scenario, fresh_slot, example_input, target_name, json.dumps(envelope) if as_text else envelope
+    )
+
+
+# Edits of the stored text: what a truncated or bit-flipped file holds.
+text_edit = st.tuples(
+    st.sampled_from(["delete", "insert", "replace", "truncate"]),
+    st.integers(0, 10_000),
+    st.sampled_from(list('{}[]",:0123456789.-eE ntrufalsNI\\x')),
+)
+
+
+@settings(max_examples=80)
+@given(
+    source=st.sampled_from(SOURCES),
+    target_name=st.sampled_from(TARGETS),
+    edits=st.lists(text_edit, min_size=1, max_size=3),
+)
+def test_corrupted_envelope_text_loads_validly_or_raises_checkpoint_error(
+    scenario, fresh_slot, example_input, source, target_name, edits
+):
+    text = json.dumps(source_envelope(scenario, source), separators=(",", ":"))
+    for op, index, char in edits:
+        at = index % (len(text) + 1)
+        if op == "delete":
+            text = text[:at] + text[at + 1 :]
+        elif op == "insert":
+            text = text[:at] + char + text[at:]
+        elif op == "replace":
+            text = text[:at] + char + text[at + 1 :]
+        else:
+            text = text[:at]
+    check_load(scenario, fresh_slot, example_input, target_name, text)
+
+
+def check_load(scenario, fresh_slot, example_input, target_name: str, envelope: object) -> None:
     target = scenario(target_name)
     before = state_of(target)
     try:

@@ -14,11 +14,6 @@ from esper_core.envelope import decode_envelope
 from esper_core.stages import SeedStage
 from esper_core.state import encode_slot, load_checkpoint
 
-SCENARIOS = (
-    "dormant", "germinated", "training", "blending", "blending_gate", "blending_multiply", "holding",
-    "fossilized", "pending_prune", "pruned", "embargoed", "resetting", "dormant_again",
-)  # fmt: skip
-
 
 def through_file(state: dict[str, Any]) -> dict[str, Any]:
     """torch.save then torch.load(weights_only=True): what a real checkpoint goes through."""
@@ -39,9 +34,10 @@ def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 
 @pytest.mark.parametrize("topology", ["cnn", "transformer"])
-@pytest.mark.parametrize("name", SCENARIOS)
-def test_fresh_slot_restores_every_lifecycle_state(scenario, fresh_slot, example_input, name, topology):
-    source = scenario(name, topology)
+def test_fresh_slot_restores_every_lifecycle_state(
+    scenario, fresh_slot, example_input, scenario_name, topology
+):
+    source = scenario(scenario_name, topology)
     target = fresh_slot(topology)
     assert target.seed is None and target.stage is SeedStage.DORMANT
 

@@ -128,7 +128,7 @@ class Str:
             raise fail(path, value, self.describe())
         if self.choices is not None and value not in self.choices:
             raise fail(path, value, self.describe())
-        if self.pattern is not None and re.fullmatch(self.pattern, value) is None:
+        if self.pattern is not None and _compiled(self.pattern).fullmatch(value) is None:
             raise fail(path, value, self.describe())
         return value
 
@@ -141,6 +141,11 @@ class Str:
         if self.pattern is not None:
             return f"a str matching {self.pattern!r}"
         return "a str"
+
+
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
 
 
 @attrs.frozen

@@ -44,6 +44,8 @@ __all__ = ["RestorePlan", "plan_restore"]
 _S = SeedStage
 #: Stages in which the schedule rests at 0: nothing is blended in.
 _AT_ZERO = frozenset({_S.GERMINATED, _S.TRAINING, _S.PRUNED, _S.EMBARGOED, _S.RESETTING})
+#: SeedMetrics and MetricsRecord share their field names (the format test checks it).
+_METRIC_FIELDS = tuple(f.name for f in attrs.fields(SeedMetrics))
 #: Stages in which the schedule rests at full amplitude.
 _AT_ONE = frozenset({_S.HOLDING, _S.FOSSILIZED})
 
@@ -258,7 +260,7 @@ def _metrics(rec: MetricsRecord) -> SeedMetrics:
             f"all None (never measured) or all numbers; got {rec.initial_accuracy!r}, "
             f"{rec.current_accuracy!r}, {rec.best_accuracy!r}"
         )
-    return SeedMetrics(**attrs.asdict(rec))
+    return SeedMetrics(**{name: getattr(rec, name) for name in _METRIC_FIELDS})
 
 
 def _activity(rec: ActivityRecord) -> ActivityState:

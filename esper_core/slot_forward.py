@@ -66,10 +66,13 @@ class ForwardMixin:
 
     @_alpha.setter
     def _alpha(self: SeedSlot, controller: AlphaController) -> None:
-        self._alpha_controller = controller
-        self._ramping_down = controller.mode is AlphaMode.DOWN
-        with torch.no_grad():
-            self._alpha_value.fill_(controller.alpha)
+        previous = self.__dict__.get("_alpha_controller")
+        # Plain attributes: object.__setattr__ skips nn.Module's parameter/buffer/module tests.
+        object.__setattr__(self, "_alpha_controller", controller)
+        object.__setattr__(self, "_ramping_down", controller.mode is AlphaMode.DOWN)
+        if previous is None or previous.alpha != controller.alpha:  # the buffer already holds it
+            with torch.no_grad():
+                self._alpha_value.fill_(controller.alpha)
 
     # ---- forward ------------------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from esper_core.gates import QualityGates
 from esper_core.hosts import CNNHost
 from esper_core.model import MorphogeneticModel
 from esper_core.slot import SeedSlot
-from esper_core.state import load_checkpoint
+from esper_core.checkpoint import load_checkpoint
 
 #: (slot id, blueprint, algorithm, target stage)
 SEEDS = (

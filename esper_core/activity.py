@@ -33,18 +33,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import attrs
 import torch
 from torch import Tensor
 
-from esper_core.errors import CheckpointError, LifecycleError
+from esper_core.errors import LifecycleError
+from esper_core.metrics import DEFAULT_ACTIVITY_DECAY, ActivityState
 
 __all__ = ["DEFAULT_ACTIVITY_DECAY", "ActivityMeter", "ActivityReading", "ActivityState", "relative_changes"]
-
-#: Weight of the previous EMA value when a new reading arrives.
-DEFAULT_ACTIVITY_DECAY = 0.5
 
 
 def _norm(t: Tensor) -> Tensor:
@@ -91,46 +88,6 @@ class ActivityReading:
     value: float | None
     nonfinite_parameters: bool = False
     nonfinite_gradients: bool = False
-
-
-@attrs.frozen
-class ActivityState:
-    """Smoothed activity. ``ema is None`` means "never measured"."""
-
-    ema: float | None = None
-    last: float | None = None
-    samples: int = 0
-
-    @property
-    def measured(self) -> bool:
-        return self.ema is not None
-
-    def update(self, reading: float, decay: float = DEFAULT_ACTIVITY_DECAY) -> ActivityState:
-        """Fold one finite reading into the EMA (the first reading is taken as is)."""
-        if not (isinstance(reading, float | int) and math.isfinite(reading) and reading >= 0):
-            raise LifecycleError(f"an activity reading must be a finite number >= 0, got {reading!r}")
-        if not 0.0 <= decay < 1.0:
-            raise LifecycleError(f"activity decay must be in [0, 1), got {decay!r}")
-        ema = float(reading) if self.ema is None else decay * self.ema + (1.0 - decay) * float(reading)
-        return ActivityState(ema=ema, last=float(reading), samples=self.samples + 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"ema": self.ema, "last": self.last, "samples": self.samples}
-
-    @classmethod
-    def from_dict(cls, data: object) -> ActivityState:
-        if not isinstance(data, dict) or set(data) != {"ema", "last", "samples"}:
-            raise CheckpointError(f"activity must be a dict with keys ema, last, samples; got {data!r}")
-        for key in ("ema", "last"):
-            value = data[key]
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-                raise CheckpointError(f"activity field {key!r} must be a number or None, got {value!r}")
-        samples = data["samples"]
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
-            raise CheckpointError(f"activity field 'samples' must be an int >= 0, got {samples!r}")
-        if (data["ema"] is None) != (samples == 0):
-            raise CheckpointError(f"activity: ema is {data['ema']!r} but samples is {samples}")
-        return cls(ema=data["ema"], last=data["last"], samples=samples)
 
 
 class ActivityMeter:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import math
 from enum import Enum
-from typing import Any
 
 import attrs
 
-from esper_core.errors import CheckpointError, LifecycleError
+from esper_core._checks import check_float, check_int
+from esper_core._fields import EnumOf, Float, Int, entry
+from esper_core.errors import LifecycleError
 
 __all__ = [
     "ALPHA_TOLERANCE",
@@ -29,6 +30,7 @@ __all__ = [
     "AlphaController",
     "AlphaCurve",
     "AlphaMode",
+    "BlendAlgorithm",
     "curve_progress",
 ]
 
@@ -38,6 +40,16 @@ ALPHA_TOLERANCE = 1e-6
 DEFAULT_STEEPNESS = 12.0
 #: Below this the sigmoid is practically linear and the renormalisation loses precision.
 MIN_STEEPNESS = 0.1
+#: Above this the sigmoid is practically a step (and exp() of it would overflow in float).
+MAX_STEEPNESS = 1000.0
+
+
+class BlendAlgorithm(Enum):
+    """How seed and host features are combined (orthogonal to the alpha curve); see :mod:`.blend`."""
+
+    ADD = "add"
+    MULTIPLY = "multiply"
+    GATE = "gate"
 
 
 class AlphaMode(Enum):
@@ -82,21 +94,15 @@ def curve_progress(curve: AlphaCurve, t: float, steepness: float = DEFAULT_STEEP
     raise LifecycleError(f"unknown alpha curve {curve!r}; accepted: {[c.value for c in AlphaCurve]}")
 
 
+_UNIT = Float(0.0, 1.0)
+
+
 def _unit(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
-        raise LifecycleError(f"{name} must be a number in [0, 1], got {value!r}")
-    return float(value)
+    return check_float(name, value, minimum=0.0, maximum=1.0)
 
 
 def _steps(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise LifecycleError(f"{name} must be an int >= 0, got {value!r}")
-    return value
-
-
-def _steepness(_instance: object, _attribute: object, value: float) -> None:
-    if not (math.isfinite(value) and value >= MIN_STEEPNESS):
-        raise LifecycleError(f"steepness must be a finite number >= {MIN_STEEPNESS}, got {value!r}")
+    return check_int(name, value)
 
 
 @attrs.frozen
@@ -107,16 +113,22 @@ class AlphaController:
     per-sample weight of a gated blend.
     """
 
-    alpha: float = attrs.field(default=0.0, converter=lambda v: _unit("alpha", v))
-    start: float = attrs.field(default=0.0, converter=lambda v: _unit("start", v))
-    target: float = attrs.field(default=0.0, converter=lambda v: _unit("target", v))
-    mode: AlphaMode = attrs.field(default=AlphaMode.HOLD, validator=attrs.validators.instance_of(AlphaMode))
-    curve: AlphaCurve = attrs.field(
-        default=AlphaCurve.LINEAR, validator=attrs.validators.instance_of(AlphaCurve)
+    alpha: float = entry(_UNIT, default=0.0, converter=lambda v: _unit("alpha", v))
+    start: float = entry(_UNIT, default=0.0, converter=lambda v: _unit("start", v))
+    target: float = entry(_UNIT, default=0.0, converter=lambda v: _unit("target", v))
+    mode: AlphaMode = entry(
+        EnumOf(AlphaMode), default=AlphaMode.HOLD, validator=attrs.validators.instance_of(AlphaMode)
     )
-    steepness: float = attrs.field(default=DEFAULT_STEEPNESS, converter=float, validator=_steepness)
-    steps_total: int = attrs.field(default=0, converter=lambda v: _steps("steps_total", v))
-    steps_done: int = attrs.field(default=0, converter=lambda v: _steps("steps_done", v))
+    curve: AlphaCurve = entry(
+        EnumOf(AlphaCurve), default=AlphaCurve.LINEAR, validator=attrs.validators.instance_of(AlphaCurve)
+    )
+    steepness: float = entry(
+        Float(MIN_STEEPNESS, MAX_STEEPNESS),
+        default=DEFAULT_STEEPNESS,
+        converter=lambda v: check_float("steepness", v, minimum=MIN_STEEPNESS, maximum=MAX_STEEPNESS),
+    )
+    steps_total: int = entry(Int(), default=0, converter=lambda v: _steps("steps_total", v))
+    steps_done: int = entry(Int(), default=0, converter=lambda v: _steps("steps_done", v))
 
     def __attrs_post_init__(self) -> None:
         if self.steps_done > self.steps_total:
@@ -190,52 +202,3 @@ class AlphaController:
         value = self.start + (self.target - self.start) * p
         low, high = sorted((self.start, self.target))
         return attrs.evolve(self, alpha=min(high, max(low, value)), steps_done=done)
-
-    # ---- serialisation ------------------------------------------------------------------------
-
-    def to_dict(self) -> dict[str, Any]:
-        """Primitive-only form (str/int/float) for checkpoints."""
-        return {
-            "alpha": self.alpha,
-            "start": self.start,
-            "target": self.target,
-            "mode": self.mode.value,
-            "curve": self.curve.value,
-            "steepness": self.steepness,
-            "steps_total": self.steps_total,
-            "steps_done": self.steps_done,
-        }
-
-    @classmethod
-    def from_dict(cls, data: object) -> AlphaController:
-        """Strict inverse of :meth:`to_dict`: every key required, no extra keys, exact types."""
-        if not isinstance(data, dict):
-            raise CheckpointError(f"alpha controller must be a dict, got {type(data).__name__}")
-        expected = set(cls().to_dict())
-        if set(data) != expected:
-            missing = sorted(expected - set(data))
-            extra = sorted(set(data) - expected)
-            raise CheckpointError(f"alpha controller keys: missing {missing}, unexpected {extra}")
-        try:
-            mode = AlphaMode(data["mode"])
-        except ValueError:
-            raise CheckpointError(
-                f"alpha controller field 'mode' is {data['mode']!r}; accepted: {[m.value for m in AlphaMode]}"
-            ) from None
-        try:
-            curve = AlphaCurve(data["curve"])
-        except ValueError:
-            raise CheckpointError(
-                f"alpha controller field 'curve' is {data['curve']!r}; "
-                f"accepted: {[c.value for c in AlphaCurve]}"
-            ) from None
-        for key in ("alpha", "start", "target", "steepness"):
-            if isinstance(data[key], bool) or not isinstance(data[key], int | float):
-                raise CheckpointError(f"alpha controller field {key!r} must be a number, got {data[key]!r}")
-        try:
-            return cls(
-                alpha=data["alpha"], start=data["start"], target=data["target"], mode=mode, curve=curve,
-                steepness=data["steepness"], steps_total=data["steps_total"], steps_done=data["steps_done"],
-            )  # fmt: skip
-        except LifecycleError as exc:
-            raise CheckpointError(f"alpha controller is invalid: {exc}") from None

@@ -23,25 +23,16 @@ gets the largest possible sigmoid gradient from the first step.
 
 from __future__ import annotations
 
-from enum import Enum
-
 import torch
 from torch import Tensor, nn
 
+from esper_core.alpha import BlendAlgorithm
 from esper_core.errors import LifecycleError
 
 __all__ = ["INITIAL_GATE", "BlendAlgorithm", "GateModule", "blend", "gate_hidden_width"]
 
 #: The value every :class:`GateModule` outputs at birth.
 INITIAL_GATE = 0.5
-
-
-class BlendAlgorithm(Enum):
-    """How seed and host features are combined (orthogonal to the alpha curve)."""
-
-    ADD = "add"
-    MULTIPLY = "multiply"
-    GATE = "gate"
 
 
 def _like(t: Tensor, ref: Tensor) -> Tensor:

@@ -134,6 +134,7 @@ class GateEvidence:
     blueprint: str = ""
     shape_preserved: bool = True
     dtype_preserved: bool = True
+    input_preserved: bool = True
     epochs_in_stage: int = 0
     improvement: float | None = None
     activity: float | None = None
@@ -269,6 +270,7 @@ class QualityGates:
         c.add(bool(ev.blueprint), "blueprint_present", "blueprint_missing")
         c.add(ev.shape_preserved, "shape_preserved", "shape_changed")
         c.add(ev.dtype_preserved, "dtype_preserved", "dtype_changed")
+        c.add(ev.input_preserved, "input_preserved", "input_modified_in_place")
         return (0.0 if c.failed else 1.0), "germination sanity"
 
     def _g1(self, ev: GateEvidence, c: _Checks) -> tuple[float, str]:

@@ -22,8 +22,10 @@ gradients are bit-identical to a slot without a seed, even if the seed's output 
 finite.
 
 **GroupNorm + channels_last workaround (torch 2.13, CPU).** ``nn.GroupNorm`` segfaults in
-backward when its input is channels_last and does not require grad, which is exactly
-``h.detach()`` of a channels_last host activation. Reproduction (exit code 139)::
+backward when its input is channels_last and does not require grad. That is the case for
+``h.detach()`` of a channels_last host activation (an isolated seed input), and for any
+activation of a frozen host (``requires_grad_(False)``) in every stage. Reproduction
+(exit code 139)::
 
     import torch
     from torch import nn
@@ -31,17 +33,16 @@ backward when its input is channels_last and does not require grad, which is exa
     x = torch.randn(2, 16, 5, 7).to(memory_format=torch.channels_last).detach()
     gn(x).sum().backward()
 
-The crash does not happen when the input requires grad. So for seeds in which a GroupNorm
-reads the (detached) seed input directly (decided once per seed by
-:func:`needs_groupnorm_workaround`), a channels_last input that requires grad is isolated with a gradient stop that
-keeps ``requires_grad`` (:class:`_StopGradient`: forward is a view, backward returns
-nothing to the host) instead of ``detach()``: **no copy** of the activation is made. The
-price is that autograd computes the gradient with respect to the seed input and then
-drops it (a transient tensor of the input's size during backward). Only when the input
-does not require grad at all (a slot in front of every trainable host layer) is a
-contiguous copy made. The whole workaround is :func:`_workaround_input`; delete it and
-the ``groupnorm_workaround`` flag once torch is fixed. ``tests/lifecycle`` runs the
-reproduction in a child process and ``bench/bench_lifecycle.py`` measures the memory.
+The crash does not happen when the input requires grad. :func:`guard_groupnorms` therefore
+puts a forward pre-hook on every ``nn.GroupNorm`` of a module: when grad mode is on and the
+norm's input is a channels_last tensor that does not require grad, the norm reads a fresh
+leaf of the same storage that does (``detach().requires_grad_()``): **no copy** of the
+activation is made; autograd computes the input gradient and drops it (a transient tensor
+of the input's size during backward). The slot guards every seed it builds, whatever pack
+it comes from; packs guard their own blocks for use outside a slot. The whole workaround is
+:func:`_groupnorm_pre_hook`: delete it (and the calls of :func:`guard_groupnorms`) once torch
+is fixed. ``tests/lifecycle`` runs the reproduction in a child process and
+``bench/bench_lifecycle.py`` measures the memory.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ from esper_core.stages import SeedStage
 
 __all__ = [
     "GROUPNORM_REPRODUCTION",
+    "guard_groupnorms",
     "isolated_in",
-    "needs_groupnorm_workaround",
     "seed_input",
     "straight_through",
 ]
@@ -80,69 +81,37 @@ def isolated_in(stage: SeedStage, *, isolate_blending: bool) -> bool:
     return False
 
 
-def needs_groupnorm_workaround(seed: nn.Module, probe: Tensor) -> bool:
-    """True when some GroupNorm of ``seed`` would receive an input that does not require grad
-    when the seed reads a detached tensor (the crashing case, see module doc).
-
-    Decided once per seed module, by running ``seed`` on a detached ``probe`` with hooks on
-    its GroupNorms: a GroupNorm behind a trainable conv (``x + gn(conv(x))``) sees a
-    grad-requiring input and needs nothing, so such seeds keep the cheaper plain
-    ``detach()``. The probe runs in eval mode (restoring every submodule's own mode after),
-    so it leaves no trace such as updated BatchNorm running statistics; eval mode does not
-    change which tensors require grad.
-    """
-    norms = [m for m in seed.modules() if isinstance(m, nn.GroupNorm)]
-    if not norms:
-        return False
-    seen: list[bool] = []
-    modes = [(m, m.training) for m in seed.modules()]
-    handles = [
-        m.register_forward_pre_hook(lambda _m, args: seen.append(bool(args[0].requires_grad))) for m in norms
-    ]
-    try:
-        seed.eval()
-        with torch.enable_grad():
-            seed(probe.detach())
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, mode in modes:
-            module.training = mode
-    return not all(seen)
-
-
-class _StopGradient(torch.autograd.Function):
-    """Identity in forward; sends no gradient back. Keeps ``requires_grad`` on the output."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> None:
-        return None
-
-
-def _workaround_input(h: Tensor) -> Tensor:
-    """Isolated seed input for a GroupNorm seed on a channels_last tensor (see module doc)."""
-    if h.requires_grad:
-        return _StopGradient.apply(h)
-    return h.contiguous()
-
-
-def seed_input(h: Tensor, *, isolate: bool, groupnorm_workaround: bool = False) -> Tensor:
-    """The tensor the seed (and gate) read: ``h`` itself, or ``h`` behind a gradient stop."""
-    if not isolate:
-        return h
+def _groupnorm_pre_hook(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The workaround (see module doc): a grad-requiring view for a crash-prone GroupNorm input."""
+    x = args[0] if args else None
     if (
-        groupnorm_workaround
+        isinstance(x, Tensor)
+        and not x.requires_grad
+        and x.dim() == 4
         and torch.is_grad_enabled()
-        and h.dim() == 4
-        and not h.is_contiguous()
-        and h.is_contiguous(memory_format=torch.channels_last)
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
     ):
-        return _workaround_input(h)
-    return h.detach()
+        return (x.detach().requires_grad_(True), *args[1:])
+    return None
+
+
+def guard_groupnorms(module: nn.Module) -> nn.Module:
+    """Protect every ``nn.GroupNorm`` in ``module`` against the channels_last backward crash.
+
+    Idempotent (a norm is guarded once) and survives ``copy.deepcopy`` and pickling (the
+    hook is a module-level function). Returns ``module``. Shapes, dtypes and values are
+    unchanged; only inputs that would crash are affected.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.GroupNorm) and _groupnorm_pre_hook not in m._forward_pre_hooks.values():
+            m.register_forward_pre_hook(_groupnorm_pre_hook)
+    return module
+
+
+def seed_input(h: Tensor, *, isolate: bool) -> Tensor:
+    """The tensor the seed (and blend gate) read: ``h`` itself, or ``h`` behind a gradient stop."""
+    return h.detach() if isolate else h
 
 
 class _StraightThrough(torch.autograd.Function):

@@ -1,80 +1,91 @@
-"""Per-seed measurements and the slot's typed report.
+"""Per-seed measurements and the slot's typed report (pure values, no torch).
 
-:class:`SeedMetrics` is an immutable record updated by pure methods that return a new
-record, so the slot can validate a new measurement before committing it. "Never
-measured" is ``None`` everywhere (an accuracy of 0.0 and "no accuracy yet" are different
-facts), and :meth:`SeedMetrics.to_dict`/:meth:`SeedMetrics.from_dict` require every key.
+:class:`SeedMetrics` and :class:`ActivityState` are immutable records updated by pure
+methods that return a new record, so a lifecycle transition can compute a new measurement
+before anything is committed. "Never measured" is ``None`` everywhere (an accuracy of 0.0
+and "no accuracy yet" are different facts).
 
-Accuracies and contributions are percentage points on a 0-100 scale.
+**Units.** Accuracies and contributions are percentage points on a 0-100 scale
+(``record_accuracy(93.1)``, not ``0.931``). Activity is a relative parameter change per
+interval (dimensionless, see :mod:`esper_core.activity`).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import attrs
 
-from esper_core.alpha import AlphaCurve, AlphaMode
-from esper_core.blend import BlendAlgorithm
-from esper_core.errors import CheckpointError, LifecycleError
+from esper_core._checks import INT32_MAX, check_float
+from esper_core._fields import Float, Int, InvalidState, Nullable, entry
+from esper_core.alpha import AlphaCurve, AlphaMode, BlendAlgorithm
+from esper_core.errors import LifecycleError
 from esper_core.stages import SeedStage
 
-__all__ = ["VELOCITY_SMOOTHING", "SeedMetrics", "SlotReport", "check_accuracy", "check_contribution"]
+__all__ = [
+    "DEFAULT_ACTIVITY_DECAY",
+    "VELOCITY_SMOOTHING",
+    "ActivityState",
+    "SeedMetrics",
+    "SlotReport",
+    "check_accuracy",
+    "check_activity_decay",
+    "check_contribution",
+]
 
 #: Weight of the newest contribution change in the velocity EMA.
 VELOCITY_SMOOTHING = 0.3
 
-_OPTIONAL_FLOATS = (
-    "initial_accuracy",
-    "current_accuracy",
-    "best_accuracy",
-    "accuracy_at_stage_start",
-    "accuracy_at_blending_start",
-    "counterfactual",
-    "previous_counterfactual",
-    "contribution_velocity",
-)
+#: Weight of the previous EMA value when a new activity reading arrives.
+DEFAULT_ACTIVITY_DECAY = 0.5
+
+_ACC = Nullable(Float(0.0, 100.0))
+_CONTRIB = Nullable(Float(-100.0, 100.0))
 
 
-def _as_float(name: str, value: object) -> float:
-    if hasattr(value, "item") and callable(value.item):  # a 0-dim tensor or numpy scalar
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise LifecycleError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
+def check_activity_decay(value: object) -> float:
+    """The weight of the previous EMA value, in ``[0, 1)``."""
+    return check_float("activity_decay", value, minimum=0.0, maximum=1.0, high_open=True)
 
 
 def check_accuracy(value: object) -> float:
-    """An accuracy in percentage points, 0 to 100 (tensors are read with ``.item()``)."""
-    acc = _as_float("accuracy", value)
-    if not 0.0 <= acc <= 100.0:
-        raise LifecycleError(f"accuracy is in percentage points and must lie in [0, 100], got {acc!r}")
-    return acc
+    """An accuracy in percentage points, 0 to 100 (a 0-dim tensor or numpy scalar is read as a number)."""
+    return check_float("accuracy", value, minimum=0.0, maximum=100.0, unit=" (percentage points)")
 
 
 def check_contribution(value: object) -> float:
     """A counterfactual contribution in percentage points, -100 to 100."""
-    c = _as_float("contribution", value)
-    if not -100.0 <= c <= 100.0:
-        raise LifecycleError(f"contribution is in percentage points and must lie in [-100, 100], got {c!r}")
-    return c
+    return check_float("contribution", value, minimum=-100.0, maximum=100.0, unit=" (percentage points)")
 
 
 @attrs.frozen(kw_only=True)
 class SeedMetrics:
     """Accuracy history and counterfactual contribution of one seed."""
 
-    epochs_total: int = 0
-    epochs_in_stage: int = 0
-    initial_accuracy: float | None = None
-    current_accuracy: float | None = None
-    best_accuracy: float | None = None
-    accuracy_at_stage_start: float | None = None
-    accuracy_at_blending_start: float | None = None
-    counterfactual: float | None = None
-    previous_counterfactual: float | None = None
-    contribution_velocity: float | None = None
+    epochs_total: int = entry(Int(), default=0)
+    epochs_in_stage: int = entry(Int(), default=0)
+    initial_accuracy: float | None = entry(_ACC, default=None)
+    current_accuracy: float | None = entry(_ACC, default=None)
+    best_accuracy: float | None = entry(_ACC, default=None)
+    accuracy_at_stage_start: float | None = entry(_ACC, default=None)
+    accuracy_at_blending_start: float | None = entry(_ACC, default=None)
+    counterfactual: float | None = entry(_CONTRIB, default=None)
+    previous_counterfactual: float | None = entry(_CONTRIB, default=None)
+    contribution_velocity: float | None = entry(Nullable(Float(-200.0, 200.0)), default=None)
+
+    def __attrs_post_init__(self) -> None:
+        if self.epochs_in_stage > self.epochs_total:
+            raise InvalidState(
+                "epochs_in_stage",
+                f"got {self.epochs_in_stage}; accepted: at most epochs_total ({self.epochs_total})",
+            )
+        measured = {self.initial_accuracy is None, self.current_accuracy is None, self.best_accuracy is None}
+        if len(measured) != 1:
+            raise InvalidState(
+                "current_accuracy",
+                "initial, current and best accuracy must be all None (never measured) or all numbers; got "
+                f"{self.initial_accuracy!r}, {self.current_accuracy!r}, {self.best_accuracy!r}",
+            )
 
     # ---- derived ----------------------------------------------------------------------------
 
@@ -105,8 +116,8 @@ class SeedMetrics:
         first = self.initial_accuracy is None
         return attrs.evolve(
             self,
-            epochs_total=self.epochs_total + 1,
-            epochs_in_stage=self.epochs_in_stage + 1,
+            epochs_total=min(self.epochs_total + 1, INT32_MAX),
+            epochs_in_stage=min(self.epochs_in_stage + 1, INT32_MAX),
             initial_accuracy=acc if first else self.initial_accuracy,
             accuracy_at_stage_start=acc
             if self.accuracy_at_stage_start is None
@@ -140,33 +151,32 @@ class SeedMetrics:
             self, counterfactual=c, previous_counterfactual=previous, contribution_velocity=velocity
         )
 
-    # ---- serialisation ------------------------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+@attrs.frozen
+class ActivityState:
+    """Smoothed seed activity (see :mod:`esper_core.activity`). ``ema is None``: never measured."""
 
-    @classmethod
-    def from_dict(cls, data: object) -> SeedMetrics:
-        """Strict: exactly the keys :meth:`to_dict` writes, ints and floats-or-None."""
-        expected = {a.name for a in attrs.fields(cls)}
-        if not isinstance(data, dict) or set(data) != expected:
-            got = sorted(data) if isinstance(data, dict) else type(data).__name__
-            raise CheckpointError(f"seed metrics need exactly the keys {sorted(expected)}; got {got}")
-        for key in ("epochs_total", "epochs_in_stage"):
-            value = data[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise CheckpointError(f"seed metrics field {key!r} must be an int >= 0, got {value!r}")
-        for key in _OPTIONAL_FLOATS:
-            value = data[key]
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
-            ):
-                raise CheckpointError(
-                    f"seed metrics field {key!r} must be a finite number or None, got {value!r}"
-                )
-        return cls(
-            **{k: (float(v) if k in _OPTIONAL_FLOATS and v is not None else v) for k, v in data.items()}
-        )
+    ema: float | None = entry(Nullable(Float(0.0, 2.0)), default=None)
+    last: float | None = entry(Nullable(Float(0.0, 2.0)), default=None)
+    samples: int = entry(Int(), default=0)
+
+    def __attrs_post_init__(self) -> None:
+        if (self.ema is None) != (self.samples == 0) or (self.last is None) != (self.samples == 0):
+            raise LifecycleError(
+                f"activity ema {self.ema!r} and last {self.last!r} must be None exactly when samples is 0 "
+                f"(never measured); samples is {self.samples}"
+            )
+
+    @property
+    def measured(self) -> bool:
+        return self.ema is not None
+
+    def update(self, reading: float, decay: float = DEFAULT_ACTIVITY_DECAY) -> ActivityState:
+        """Fold one finite reading into the EMA (the first reading is taken as is)."""
+        value = check_float("an activity reading", reading, minimum=0.0, maximum=2.0)
+        decay = check_activity_decay(decay)
+        ema = value if self.ema is None else decay * self.ema + (1.0 - decay) * value
+        return ActivityState(ema=ema, last=value, samples=min(self.samples + 1, INT32_MAX))
 
 
 @attrs.frozen(kw_only=True)

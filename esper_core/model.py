@@ -20,19 +20,16 @@ from torch import Tensor, nn
 from esper_core.hosts.base import HostError, HostProtocol
 from esper_core.registry import get_topology
 from esper_core.slot import SeedSlot
-from esper_core.stages import SeedStage
+from esper_core.stages import LIVE, PROBATION, SeedStage
 
 __all__ = ["Evaluation", "MorphogeneticModel", "contribution_configs", "evaluate_slots", "live_stages"]
 
-#: Stages in which a slot holds a seed module that counts as rent.
-_LIVE = frozenset(
-    {SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED}
-)
+_LIVE = LIVE
 
 
 def live_stages() -> frozenset[SeedStage]:
-    """Stages in which a slot holds a seed module (and so pays rent)."""
-    return _LIVE
+    """Stages in which a slot holds a seed module and pays rent: :data:`esper_core.stages.LIVE`."""
+    return LIVE
 
 
 def _frozen_mapping(value: Mapping[str, float]) -> Mapping[str, float]:
@@ -173,7 +170,7 @@ class MorphogeneticModel(nn.Module):
     @property
     def active_seed_param_count(self) -> int:
         """Parameters of seeds still on probation (germinated to holding)."""
-        return self.seed_param_count(_LIVE - {SeedStage.FOSSILIZED})
+        return self.seed_param_count(PROBATION)
 
     @property
     def fossilized_param_count(self) -> int:

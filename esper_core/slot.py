@@ -1,110 +1,83 @@
-"""``SeedSlot``: one injection point, at most one seed, and its lifecycle.
+"""``SeedSlot``: the thin ``nn.Module`` shell around one slot's lifecycle.
 
-The slot is thin orchestration: stages and transitions come from :mod:`.stages`, gate
-decisions from :mod:`.gates`, the schedule from :mod:`.alpha`, the math from :mod:`.blend`
-and :mod:`.isolation`, measurements from :mod:`.metrics` and :mod:`.activity`, events from
-:mod:`.telemetry`. Its methods are split over :mod:`.slot_forward` (forward pass and
-measurements), :mod:`.slot_ops` (germination, gated transitions) and
-:mod:`.slot_schedule` (prune, retarget, the clock), so each file is about one thing. Every mutating call validates everything first (building new immutable
-values into locals) and only then assigns, so a rejected call changes nothing.
+The lifecycle itself is pure: one frozen :class:`~esper_core.slot_state.SlotState`, frozen
+:mod:`commands <esper_core.commands>` and one :func:`~esper_core.transition.transition`
+function. The shell holds the configuration, the state, the seed module and the blend gate,
+and does what needs torch:
 
-Every gate decision - ``advance``, the G0 check inside ``germinate`` and every automatic
-advance in ``step_epoch`` - passes through :meth:`SeedSlot._decide`, which consults
-:attr:`SeedSlot.decider` when one is set (the distributed lifecycle makes rank 0 decide).
+1. :meth:`SeedSlot.apply` builds or probes modules and gathers evidence (touching no state),
+2. calls the transition (a rejected command raises and nothing changed),
+3. commits the new state and modules in one step, and mirrors into plain attributes and a
+   tensor buffer exactly what ``forward`` reads,
+4. emits the events (observers, then the ``esper_seed_event`` hook).
 
-Lifecycle state (what a checkpoint must carry; :mod:`esper_core.state` reads and writes
-exactly these attributes, then calls :meth:`SeedSlot._after_restore`):
+The verbs (``germinate``, ``advance``, ``prune``, ...) are one ``apply`` each.
 
-========================== ==================================================================
-``_stage``                  :class:`SeedStage`
-``_previous_stage``         :class:`SeedStage` (UNKNOWN for a fresh slot)
-``_ticks_in_stage``         ``step_epoch`` calls since the stage was entered (cooldown clock)
-``_seed_id``                ``str | None``
-``_blueprint``              ``str | None`` (blueprint name in this slot's topology)
-``_options``                ``dict[str, int | float | bool | str]`` resolved blueprint options
-``_algorithm``              :class:`BlendAlgorithm`
-``_tempo``                  ``int`` ramp length chosen at germination
-``_curve``                  :class:`AlphaCurve` chosen at germination
-``_germination_target``     ``float`` alpha target of the first ramp
-``_alpha``                  :class:`AlphaController` (``to_dict``/``from_dict``)
-``_metrics``                :class:`SeedMetrics` (``to_dict``/``from_dict``)
-``_activity``               :class:`ActivityState` (``to_dict``/``from_dict``)
-``_health_issues``          ``tuple[str, ...]`` sticky problems, e.g. ``"nonfinite_gradients"``
-``_pending_prune``          ``tuple[str, str] | None`` (reason, initiator) of a scheduled prune
-``_germinations``           ``int`` seeds germinated here so far (default seed ids)
-``_warned``                 ``frozenset[str]`` one-time warning codes already emitted
-``_output_requires_grad``   ``bool | None`` last observation of the seed output (None: unseen)
-``_stage_history``          ``deque[SeedStage]`` stages this seed entered, oldest first (bounded)
-``seed``, ``gate_module``   submodules; their weights travel in ``state_dict()``
-========================== ==================================================================
-
-Everything else (``_meter``, ``_last_output``, ``_observers``, ``decider``, the GroupNorm
-probe result) is runtime state rebuilt by :meth:`SeedSlot._after_restore`.
-
-**Alpha inside forward is a tensor.** ``_alpha`` is a property: assigning a controller also
-writes its value, in place, into the non-persistent 0-dim buffer ``_alpha_value`` (and sets
-the plain flag ``_ramping_down``). ``forward`` reads only that buffer, never the Python
-float, so ``torch.compile`` sees the amplitude as a graph input rather than a constant it
-must guard on: a ramp over many ``step_epoch`` ticks reuses one compiled graph. The buffer
-follows ``.to()``/``.half()`` like any buffer and is absent from ``state_dict`` (restore
-re-assigns ``_alpha``, which refills it). Because the update is in place, call
+**What forward reads, and torch.compile.** ``forward`` branches only on plain attributes
+set at commit (``_runs``, ``_straight``, ``_isolate``, ``_down``, ``_algorithm``) and reads
+alpha from the 0-dim buffer ``_alpha_value``, never the Python float. Dynamo guards on the
+plain attributes, so a stage change recompiles once, and it treats the buffer as a graph
+input, so a ramp over many epochs reuses one graph. The buffer is filled in place: call
 ``step_epoch`` between iterations, not between a forward and its backward.
+
+**Parameters a stage does not use are frozen.** In GERMINATED the seed does not run, in
+TRAINING the blend gate is unused, and while alpha ramps down the seed runs without
+autograd. Those parameters get ``requires_grad=False`` for the stage (their own flag is
+restored when the stage uses them again), so ``DistributedDataParallel`` never waits for a
+gradient that cannot come and optimizers skip them. Parameter counts ignore the flag.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import attrs
 import torch
 from torch import Tensor, nn
 
+from esper_core import _build
 from esper_core import stages as st
-from esper_core.activity import DEFAULT_ACTIVITY_DECAY, ActivityMeter, ActivityState
-from esper_core.alpha import AlphaController, AlphaCurve, AlphaMode
-from esper_core.blend import BlendAlgorithm
+from esper_core.activity import ActivityMeter
+from esper_core.alpha import AlphaController, AlphaCurve, AlphaMode, BlendAlgorithm
+from esper_core.blend import blend
+from esper_core.codec import state_checksum, state_text
+from esper_core.commands import (
+    Advance,
+    CaptureActivity,
+    Germinate,
+    ObserveOutput,
+    Prune,
+    RecordAccuracy,
+    RecordCounterfactual,
+    SchedulePrune,
+    SetAlphaTarget,
+    StepEpoch,
+)
 from esper_core.errors import LifecycleError
-from esper_core.gates import GateEvidence, GateLevel, GateResult, QualityGates
-from esper_core.isolation import isolated_in
-from esper_core.metrics import SeedMetrics, SlotReport
-from esper_core.slot_forward import RUNS_SEED, ForwardMixin
-from esper_core.slot_ops import HISTORY_BOUND, LifecycleOpsMixin
-from esper_core.slot_schedule import ScheduleOpsMixin
+from esper_core.gates import GateLevel, GateResult, QualityGates
+from esper_core.isolation import isolated_in, seed_input, straight_through
+from esper_core.metrics import DEFAULT_ACTIVITY_DECAY, SeedMetrics, SlotReport
+from esper_core.slot_state import AUTO_ADVANCE_GATES, HISTORY_BOUND, MAX_SEED_PARAMS, SlotConfig, SlotState
 from esper_core.stages import SeedStage
-from esper_core.telemetry import SeedEvent, SeedWarning, emit
+from esper_core.telemetry import SeedEvent, SlotRestored, emit
+from esper_core.transition import ActivityEvidence, Evidence, Outcome, evaluate, precheck, transition
 
 __all__ = ["AUTO_ADVANCE_GATES", "HISTORY_BOUND", "Decider", "Observer", "SeedSlot"]
 
 Decider = Callable[["SeedSlot", GateResult], bool]
 Observer = Callable[[SeedEvent], None]
-
-#: Gates ``step_epoch`` may pass automatically. G0 needs a blueprint choice and G5
-#: (fossilization) is permanent, so both stay explicit.
-AUTO_ADVANCE_GATES = frozenset({GateLevel.G1, GateLevel.G2, GateLevel.G3})
-
-# Integer codes used by state_checksum (stable across processes, unlike hash()).
-_MODE_CODE = {AlphaMode.HOLD: 0, AlphaMode.UP: 1, AlphaMode.DOWN: 2}
-_ALGO_CODE = {BlendAlgorithm.ADD: 1, BlendAlgorithm.MULTIPLY: 2, BlendAlgorithm.GATE: 3}
-
-_RUNS_SEED = RUNS_SEED
+_S = SeedStage
+_GERMINATE_KEYWORDS = ("options", "seed_id", "algorithm", "tempo", "curve", "alpha_target")
 
 
-def _check_name(what: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise LifecycleError(f"{what} must be a non-empty string, got {value!r}")
-    return value
-
-
-class SeedSlot(ForwardMixin, LifecycleOpsMixin, ScheduleOpsMixin, nn.Module):
+class SeedSlot(nn.Module):
     """A seed slot at one injection point of width ``dim`` in ``topology``.
 
-    ``embargo_ticks`` is how many ``step_epoch`` calls a pruned slot stays EMBARGOED; the
-    whole cooldown PRUNED -> EMBARGOED -> RESETTING -> DORMANT takes ``embargo_ticks + 2``
-    ticks. ``auto_advance`` names gates (G1, G2, G3) that ``step_epoch`` tries on its own.
-    ``isolate_blending`` (default: True for topologies without a sequence axis) keeps the
-    seed input isolated while blending.
+    Arguments are those of :class:`~esper_core.slot_state.SlotConfig` (``gates`` defaults to
+    the strict policy; ``isolate_blending`` defaults to True for topologies without a sequence
+    axis). Each is checked; a bad one raises :class:`~esper_core.errors.LifecycleError` (or
+    :class:`~esper_core.errors.UnknownTopologyError`) naming it.
     """
 
     def __init__(
@@ -118,181 +91,416 @@ class SeedSlot(ForwardMixin, LifecycleOpsMixin, ScheduleOpsMixin, nn.Module):
         auto_advance: Collection[GateLevel] = (),
         isolate_blending: bool | None = None,
         activity_decay: float = DEFAULT_ACTIVITY_DECAY,
+        max_seed_params: int = MAX_SEED_PARAMS,
     ) -> None:
         super().__init__()
         from esper_core.registry import get_topology
-        from esper_core.spec import check_dim
 
-        _check_name("slot_id", slot_id)
         topo = get_topology(topology)
-        try:
-            check_dim(dim)
-        except Exception as exc:
-            raise LifecycleError(f"slot {slot_id!r}: {exc}") from None
-        if gates is None:
-            gates = QualityGates("strict")
-        if not isinstance(gates, QualityGates):
-            raise LifecycleError(f"gates must be a QualityGates, got {type(gates).__name__}")
-        if isinstance(embargo_ticks, bool) or not isinstance(embargo_ticks, int) or embargo_ticks < 1:
-            raise LifecycleError(f"embargo_ticks must be an int >= 1, got {embargo_ticks!r}")
-        auto = frozenset(auto_advance)
-        if not auto <= AUTO_ADVANCE_GATES:
-            raise LifecycleError(
-                f"auto_advance accepts only {sorted(g.name for g in AUTO_ADVANCE_GATES)}; "
-                f"got {sorted(getattr(g, 'name', repr(g)) for g in auto)}"
-            )
-        if not 0.0 <= activity_decay < 1.0:
-            raise LifecycleError(f"activity_decay must be in [0, 1), got {activity_decay!r}")
-        self.slot_id = slot_id
-        self.topology = topo.name
-        self._topology = topo
-        self.dim = int(dim)
-        self.gates = gates
-        self.embargo_ticks = embargo_ticks
-        self.auto_advance = auto
-        self.isolate_blending = (
-            topo.sequence_axis is None if isolate_blending is None else bool(isolate_blending)
+        self._config = SlotConfig(
+            slot_id=slot_id,
+            topology=topo.name,
+            dim=dim,
+            gates=QualityGates("strict") if gates is None else gates,
+            embargo_ticks=embargo_ticks,
+            auto_advance=auto_advance,
+            isolate_blending=topo.sequence_axis is None if isolate_blending is None else isolate_blending,
+            activity_decay=activity_decay,
+            max_seed_params=max_seed_params,
         )
-        self.activity_decay = float(activity_decay)
+        self._topology = topo
         self.decider: Decider | None = None
         self._observers: list[Observer] = []
         # Tracks the module's device and dtype through .to()/.half(); not in state_dict.
         self.register_buffer("_anchor", torch.zeros(0), persistent=False)
-        # The blend amplitude as seen by forward (see module docstring); not in state_dict.
+        # alpha as forward reads it (see module docstring); not in state_dict.
         self.register_buffer("_alpha_value", torch.zeros(()), persistent=False)
-        self._groupnorm_probe: tuple[nn.Module, bool] | None = None
         self.register_module("seed", None)
         self.register_module("gate_module", None)
-        self._germinations = 0
         self._meter = ActivityMeter()
-        self._reset_lifecycle(previous=SeedStage.UNKNOWN)
-
-    # ---- state helpers ----------------------------------------------------------------------
-
-    def _reset_lifecycle(self, previous: SeedStage) -> None:
-        """An empty DORMANT slot (keeps configuration and the germination counter)."""
-        self.seed = None
-        self.gate_module = None
-        self._stage = SeedStage.DORMANT
-        self._previous_stage = previous
-        self._ticks_in_stage = 0
-        self._seed_id: str | None = None
-        self._blueprint: str | None = None
-        self._options: dict[str, Any] = {}
-        self._algorithm = BlendAlgorithm.ADD
-        self._tempo = 5
-        self._curve = AlphaCurve.LINEAR
-        self._germination_target = 1.0
-        self._alpha = AlphaController()
-        self._metrics = SeedMetrics()
-        self._activity = ActivityState()
-        self._health_issues: tuple[str, ...] = ()
-        self._pending_prune: tuple[str, str] | None = None
-        self._warned: frozenset[str] = frozenset()
-        self._output_requires_grad: bool | None = None
-        # A seed's history; an empty slot has none.
-        self._stage_history: deque[SeedStage] = deque(maxlen=HISTORY_BOUND)
-        self._runtime_reset()
-
-    def _runtime_reset(self) -> None:
-        self._meter.clear()
+        self._frozen: dict[int, tuple[nn.Parameter, bool]] = {}
+        self._text: tuple[SlotState, str] | None = None
         self._last_output: Tensor | None = None
         self._output_checked = False
-        self._refresh_groupnorm_workaround()
+        self._state = SlotState()
+        self._mirror(self._state)
+        self.register_load_state_dict_post_hook(_after_load)
 
-    def _probe_input(self, batch: int) -> Tensor:
-        """A random feature tensor from a private generator (the global RNG is never touched)."""
-        return self._topology.example_input(
-            self.dim,
-            batch=batch,
-            dtype=self._anchor.dtype,
-            device=self._anchor.device,
-            generator=torch.Generator().manual_seed(0),
-        )
+    # ---- configuration and state (read-only) --------------------------------------------------
 
-    def _after_restore(self, *, take_reference: bool = True) -> None:
-        """Rebuild runtime state after a checkpoint wrote the lifecycle attributes."""
-        self._runtime_reset()
-        if take_reference and self.seed is not None and self._stage in _RUNS_SEED:
-            self._meter.start(self._seed_tensors())
-
-    def _set_stage(self, stage: SeedStage, metrics: SeedMetrics | None = None) -> None:
-        self._previous_stage = self._stage
-        self._stage = stage
-        self._ticks_in_stage = 0
-        self._stage_history.append(stage)
-        if metrics is not None:
-            self._metrics = metrics
-        self._output_checked = False
-
-    # ---- read-only views ----------------------------------------------------------------------
-
-    @property
-    def stage(self) -> SeedStage:
-        return self._stage
-
-    @property
-    def alpha(self) -> float:
-        """Blending progress: the amplitude schedule's current value."""
-        return self._alpha.alpha
-
-    @property
-    def blending_progress(self) -> float:
-        return self._alpha.alpha
+    config = property(lambda self: self._config, doc="The slot's :class:`SlotConfig`.")
+    state = property(lambda self: self._state, doc="The slot's :class:`SlotState` (a frozen value).")
+    slot_id = property(lambda self: self._config.slot_id)
+    topology = property(lambda self: self._config.topology)
+    dim = property(lambda self: self._config.dim)
+    gates = property(lambda self: self._config.gates)
+    embargo_ticks = property(lambda self: self._config.embargo_ticks)
+    auto_advance = property(lambda self: self._config.auto_advance)
+    isolate_blending = property(lambda self: self._config.isolate_blending)
+    activity_decay = property(lambda self: self._config.activity_decay)
+    stage = property(lambda self: self._state.stage)
 
     @property
     def controller(self) -> AlphaController:
-        return self._alpha
+        seed = self._state.seed
+        return AlphaController() if seed is None else seed.alpha
+
+    @property
+    def alpha(self) -> float:
+        """The alpha schedule's current value (0 without a seed)."""
+        return self.controller.alpha
+
+    blending_progress = alpha
 
     @property
     def metrics(self) -> SeedMetrics:
-        return self._metrics
+        seed = self._state.seed
+        return SeedMetrics() if seed is None else seed.metrics
 
-    @property
-    def seed_id(self) -> str | None:
-        return self._seed_id
-
-    @property
-    def blueprint(self) -> str | None:
-        return self._blueprint
+    seed_id = property(lambda self: None if self._state.seed is None else self._state.seed.seed_id)
+    blueprint = property(lambda self: None if self._state.seed is None else self._state.seed.blueprint)
 
     @property
     def algorithm(self) -> BlendAlgorithm:
-        return self._algorithm
+        seed = self._state.seed
+        return BlendAlgorithm.ADD if seed is None else seed.algorithm
 
     @property
     def isolated(self) -> bool:
-        return isolated_in(self._stage, isolate_blending=self.isolate_blending)
+        return isolated_in(self._state.stage, isolate_blending=self._config.isolate_blending)
 
     @property
     def available(self) -> bool:
         """True when the slot accepts a germination (DORMANT)."""
-        return self._stage is SeedStage.DORMANT
+        return self._state.stage is _S.DORMANT
 
     @property
     def healthy(self) -> bool:
-        cf = self._metrics.counterfactual
-        return not self._health_issues and (cf is None or cf >= 0.0)
+        seed = self._state.seed
+        if seed is None:
+            return True
+        cf = seed.metrics.counterfactual
+        return not seed.health_issues and (cf is None or cf >= 0.0)
 
     def seed_parameters(self) -> list[nn.Parameter]:
-        """Seed and gate parameters, whether or not they currently require grad."""
-        params: list[nn.Parameter] = []
-        for module in (self.seed, self.gate_module):
-            if module is not None:
-                params.extend(module.parameters())
-        return params
-
-    def _seed_tensors(self) -> list[nn.Parameter]:
-        return [] if self.seed is None else list(self.seed.parameters())
+        """Seed and blend-gate parameters, whether or not they currently require grad."""
+        return [p for m in (self.seed, self.gate_module) if m is not None for p in m.parameters()]
 
     def trainable(self) -> bool:
-        """Whether the seed can learn: some parameter requires grad and its output does."""
+        """Whether the seed can learn: a parameter you left trainable, and an output that requires grad."""
+        seed = self._state.seed
+        return self._trainable_params() and (seed is None or seed.output_requires_grad is not False)
+
+    def _trainable_params(self) -> bool:
         if self.seed is None:
             return False
-        has_trainable = any(p.requires_grad for p in self.seed.parameters())
-        return has_trainable and self._output_requires_grad is not False
+        return any(self._frozen.get(id(p), (p, p.requires_grad))[1] for p in self.seed.parameters())
 
-    # ---- observers and events -------------------------------------------------------------------
+    # ---- applying commands --------------------------------------------------------------------
+
+    def apply(self, command: object) -> Outcome:
+        """Apply one lifecycle command: evidence and modules first, then the transition, then commit.
+
+        Raises the library's error when the command is not allowed now or an argument is bad;
+        the slot (and the global RNG) are then exactly as before.
+        """
+        state = self._state
+        command = self.prepare(command)
+        built: tuple[nn.Module | None, nn.Module | None] | None = None
+        rng = None
+        if isinstance(command, Germinate):
+            rng = torch.random.get_rng_state()
+            command, evidence, built = self._candidate(command)
+        else:
+            evidence = self._evidence(command)
+        try:
+            outcome = transition(state, self._config, command, evidence, self._decide)
+            if outcome.state is not state:
+                seed, gate = built if built is not None else (self.seed, self.gate_module)
+                seed, gate = self._modules_for(outcome.state, seed, gate)
+        except BaseException:
+            if rng is not None:
+                torch.random.set_rng_state(rng)
+            raise
+        if outcome.state is not state:
+            self._commit(state, outcome.state, seed, gate)
+        elif rng is not None:  # G0 refused: the candidate is dropped and the RNG rewound
+            torch.random.set_rng_state(rng)
+        for event in outcome.events:
+            self._emit(event)
+        return outcome
+
+    def prepare(self, command: object) -> Any:
+        """``command`` as :meth:`apply` will apply it, checked against the current state.
+
+        For a germination the options are resolved through the registry (defaults filled in)
+        and the seed's exact size is checked against ``max_seed_params``, before anything is
+        built. Raises the library's error; changes nothing.
+        """
+        precheck(self._state, self._config, command)
+        if isinstance(command, Germinate):
+            c = self._config
+            resolved = _build.resolve(
+                c.topology, command.blueprint, c.dim, command.options_dict, c.max_seed_params
+            )
+            return attrs.evolve(command, options=resolved)
+        return command
+
+    def _candidate(self, cmd: Germinate) -> tuple[Germinate, Evidence, tuple[nn.Module, nn.Module | None]]:
+        """Build and probe the seed a (prepared) germination asks for."""
+        c = self._config
+        seed = _build.build_seed(c.topology, cmd.blueprint, c.dim, cmd.options_dict, self._anchor)
+        gate = (
+            _build.build_gate(self._topology, c.dim, self._anchor)
+            if cmd.algorithm is BlendAlgorithm.GATE
+            else None
+        )
+        try:
+            probe = _build.probe_seed(seed, self._topology, c.dim, self._anchor)
+        except Exception as exc:  # the pack's forward: reported as ours, naming the blueprint
+            raise LifecycleError(
+                f"G0 could not run {c.topology}:{cmd.blueprint} on a probe input of slot {c.slot_id!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        evidence = Evidence(
+            trainable_params=any(p.requires_grad for p in seed.parameters()),
+            param_count=_build.parameter_count(seed, gate),
+            probe=probe,
+            provenance=_build.provenance(c.topology, cmd.blueprint),
+        )
+        return cmd, evidence, (seed, gate)
+
+    def _evidence(self, command: object) -> Evidence:
+        activity = None
+        if isinstance(command, CaptureActivity | RecordAccuracy) and self._state.stage in st.RUNS_SEED:
+            activity = self._measure_activity()
+        return Evidence(
+            trainable_params=self._trainable_params(),
+            param_count=_build.parameter_count(self.seed, self.gate_module),
+            activity=activity,
+        )
+
+    def _measure_activity(self) -> ActivityEvidence:
+        reading = self._meter.measure([] if self.seed is None else list(self.seed.parameters()))
+        last, self._last_output = self._last_output, None
+        return ActivityEvidence(
+            value=reading.value,
+            nonfinite_parameters=reading.nonfinite_parameters,
+            nonfinite_gradients=reading.nonfinite_gradients,
+            nonfinite_output=last is not None and not bool(torch.isfinite(last).all()),
+        )
+
+    def _modules_for(
+        self, state: SlotState, seed: nn.Module | None, gate: nn.Module | None
+    ) -> tuple[nn.Module | None, nn.Module | None]:
+        """The modules ``state`` needs: no seed outside live stages; a blend gate exactly for GATE."""
+        if state.stage not in st.LIVE or state.seed is None:
+            return None, None
+        if state.seed.algorithm is not BlendAlgorithm.GATE:
+            return seed, None
+        return seed, gate if gate is not None else _build.build_gate(self._topology, self.dim, self._anchor)
+
+    def _decide(self, result: GateResult) -> bool:
+        """The single place a gate result becomes a verdict (``decider``: e.g. rank 0's)."""
+        return result.passed if self.decider is None else self.decider(self, result)
+
+    # ---- commit and mirror --------------------------------------------------------------------
+
+    def _commit(self, old: SlotState, new: SlotState, seed: nn.Module | None, gate: nn.Module | None) -> None:
+        if self.seed is not seed:
+            self.seed = seed
+        if self.gate_module is not gate:
+            self.gate_module = gate
+        self._state = new
+        self._mirror(new)
+        if new.stage is not old.stage:
+            self._output_checked = False
+        if new.stage not in st.LIVE:
+            self._meter.clear()
+            self._last_output = None
+        elif new.stage in st.RUNS_SEED and old.stage not in st.RUNS_SEED and seed is not None:
+            self._meter.start(list(seed.parameters()))
+
+    def _mirror(self, state: SlotState) -> None:
+        """Set the plain attributes and the buffer ``forward`` reads, and the stage freeze."""
+        stage, seed = state.stage, state.seed
+        down = seed is not None and seed.alpha.mode is AlphaMode.DOWN
+        self._runs = stage in st.RUNS_SEED
+        self._straight = stage is _S.TRAINING
+        self._isolate = isolated_in(stage, isolate_blending=self._config.isolate_blending)
+        self._down = down
+        self._algorithm = BlendAlgorithm.ADD if seed is None else seed.algorithm
+        alpha = 0.0 if seed is None else seed.alpha.alpha
+        if float(self._alpha_value) != alpha:
+            with torch.no_grad():
+                self._alpha_value.fill_(alpha)
+        self._freeze_unused(stage, down)
+
+    def _freeze_unused(self, stage: SeedStage, down: bool) -> None:
+        unused: list[nn.Module | None] = []
+        if stage is _S.GERMINATED or down:
+            unused = [self.seed, self.gate_module]
+        elif stage is _S.TRAINING:
+            unused = [self.gate_module]
+        wanted = {id(p): p for m in unused if m is not None for p in m.parameters()}
+        for key, (param, flag) in list(self._frozen.items()):
+            if key not in wanted:
+                param.requires_grad_(flag)
+                del self._frozen[key]
+        for key, param in wanted.items():
+            if key not in self._frozen:
+                self._frozen[key] = (param, param.requires_grad)
+                param.requires_grad_(False)
+
+    def reconfigure(self, **changes: Any) -> None:
+        """Replace configuration values (e.g. ``gates=QualityGates("strict")``), checked like the constructor's.
+
+        The slot's identity (``slot_id``, ``topology``, ``dim``) cannot change. Under
+        ``torch.distributed`` every rank must make the same change.
+        """
+        fixed = sorted({"slot_id", "topology", "dim"} & set(changes))
+        if fixed:
+            raise LifecycleError(f"reconfigure cannot change {fixed}: they are the slot's identity")
+        known = [f.name for f in attrs.fields(SlotConfig)]
+        unknown = sorted(set(changes) - set(known))
+        if unknown:
+            raise LifecycleError(f"reconfigure got unknown setting(s) {unknown}; accepted: {known[3:]}")
+        self._config = attrs.evolve(self._config, **changes)
+        self._text = None
+        self._mirror(self._state)
+
+    # ---- the verbs ----------------------------------------------------------------------------
+
+    def germinate(
+        self,
+        blueprint: str,
+        *,
+        options: Mapping[str, Any] | None = None,
+        seed_id: str | None = None,
+        algorithm: BlendAlgorithm = BlendAlgorithm.ADD,
+        tempo: int = 5,
+        curve: AlphaCurve = AlphaCurve.LINEAR,
+        alpha_target: float = 1.0,
+        **unexpected: Any,
+    ) -> None:
+        """Build ``blueprint`` into this DORMANT slot (G0 must pass); the stage becomes GERMINATED.
+
+        Blueprint options go in ``options={...}``. ``tempo`` is the first alpha ramp's length in
+        epochs, ``curve`` its shape, ``alpha_target`` where it stops in (0, 1]. Raises
+        :class:`LifecycleError` (slot unavailable, bad argument, seed too large, G0 refused) or a
+        registry error (unknown blueprint, bad option); the slot and the RNG are then unchanged.
+        """
+        if unexpected:
+            raise LifecycleError(
+                f"germinate() got unexpected keyword(s) {sorted(unexpected)}; blueprint options go in "
+                f"options={{...}} (e.g. options={{{next(iter(unexpected))!r}: ...}}); accepted keywords: "
+                f"{list(_GERMINATE_KEYWORDS)}"
+            )
+        command = Germinate(
+            blueprint=blueprint,
+            options=options or {},
+            seed_id=seed_id,
+            algorithm=algorithm,
+            tempo=tempo,
+            curve=curve,
+            alpha_target=alpha_target,
+        )
+        result = self.apply(command).result
+        if result is not None and not result.passed:
+            raise LifecycleError(
+                f"G0 rejected germinating {blueprint!r} in slot {self.slot_id!r}: {list(result.checks_failed)}"
+            )
+
+    def advance(self, target: SeedStage | None = None) -> GateResult:
+        """Evaluate the edge's gate, let the decider rule, and commit the transition if passed."""
+        result = self.apply(Advance(target=target)).result
+        assert result is not None
+        return result
+
+    def evaluate(self, target: SeedStage | None = None) -> GateResult:
+        """Judge the gate of the edge to ``target`` (default: the next stage). Changes nothing."""
+        return evaluate(self._state, self._config, target, self._evidence(None))
+
+    def prune(self, reason: str, initiator: str) -> None:
+        """Remove the seed now; the slot cools down (PRUNED -> EMBARGOED -> RESETTING -> DORMANT)."""
+        self.apply(Prune(reason=reason, initiator=initiator))
+
+    def schedule_prune(
+        self, steps: int, curve: AlphaCurve = AlphaCurve.LINEAR, *, reason: str, initiator: str
+    ) -> None:
+        """Ramp alpha down to 0 over ``steps`` epochs, then prune (at once if nothing is blended in)."""
+        self.apply(SchedulePrune(steps=steps, curve=curve, reason=reason, initiator=initiator))
+
+    def set_alpha_target(
+        self,
+        target: float,
+        steps: int,
+        curve: AlphaCurve = AlphaCurve.LINEAR,
+        *,
+        algorithm: BlendAlgorithm | None = None,
+    ) -> None:
+        """Retarget alpha (BLENDING or HOLDING, schedule at rest), optionally switching the algorithm.
+
+        Switching to GATE adds a fresh blend gate (new parameters: the :class:`AlphaTargetSet`
+        event's ``parameters_changed`` says so); switching away removes it.
+        """
+        self.apply(SetAlphaTarget(target=target, steps=steps, curve=curve, algorithm=algorithm))
+
+    def step_epoch(self) -> None:
+        """One tick: ramp alpha, finish a scheduled prune, run the cooldown, try automatic advances."""
+        self.apply(StepEpoch())
+
+    def record_accuracy(self, accuracy: float) -> None:
+        """One epoch's validation accuracy in percentage points (0-100, e.g. 93.1; not 0.931).
+
+        Marks the end of the epoch's training for this seed: in stages that run the seed, the
+        activity measure for G2 is taken here (and the seed is checked for non-finite values).
+        """
+        self.apply(RecordAccuracy(accuracy=accuracy))
+
+    def capture_activity(self) -> None:
+        """Measure the seed's relative parameter change since the last capture (see ``record_accuracy``)."""
+        self.apply(CaptureActivity())
+
+    def record_counterfactual(self, contribution: float) -> None:
+        """A measured leave-one-out contribution in percentage points (-100 to 100)."""
+        self.apply(RecordCounterfactual(contribution=contribution))
+
+    # ---- forward -------------------------------------------------------------------------------
+
+    def forward(self, h: Tensor, alpha_override: Tensor | None = None) -> Tensor:
+        """The host features ``h`` with the seed applied as the stage says; same shape and dtype.
+
+        Identity (the very same tensor) unless the stage runs the seed; in TRAINING the output
+        equals ``h`` exactly while the seed learns (straight-through) unless ``alpha_override``
+        is given. ``alpha_override`` (0-dim, or ``h.dim()`` dims broadcastable to ``h``, e.g.
+        ``(B, 1, 1, 1)``) replaces the schedule's alpha for a counterfactual pass.
+        """
+        if alpha_override is not None:
+            _check_override(alpha_override, h)
+        if not self._runs:
+            return h
+        seed = self.seed
+        x = seed_input(h, isolate=self._isolate)
+        alpha = self._alpha_value if alpha_override is None else alpha_override
+        if self._down:  # seed and gate must not learn to fight their own removal
+            with torch.no_grad():
+                s = seed(x)
+                gate = self.gate_module(x) if self.gate_module is not None else None
+            return blend(self._algorithm, h, s, alpha, gate, reference=x)
+        s = seed(x)
+        tracking = torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        if tracking and not self._output_checked:
+            self._output_checked = True
+            self.apply(ObserveOutput(requires_grad=bool(s.requires_grad)))
+        if self._straight and alpha_override is None:
+            return straight_through(h, s)
+        gate = self.gate_module(x) if self.gate_module is not None else None
+        if tracking and self.training:
+            self._last_output = s.detach()
+        return blend(self._algorithm, h, s, alpha, gate, reference=x)
+
+    # ---- events --------------------------------------------------------------------------------
 
     def add_observer(self, fn: Observer) -> None:
         """Call ``fn(event)`` synchronously for every event of this slot (after commit)."""
@@ -311,112 +519,154 @@ class SeedSlot(ForwardMixin, LifecycleOpsMixin, ScheduleOpsMixin, nn.Module):
             fn(event)
         emit(event)
 
-    def _warn_once(self, code: str, message: str) -> None:
-        if code in self._warned:
-            return
-        self._warned = self._warned | {code}
-        self._emit(SeedWarning(slot_id=self.slot_id, seed_id=self._seed_id, code=code, message=message))
-
-    # ---- gate decisions ---------------------------------------------------------------------------
-
-    def _decide(self, result: GateResult) -> GateResult:
-        """The single place where a gate result becomes a decision (see ``decider``)."""
-        if self.decider is None:
-            return result
-        verdict = self.decider(self, result)
-        if not isinstance(verdict, bool):
-            raise LifecycleError(f"a decider must return a bool, got {verdict!r}")
-        if verdict == result.passed:
-            return result
-        return attrs.evolve(
-            result, passed=verdict, message=f"{result.message} (decider: {verdict}, local: {result.passed})"
-        )
-
-    def _evidence(self) -> GateEvidence:
-        m = self._metrics
-        return GateEvidence(
-            stage=self._stage,
-            seed_id=self._seed_id or "",
-            blueprint=self._blueprint or "",
-            epochs_in_stage=m.epochs_in_stage,
-            improvement=m.improvement_since_stage_start,
-            activity=self._activity.ema,
-            trainable=self.trainable(),
-            alpha=self._alpha.alpha,
-            alpha_target=self._alpha.target,
-            alpha_mode=self._alpha.mode,
-            counterfactual=m.counterfactual,
-            nonfinite=self._health_issues,
-        )
-
-    # ---- reporting -------------------------------------------------------------------------------------
+    # ---- reporting ------------------------------------------------------------------------------
 
     def report(self) -> SlotReport:
-        seed_count = 0 if self.seed is None else sum(p.numel() for p in self.seed.parameters())
-        gate_count = 0 if self.gate_module is None else sum(p.numel() for p in self.gate_module.parameters())
-        live = st.has_seed_module(self._stage)
-        cf = self._metrics.counterfactual
-        issues = self._health_issues + (("negative_contribution",) if cf is not None and cf < 0 else ())
+        """A snapshot for controllers, observations and telemetry."""
+        state, seed = self._state, self._state.seed
+        live = state.stage in st.LIVE
+        a = self.controller
+        m = self.metrics
+        issues = () if seed is None else seed.health_issues
+        issues += ("negative_contribution",) if m.counterfactual is not None and m.counterfactual < 0 else ()
         return SlotReport(
             slot_id=self.slot_id,
             topology=self.topology,
             dim=self.dim,
-            stage=self._stage,
-            previous_stage=self._previous_stage,
-            ticks_in_stage=self._ticks_in_stage,
-            seed_id=self._seed_id,
-            blueprint=self._blueprint,
-            options=tuple(sorted(self._options.items())),
-            algorithm=self._algorithm if live else None,
-            blending_progress=self._alpha.alpha,
-            alpha_target=self._alpha.target,
-            alpha_mode=self._alpha.mode,
-            alpha_curve=self._alpha.curve,
-            alpha_steps_done=self._alpha.steps_done,
-            alpha_steps_total=self._alpha.steps_total,
+            stage=state.stage,
+            previous_stage=state.previous_stage,
+            ticks_in_stage=state.ticks_in_stage,
+            seed_id=self.seed_id,
+            blueprint=self.blueprint,
+            options=() if seed is None else seed.options,
+            algorithm=self.algorithm if live else None,
+            blending_progress=a.alpha,
+            alpha_target=a.target,
+            alpha_mode=a.mode,
+            alpha_curve=a.curve,
+            alpha_steps_done=a.steps_done,
+            alpha_steps_total=a.steps_total,
             isolated=self.isolated if live else False,
-            metrics=self._metrics,
-            activity=self._activity.ema,
+            metrics=m,
+            activity=None if seed is None else seed.activity.ema,
             trainable=self.trainable(),
             healthy=not issues,
             health_issues=issues,
-            seed_param_count=seed_count,
-            gate_param_count=gate_count,
-            pending_prune=self._pending_prune is not None,
+            seed_param_count=_build.parameter_count(self.seed),
+            gate_param_count=_build.parameter_count(self.gate_module),
+            pending_prune=seed is not None and seed.pending_prune is not None,
         )
 
     def state_checksum(self) -> Tensor:
-        """A small float64 vector that differs when two replicas' lifecycles diverge."""
-        a = self._alpha
-        values = [
-            float(self._stage.value),
-            a.alpha,
-            a.target,
-            float(_MODE_CODE[a.mode]),
-            float(a.steps_done),
-            float(a.steps_total),
-            float(_ALGO_CODE[self._algorithm]),
-            float(self._ticks_in_stage),
-            float(sum(p.numel() for p in self.seed_parameters())),
-            float(self._pending_prune is not None),
-        ]
-        return torch.tensor(values, dtype=torch.float64)
+        """A float64 vector that differs when two replicas' lifecycles diverge (CRC of the state's codec)."""
+        return torch.tensor([float(state_checksum(self._state))], dtype=torch.float64)
 
-    # ---- checkpoints (delegated to esper_core.state) ------------------------------------------------------
+    # ---- checkpoints ----------------------------------------------------------------------------
+
+    def build_seed(self, blueprint: str, options: Mapping[str, Any]) -> nn.Module:
+        """Build ``blueprint`` at this slot's dim, device and dtype (no state change)."""
+        return _build.build_seed(self.topology, blueprint, self.dim, options, self._anchor)
+
+    def build_blend_gate(self) -> nn.Module:
+        """A fresh blend gate for this slot (no state change)."""
+        return _build.build_gate(self._topology, self.dim, self._anchor)
+
+    def restore_state(
+        self, state: SlotState, seed: nn.Module | None, gate: nn.Module | None, *, take_reference: bool = True
+    ) -> None:
+        """Commit a state read from a checkpoint, with the modules it needs (see :mod:`esper_core.checkpoint`).
+
+        ``take_reference=False`` leaves the activity meter without a reference copy of the
+        weights: right when ``load_state_dict`` follows, whose post-hook takes it once the
+        checkpoint's tensors are in. Emits :class:`SlotRestored` when the state changed.
+        """
+        if not isinstance(state, SlotState):
+            raise LifecycleError(f"restore_state needs a SlotState, got {type(state).__name__}")
+        needs_seed = state.stage in st.LIVE
+        needs_gate = needs_seed and state.seed is not None and state.seed.algorithm is BlendAlgorithm.GATE
+        if (seed is not None) != needs_seed or (gate is not None) != needs_gate:
+            raise LifecycleError(
+                f"stage {state.stage.name} needs a seed module: {needs_seed}, a blend gate: {needs_gate}; got "
+                f"{type(seed).__name__} and {type(gate).__name__}"
+            )
+        old = self._state
+        if old == state and seed is self.seed and gate is self.gate_module:
+            return
+        self._commit(old, state, seed, gate)
+        self._output_checked = False
+        if take_reference and seed is not None and state.stage in st.RUNS_SEED:
+            self._meter.start(list(seed.parameters()))
+        elif state.stage in st.RUNS_SEED:
+            self._meter.clear()
+        self._emit(SlotRestored(slot_id=self.slot_id, seed_id=self.seed_id, stage=state.stage))
+
+    def lifecycle_text(self) -> str:
+        """The slot's checkpoint envelope as JSON text (cached per state value)."""
+        cached = self._text
+        if cached is None or cached[0] is not self._state:
+            cached = self._text = (self._state, state_text(self._config, self._state))
+        return cached[1]
 
     def get_extra_state(self) -> Any:
-        from esper_core.state import slot_text
-
-        return slot_text(self)
+        return self.lifecycle_text()
 
     def set_extra_state(self, state: Any) -> None:
-        from esper_core.state import restore_slot
+        from esper_core.checkpoint import restore_slot
 
-        # Called by load_state_dict before the seed's tensors are copied; its post-hook
+        # load_state_dict calls this before the seed's tensors are copied; the post-hook
         # takes the activity meter's reference once they are in.
         restore_slot(self, state, take_reference=False)
 
+    def start_activity_interval(self) -> None:
+        """Take the activity meter's reference copy of the seed's weights now (after loading weights)."""
+        if self.seed is not None and self._state.stage in st.RUNS_SEED:
+            self._meter.start(list(self.seed.parameters()))
+
+    # ---- copies ------------------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Observers and the decider belong to whoever registered them (an optimizer binding, a
+        # distributed lifecycle): a copy or a pickle of the slot must not call them.
+        data = dict(self.__dict__)
+        data["_observers"] = []
+        data["decider"] = None
+        data["_text"] = None
+        data["_last_output"] = None
+        data["_frozen"] = {}
+        data["_thaw"] = [(name, flag) for name, flag in self._frozen_names()]
+        return data
+
+    def __setstate__(self, data: dict[str, Any]) -> None:
+        thaw = data.pop("_thaw", [])
+        super().__setstate__(data)
+        params = dict(self.named_parameters())
+        self._frozen = {id(params[n]): (params[n], flag) for n, flag in thaw if n in params}
+
+    def _frozen_names(self) -> list[tuple[str, bool]]:
+        names = {id(p): n for n, p in self.named_parameters()}
+        return [(names[key], flag) for key, (_, flag) in self._frozen.items() if key in names]
+
     def extra_repr(self) -> str:
         return (
-            f"slot_id={self.slot_id!r}, topology={self.topology!r}, dim={self.dim}, stage={self._stage.name}"
+            f"slot_id={self.slot_id!r}, topology={self.topology!r}, dim={self.dim}, stage={self.stage.name}"
         )
+
+
+def _check_override(alpha: object, h: Tensor) -> None:
+    """An alpha override must be a tensor that is 0-dim or ``h.dim()``-dim and broadcasts to ``h``."""
+    ok = isinstance(alpha, Tensor) and (
+        alpha.dim() == 0
+        or (alpha.dim() == h.dim() and all(a in (1, b) for a, b in zip(alpha.shape, h.shape, strict=True)))
+    )
+    if not ok:
+        got = tuple(alpha.shape) if isinstance(alpha, Tensor) else type(alpha).__name__
+        raise LifecycleError(
+            f"alpha_override must be a 0-dim tensor or a {h.dim()}-dim tensor broadcastable to "
+            f"{tuple(h.shape)} (e.g. {(h.shape[0],) + (1,) * (h.dim() - 1)}); got {got}"
+        )
+
+
+def _after_load(slot: nn.Module, _incompatible: object) -> None:
+    # The one piece of runtime state derived from the weights (the activity meter's reference
+    # copy) is taken once the checkpoint's tensors are in.
+    slot.start_activity_interval()  # type: ignore[operator]

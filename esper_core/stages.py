@@ -20,13 +20,16 @@ from types import MappingProxyType
 from esper_core.errors import LifecycleError
 
 __all__ = [
+    "FAILURE",
+    "LIVE",
+    "PROBATION",
     "RESERVED_STAGE_VALUES",
+    "RUNS_SEED",
     "STAGE_SCHEMA_VERSION",
     "TRANSITIONS",
     "SeedStage",
     "default_successor",
     "has_seed_module",
-    "is_cooldown",
     "is_failure",
     "is_legal_transition",
     "is_terminal",
@@ -73,9 +76,20 @@ TRANSITIONS: Mapping[SeedStage, tuple[SeedStage, ...]] = MappingProxyType(
     }
 )
 
-_FAILURE = frozenset({_S.PRUNED, _S.EMBARGOED, _S.RESETTING})
-_RUNS_SEED = frozenset({_S.TRAINING, _S.BLENDING, _S.HOLDING, _S.FOSSILIZED})
-_HAS_MODULE = frozenset({_S.GERMINATED, *_RUNS_SEED})
+# ---- stage sets: defined here and nowhere else ------------------------------------------------
+
+#: The cooldown after a prune: the seed module is gone and the slot cannot be used yet.
+FAILURE: frozenset[SeedStage] = frozenset({_S.PRUNED, _S.EMBARGOED, _S.RESETTING})
+#: Stages in which ``forward`` runs the seed (GERMINATED holds a seed but does not run it).
+RUNS_SEED: frozenset[SeedStage] = frozenset({_S.TRAINING, _S.BLENDING, _S.HOLDING, _S.FOSSILIZED})
+#: Stages in which the slot holds a live seed module (and so pays its parameters as rent).
+LIVE: frozenset[SeedStage] = frozenset({_S.GERMINATED, *RUNS_SEED})
+#: Live stages before the seed is kept for good: the seed is still on probation.
+PROBATION: frozenset[SeedStage] = LIVE - {_S.FOSSILIZED}
+
+_FAILURE = FAILURE
+_RUNS_SEED = RUNS_SEED
+_HAS_MODULE = LIVE
 _INDEX = {stage: i for i, stage in enumerate(SeedStage)}
 
 
@@ -122,10 +136,6 @@ def is_terminal(stage: SeedStage) -> bool:
 def is_failure(stage: SeedStage) -> bool:
     """PRUNED, EMBARGOED and RESETTING: the seed is gone and the slot is cooling down."""
     return stage in _FAILURE
-
-
-#: Alias with the name the design appendix uses.
-is_cooldown = is_failure
 
 
 def runs_seed(stage: SeedStage) -> bool:

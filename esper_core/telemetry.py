@@ -19,8 +19,7 @@ from typing import Any
 
 import attrs
 
-from esper_core.alpha import AlphaCurve
-from esper_core.blend import BlendAlgorithm
+from esper_core.alpha import AlphaCurve, BlendAlgorithm
 from esper_core.gates import GateLevel, GateResult
 from esper_core.stages import SeedStage
 
@@ -33,6 +32,7 @@ __all__ = [
     "SeedGerminated",
     "SeedPruned",
     "SeedWarning",
+    "SlotRestored",
     "StageChanged",
     "TelemetrySinkWarning",
     "emit",
@@ -148,6 +148,13 @@ class SeedWarning(SeedEvent):
 
     code: str
     message: str
+
+
+@attrs.frozen(kw_only=True)
+class SlotRestored(SeedEvent):
+    """A checkpoint changed the slot's lifecycle state (and, when live, rebuilt its modules)."""
+
+    stage: SeedStage
 
 
 _reported: set[str] = set()

@@ -2,7 +2,10 @@
 
 Every lifecycle call is one *exchange* (:meth:`Channel.exchange`): each rank sends a tiny
 header (op, call number, slot, extra) to rank 0 with ``gather``, and rank 0 broadcasts
-the table of all headers together with its fixed-size command record. Every rank then
+the table of all headers together with its record: length-prefixed bytes (the codec of a
+command, a verdict or an abort) in a ``uint8`` tensor of :attr:`Channel.capacity` bytes. A
+record longer than that follows in a second broadcast whose size every rank read from the
+prefix, so records have no size limit and the common case stays one round trip. Every rank then
 holds the same table, so when the ranks are not in the same lifecycle call each of them
 raises the same error, naming what each rank called. That is one round trip, the least
 that lets rank 0 learn the other ranks' calls and tell them its decision.
@@ -37,6 +40,9 @@ __all__ = ["Channel", "HandshakeRow", "as_timedelta", "is_distributed"]
 _HEADER = 4  # op, seq, slot, extra
 _HEADER_BYTES = _HEADER * 8
 _HEADER_LAYOUT = struct.Struct(f"={_HEADER}q")  # native order: the bytes are read as int64 tensors
+_LENGTH = struct.Struct("<I")  # a record's length in bytes, before the record
+#: Default room for a record in the exchange buffer (a germinate command is ~300 bytes).
+DEFAULT_CAPACITY = 1024
 
 
 def is_distributed() -> bool:
@@ -71,8 +77,9 @@ class HandshakeRow:
 class Channel:
     """The collectives of one lifecycle stream on one process group, each with a deadline.
 
-    ``record_size`` is the size in bytes of the record rank 0 sends with every exchange.
-    ``describe_op`` turns an op code into a name for error messages. A timeout leaves the
+    ``capacity`` is the room in bytes for rank 0's record inside the exchange buffer (longer
+    records take one more broadcast). ``describe_op`` turns an op code into a name for error
+    messages. A timeout leaves the
     group's collective sequence in an unknown state, so the channel then refuses every
     further call (:attr:`broken`) rather than risk pairing the wrong messages.
     """
@@ -83,12 +90,12 @@ class Channel:
         timeout: float | datetime.timedelta,
         describe_op: Callable[[int], str] = str,
         *,
-        record_size: int = 0,
+        capacity: int = DEFAULT_CAPACITY,
     ) -> None:
-        if isinstance(record_size, bool) or not isinstance(record_size, int) or record_size < 0:
-            raise DistributedError(f"record_size must be an int >= 0, got {record_size!r}")
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or not 0 <= capacity <= 2**20:
+            raise DistributedError(f"capacity must be an int in [0, {2**20}] (bytes), got {capacity!r}")
         self.timeout = as_timedelta(timeout)
-        self.record_size = record_size
+        self.capacity = capacity
         self._describe = describe_op
         self.broken: str | None = None
         if not is_distributed():
@@ -120,7 +127,8 @@ class Channel:
         both sides of a message whose whole round trip is a few hundred.
         """
         self._table_bytes = self.world_size * _HEADER_BYTES
-        self._host = torch.zeros(self._table_bytes + self.record_size, dtype=torch.uint8)
+        self._record_at = self._table_bytes + _LENGTH.size
+        self._host = torch.zeros(self._record_at + self.capacity, dtype=torch.uint8)
         self._host_view = memoryview(self._host.numpy())
         self._mine_host = torch.zeros(_HEADER, dtype=torch.int64)
         self._mine_view = memoryview(self._mine_host.numpy()).cast("B")
@@ -164,13 +172,13 @@ class Channel:
     # ------------------------------------------------------------------ collectives
 
     def exchange(
-        self, op: int, seq: int, slot: int = -1, extra: int = 0, record: bytes | torch.Tensor | None = None
+        self, op: int, seq: int, slot: int = -1, extra: int = 0, record: bytes | None = None
     ) -> tuple[list[HandshakeRow], bytes]:
         """Start a lifecycle call: every rank's header, and rank 0's record, on every rank.
 
         Each rank announces ``(op, seq, slot, extra)``; rank 0 also passes its ``record``
-        (:attr:`record_size` bytes; ignored on the other ranks). Returns the rows of all
-        ranks by rank and rank 0's record as bytes. Raises :class:`DistributedError` on
+        (bytes of any length; ignored on the other ranks). Returns the rows of all ranks by
+        rank and rank 0's record. Raises :class:`DistributedError` on
         every rank alike when the ranks are in different calls (``op`` or ``seq`` differ),
         naming what each rank called; the channel stays usable.
         """
@@ -179,7 +187,8 @@ class Channel:
         if self.local:
             rows = [HandshakeRow(0, op, seq, slot, extra)]
         else:
-            rows, raw = self._exchange(op, seq, slot, extra, raw)
+            rows = self._exchange(op, seq, slot, extra, raw)
+            raw = self._receive(raw)
         if any(row.op != rows[0].op or row.seq != rows[0].seq for row in rows):
             calls = "; ".join(
                 f"rank {row.rank} called {self._describe(row.op)} (call #{row.seq})" for row in rows
@@ -190,17 +199,16 @@ class Channel:
             )
         return rows, raw
 
-    def _record_bytes(self, record: bytes | torch.Tensor | None) -> bytes:
+    def _record_bytes(self, record: bytes | None) -> bytes:
         if record is None:
-            return bytes(self.record_size)
-        raw = record.cpu().numpy().tobytes() if isinstance(record, torch.Tensor) else record
-        if len(raw) != self.record_size:
-            raise DistributedError(f"a record is {self.record_size} bytes on this channel, got {len(raw)}")
-        return raw
+            return b""
+        if not isinstance(record, bytes | bytearray):
+            raise DistributedError(f"a record must be bytes, got {type(record).__name__}")
+        if len(record) >= 2**32:
+            raise DistributedError(f"a record must be shorter than 4 GiB, got {len(record)} bytes")
+        return bytes(record)
 
-    def _exchange(
-        self, op: int, seq: int, slot: int, extra: int, raw: bytes
-    ) -> tuple[list[HandshakeRow], bytes]:
+    def _exchange(self, op: int, seq: int, slot: int, extra: int, raw: bytes) -> list[HandshakeRow]:
         _HEADER_LAYOUT.pack_into(self._mine_view, 0, op, seq, slot, extra)
         if self._mine is not self._mine_host:
             self._mine.copy_(self._mine_host)
@@ -208,13 +216,14 @@ class Channel:
         self._wait(self.group.gather(outputs, [self._mine], self._gather_opts), "handshake")
         self._send_buffer(raw)
         values = self._table_layout.unpack_from(self._host_view)
-        rows = [HandshakeRow(r, *values[r * _HEADER : (r + 1) * _HEADER]) for r in range(self.world_size)]
-        return rows, bytes(self._host_view[self._table_bytes :])
+        return [HandshakeRow(r, *values[r * _HEADER : (r + 1) * _HEADER]) for r in range(self.world_size)]
 
     def _send_buffer(self, raw: bytes) -> None:
-        """Broadcast the exchange buffer with rank 0's record in it; leave it in the host buffer."""
-        if self.rank == 0 and self.record_size:
-            self._host_view[self._table_bytes :] = raw
+        """Broadcast the exchange buffer with rank 0's record (its first part) in it."""
+        if self.rank == 0:
+            _LENGTH.pack_into(self._host_view, self._table_bytes, len(raw))
+            head = raw[: self.capacity]
+            self._host_view[self._record_at : self._record_at + len(head)] = head
         on_host = self._buffer is self._host
         if not on_host and self.rank == 0:
             # Only the record comes from the host: the table part is gathered on the device.
@@ -223,18 +232,30 @@ class Channel:
         if not on_host:
             self._host.copy_(self._buffer)
 
-    def broadcast_record(self, record: bytes | torch.Tensor | None) -> bytes:
-        """Rank 0's record on every rank: the second half of :meth:`exchange`, one broadcast.
+    def _receive(self, raw: bytes) -> bytes:
+        """Rank 0's whole record from the buffer, and from one more broadcast if it did not fit."""
+        (length,) = _LENGTH.unpack_from(self._host_view, self._table_bytes)
+        head = bytes(self._host_view[self._record_at : self._record_at + min(length, self.capacity)])
+        if length <= self.capacity:
+            return head
+        rest = torch.zeros(length - self.capacity, dtype=torch.uint8)
+        if self.rank == 0:
+            rest.copy_(torch.frombuffer(bytearray(raw[self.capacity :]), dtype=torch.uint8))
+        buffer = rest.to(self.device)
+        self._broadcast_in_place(buffer, "command broadcast (long record)")
+        return head + buffer.cpu().numpy().tobytes()
 
-        No header is exchanged, so nothing checks that the ranks are in the same call:
-        this is the bare command transport (what ``bench/bench_distributed.py`` times).
+    def broadcast_record(self, record: bytes | None) -> bytes:
+        """Rank 0's record on every rank: the second half of :meth:`exchange` (no header check).
+
+        This is the bare command transport (what ``bench/bench_distributed.py`` times).
         """
         self._check_usable()
         raw = self._record_bytes(record) if self.rank == 0 else b""
         if self.local:
             return raw
         self._send_buffer(raw)
-        return bytes(self._host_view[self._table_bytes :])
+        return self._receive(raw)
 
     def broadcast(self, payload: torch.Tensor) -> torch.Tensor:
         """Rank 0's ``payload`` on every rank (same shape and dtype everywhere)."""

@@ -6,9 +6,12 @@ rank validates on its own data shard, so a gate can pass on one rank and fail on
 :class:`DistributedLifecycle` therefore turns the lifecycle into a command stream:
 
 * Every mutation (germinate, advance, prune, schedule_prune, set_alpha_target) is a
-  collective call. Rank 0's arguments are encoded as a fixed-size tensor
-  (:mod:`esper_core.distributed.wire`), broadcast on the group's own backend, decoded
-  and applied on every rank, rank 0 included, so all ranks apply byte-identical inputs.
+  collective call. Rank 0 builds the :mod:`command value <esper_core.commands>`, the one
+  codec writes it (JSON bytes, no pickle), it is broadcast on the group's own backend as
+  a ``uint8`` tensor, decoded and applied on every rank, rank 0 included, so all ranks
+  apply identical commands: whatever a command expresses locally, it expresses here.
+  A germination is also confirmed by every rank (it needs the blueprint in each rank's own
+  registry) before any rank builds anything.
 * Every gate decision, including the auto-advance inside ``step_epoch``, goes through the
   slot's ``decider`` hook, which this class installs: rank 0's local verdict is broadcast
   and every rank commits it.
@@ -34,12 +37,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from esper_core.alpha import AlphaCurve
-from esper_core.blend import BlendAlgorithm
+from esper_core.alpha import AlphaCurve, BlendAlgorithm
+from esper_core.commands import Advance, Germinate, Prune, SchedulePrune, SetAlphaTarget
 from esper_core.distributed.checksum import FINGERPRINT_FIELDS, find_drift, slot_fingerprint
-from esper_core.distributed.command import CommandOp, LifecycleCommand
-from esper_core.distributed.stream import CommandStream
-from esper_core.errors import DistributedError, LifecycleError
+from esper_core.distributed.stream import CallOp, CommandStream
+from esper_core.errors import DistributedError, EsperError, LifecycleError
 from esper_core.gates import GateResult
 from esper_core.stages import SeedStage
 from esper_core.telemetry import (
@@ -209,42 +211,31 @@ class DistributedLifecycle:
             raise LifecycleError(f"unknown slot {slot_id!r}; slots: {self._ids}")
         return self._index[slot_id]
 
-    def _apply(self, command: LifecycleCommand, seq_salt: int = 0) -> Any:
-        if not 0 <= command.slot < len(self._ids):
-            raise DistributedError(
-                f"rank 0 sent slot index {command.slot}; this rank has {len(self._ids)} slots"
-            )
-        slot = self._slots[self._ids[command.slot]]
-        with self._driving(self._stream.seq, seq_salt):
-            if command.op is CommandOp.GERMINATE:
-                return slot.germinate(
-                    command.blueprint,
-                    options=command.options_dict(),
-                    seed_id=command.seed_id,
-                    algorithm=command.algorithm,
-                    tempo=command.tempo,
-                    curve=command.curve,
-                    alpha_target=command.alpha_target,
-                )
-            if command.op is CommandOp.ADVANCE:
-                return slot.advance(command.target_stage)
-            if command.op is CommandOp.PRUNE:
-                return slot.prune(command.reason, command.initiator)
-            if command.op is CommandOp.SCHEDULE_PRUNE:
-                return slot.schedule_prune(
-                    command.steps, command.curve, reason=command.reason, initiator=command.initiator
-                )
-            if command.op is CommandOp.SET_ALPHA_TARGET:
-                return slot.set_alpha_target(
-                    command.alpha_target, command.steps, command.curve, algorithm=command.algorithm
-                )
-        raise DistributedError(
-            f"command op {command.op.name} cannot be applied to a slot"
-        )  # pragma: no cover
+    def _call(self, op: CallOp, slot_id: str, build: Callable[[], object]) -> Any:
+        """One collective mutation: rank 0's command for rank 0's slot, applied on every rank."""
 
-    def _topology_name(self, slot_id: str) -> str:
-        topology = self._slots[slot_id].topology
-        return str(getattr(topology, "name", topology))
+        def issue() -> tuple[int, object]:
+            index = self._slot_index(slot_id)
+            return index, self._slots[self._ids[index]].prepare(build())
+
+        index, command = self._stream.issue(op, issue)
+        if not 0 <= index < len(self._ids):
+            raise DistributedError(f"rank 0 sent slot index {index}; this rank has {len(self._ids)} slots")
+        slot = self._slots[self._ids[index]]
+        if op is CallOp.GERMINATE:  # needs this rank's own registry: every rank must confirm
+            failure: EsperError | None = None
+            try:
+                command = slot.prepare(command)
+            except EsperError as exc:
+                failure = exc
+            try:
+                self._stream.confirm(failure is None)
+            except DistributedError:
+                if failure is not None:
+                    raise failure from None
+                raise
+        with self._driving(self._stream.seq):
+            return slot.apply(command)
 
     # ------------------------------------------------------------------ public mutations
 
@@ -261,22 +252,23 @@ class DistributedLifecycle:
         alpha_target: float = 1.0,
     ) -> None:
         """Germinate rank 0's choice of blueprint in rank 0's choice of slot, on every rank."""
-
-        def build() -> LifecycleCommand:
-            return LifecycleCommand(
-                op=CommandOp.GERMINATE,
-                slot=self._slot_index(slot_id),
-                topology=self._topology_name(slot_id),
+        outcome = self._call(
+            CallOp.GERMINATE,
+            slot_id,
+            lambda: Germinate(
                 blueprint=blueprint,
-                options=dict(options or {}),
+                options=options or {},
                 seed_id=seed_id,
                 algorithm=algorithm,
                 tempo=tempo,
                 curve=curve,
                 alpha_target=alpha_target,
+            ),
+        )
+        if outcome.result is not None and not outcome.result.passed:
+            raise LifecycleError(
+                f"G0 rejected germinating {blueprint!r} in slot {slot_id!r}: {list(outcome.result.checks_failed)}"
             )
-
-        self._apply(self._stream.issue(CommandOp.GERMINATE, build))
 
     def advance(self, slot_id: str, target: SeedStage | None = None) -> GateResult:
         """Evaluate the gate on every rank and commit rank 0's verdict everywhere.
@@ -284,38 +276,21 @@ class DistributedLifecycle:
         The result is this rank's own evaluation with ``passed`` set to the committed
         verdict (the slot notes in the message when rank 0 overruled this rank).
         """
-
-        def build() -> LifecycleCommand:
-            return LifecycleCommand(op=CommandOp.ADVANCE, slot=self._slot_index(slot_id), target_stage=target)
-
-        return self._apply(self._stream.issue(CommandOp.ADVANCE, build))
+        return self._call(CallOp.ADVANCE, slot_id, lambda: Advance(target=target)).result
 
     def prune(self, slot_id: str, reason: str, initiator: str) -> None:
         """Prune rank 0's choice of slot on every rank."""
-
-        def build() -> LifecycleCommand:
-            return LifecycleCommand(
-                op=CommandOp.PRUNE, slot=self._slot_index(slot_id), reason=reason, initiator=initiator
-            )
-
-        self._apply(self._stream.issue(CommandOp.PRUNE, build))
+        self._call(CallOp.PRUNE, slot_id, lambda: Prune(reason=reason, initiator=initiator))
 
     def schedule_prune(
         self, slot_id: str, steps: int, curve: AlphaCurve = AlphaCurve.LINEAR, *, reason: str, initiator: str
     ) -> None:
         """Ramp rank 0's choice of slot down to zero over ``steps`` epochs, then prune it."""
-
-        def build() -> LifecycleCommand:
-            return LifecycleCommand(
-                op=CommandOp.SCHEDULE_PRUNE,
-                slot=self._slot_index(slot_id),
-                steps=steps,
-                curve=curve,
-                reason=reason,
-                initiator=initiator,
-            )
-
-        self._apply(self._stream.issue(CommandOp.SCHEDULE_PRUNE, build))
+        self._call(
+            CallOp.SCHEDULE_PRUNE,
+            slot_id,
+            lambda: SchedulePrune(steps=steps, curve=curve, reason=reason, initiator=initiator),
+        )
 
     def set_alpha_target(
         self,
@@ -327,18 +302,11 @@ class DistributedLifecycle:
         algorithm: BlendAlgorithm | None = None,
     ) -> None:
         """Retarget rank 0's choice of slot's alpha (optionally its blend algorithm) on every rank."""
-
-        def build() -> LifecycleCommand:
-            return LifecycleCommand(
-                op=CommandOp.SET_ALPHA_TARGET,
-                slot=self._slot_index(slot_id),
-                alpha_target=target,
-                steps=steps,
-                curve=curve,
-                algorithm=algorithm,
-            )
-
-        self._apply(self._stream.issue(CommandOp.SET_ALPHA_TARGET, build))
+        self._call(
+            CallOp.SET_ALPHA_TARGET,
+            slot_id,
+            lambda: SetAlphaTarget(target=target, steps=steps, curve=curve, algorithm=algorithm),
+        )
 
     def step_epoch(self) -> None:
         """Tick every slot on every rank (auto-advances decided by rank 0), then check drift."""

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
+from esper_core.checkpoint import load_checkpoint, restore_slot, slot_envelope
 from esper_core.errors import CheckpointError
-from esper_core.state import encode_slot, load_checkpoint, restore_slot
 
 Mutation = Callable[[dict[str, Any]], None]
 
@@ -45,66 +45,66 @@ NAN, INF = math.nan, math.inf
 # (id, scenario the envelope comes from, mutation, text the message must contain)
 CASES: list[tuple[str, str, Mutation, str]] = [
     ("missing-top", "blending_gate", _delete("dim"), "'dim' is missing"),
-    ("missing-nested", "blending_gate", _delete("seed.metrics.contribution_velocity"),
-     "'seed.metrics.contribution_velocity' is missing"),
+    ("missing-nested", "blending_gate", _delete("state.seed.metrics.contribution_velocity"),
+     "'state.seed.metrics.contribution_velocity' is missing"),
     ("missing-version", "blending_gate", _delete("version"), "'version' is missing"),
-    ("missing-pending", "blending", _delete("seed.pending_prune"), "'seed.pending_prune' is missing"),
+    ("missing-pending", "blending", _delete("state.seed.pending_prune"), "'state.seed.pending_prune' is missing"),
     ("extra-top", "blending_gate", _set("colour", "red"), "'colour' is not part"),
-    ("extra-nested", "blending_gate", _set("seed.alpha.speed", 1.0), "'seed.alpha.speed' is not part"),
+    ("extra-nested", "blending_gate", _set("state.seed.alpha.speed", 1.0), "'state.seed.alpha.speed' is an unexpected key"),
     ("type-str-for-int", "blending_gate", _set("dim", "6"), "'dim'"),
-    ("type-float-for-int", "blending_gate", _set("seed.tempo", 3.0), "'seed.tempo'"),
-    ("type-bool-for-int", "blending_gate", _set("ticks_in_stage", True), "'ticks_in_stage'"),
-    ("type-int-for-float", "blending_gate", _set("seed.alpha.alpha", 1), "'seed.alpha.alpha'"),
-    ("type-list-for-dict", "blending_gate", _set("seed.metrics", []), "'seed.metrics'"),
-    ("type-int-for-bool", "blending_gate", _set("seed.output_requires_grad", 1), "'seed.output_requires_grad'"),
-    ("type-none-for-str", "blending_gate", _set("seed.seed_id", None), "'seed.seed_id'"),
-    ("stage-5", "blending_gate", _set("stage", 5), "'stage'"),
-    ("stage-11", "blending_gate", _set("stage", 11), "'stage'"),
-    ("stage-negative", "blending_gate", _set("stage", -1), "'stage'"),
-    ("stage-unknown-0", "blending_gate", _set("stage", 0), "'stage'"),
-    ("previous-stage-5", "blending_gate", _set("previous_stage", 5), "'previous_stage'"),
-    ("history-stage-5", "blending_gate", _set("seed.history", {"bound": 4, "stages": [2, 5]}), "'seed.history.stages[1]'"),
-    ("version-2", "blending_gate", _set("version", 2), "'version'"),
+    ("type-float-for-int", "blending_gate", _set("state.seed.tempo", 3.0), "'state.seed.tempo'"),
+    ("type-bool-for-int", "blending_gate", _set("state.ticks_in_stage", True), "'state.ticks_in_stage'"),
+    ("type-int-for-float", "blending_gate", _set("state.seed.alpha.alpha", 1), "'state.seed.alpha.alpha'"),
+    ("type-list-for-dict", "blending_gate", _set("state.seed.metrics", []), "'state.seed.metrics'"),
+    ("type-int-for-bool", "blending_gate", _set("state.seed.output_requires_grad", 1), "'state.seed.output_requires_grad'"),
+    ("type-none-for-str", "blending_gate", _set("state.seed.seed_id", None), "'state.seed.seed_id'"),
+    ("stage-5", "blending_gate", _set("state.stage", 5), "'state.stage'"),
+    ("stage-11", "blending_gate", _set("state.stage", 11), "'state.stage'"),
+    ("stage-negative", "blending_gate", _set("state.stage", -1), "'state.stage'"),
+    ("stage-unknown-0", "blending_gate", _set("state.stage", 0), "'state.stage'"),
+    ("previous-stage-5", "blending_gate", _set("state.previous_stage", 5), "'state.previous_stage'"),
+    ("history-stage-5", "blending_gate", _set("state.seed.history", [2, 5]), "'state.seed.history[1]'"),
+    ("version-3", "blending_gate", _set("version", 3), "'version'"),
     ("version-str", "blending_gate", _set("version", "1"), "'version'"),
-    ("unknown-blueprint", "blending_gate", _set("seed.blueprint", "no_such_blueprint"), "'seed.blueprint'"),
+    ("unknown-blueprint", "blending_gate", _set("state.seed.blueprint", "no_such_blueprint"), "'state.seed.blueprint'"),
     ("unknown-topology", "blending_gate", _set("topology", "graph"), "'topology'"),
     ("other-topology", "blending_gate", _set("topology", "transformer"), "'topology'"),
     ("dim-mismatch", "blending_gate", _set("dim", 7), "'dim'"),
     ("slot-id-mismatch", "blending_gate", _set("slot_id", "elsewhere"), "'slot_id'"),
-    ("nan-alpha", "blending_gate", _set("seed.alpha.alpha", NAN), "'seed.alpha.alpha'"),
-    ("inf-accuracy", "blending_gate", _set("seed.metrics.current_accuracy", INF), "'seed.metrics.current_accuracy'"),
-    ("nan-target", "blending_gate", _set("seed.germination_target", NAN), "'seed.germination_target'"),
-    ("nan-option", "blending_gate", _set("seed.options.scale", NAN), "'seed.options.scale'"),
-    ("unknown-option", "blending_gate", _set("seed.options.depth", 2), "'seed.options'"),
-    ("option-out-of-range", "blending_gate", _set("seed.options.hidden", 0), "'seed.options'"),
-    ("accuracy-out-of-range", "blending_gate", _set("seed.metrics.best_accuracy", 101.0), "'seed.metrics.best_accuracy'"),
-    ("alpha-out-of-range", "blending_gate", _set("seed.alpha.target", 1.5), "'seed.alpha.target'"),
-    ("bad-mode", "blending_gate", _set("seed.alpha.mode", "sideways"), "'seed.alpha.mode'"),
-    ("bad-algorithm", "blending_gate", _set("seed.algorithm", "subtract"), "'seed.algorithm'"),
-    ("seed-missing-for-stage", "blending_gate", _set("seed", None), "'seed'"),
-    ("seed-in-dormant", "blending_gate", _set("stage", 1), "'previous_stage'"),
-    ("illegal-previous", "blending_gate", _set("previous_stage", 1), "'previous_stage'"),
-    ("ramp-steps-inconsistent", "blending_gate", _set("seed.alpha.steps_done", 9), "'seed.alpha'"),
+    ("nan-alpha", "blending_gate", _set("state.seed.alpha.alpha", NAN), "'state.seed.alpha.alpha'"),
+    ("inf-accuracy", "blending_gate", _set("state.seed.metrics.current_accuracy", INF), "'state.seed.metrics.current_accuracy'"),
+    ("nan-target", "blending_gate", _set("state.seed.germination_target", NAN), "'state.seed.germination_target'"),
+    ("nan-option", "blending_gate", _set("state.seed.options.scale", NAN), "'state.seed.options.scale'"),
+    ("unknown-option", "blending_gate", _set("state.seed.options.depth", 2), "'state.seed.options'"),
+    ("option-out-of-range", "blending_gate", _set("state.seed.options.hidden", 0), "'state.seed.options'"),
+    ("accuracy-out-of-range", "blending_gate", _set("state.seed.metrics.best_accuracy", 101.0), "'state.seed.metrics.best_accuracy'"),
+    ("alpha-out-of-range", "blending_gate", _set("state.seed.alpha.target", 1.5), "'state.seed.alpha.target'"),
+    ("bad-mode", "blending_gate", _set("state.seed.alpha.mode", "sideways"), "'state.seed.alpha.mode'"),
+    ("bad-algorithm", "blending_gate", _set("state.seed.algorithm", "subtract"), "'state.seed.algorithm'"),
+    ("seed-missing-for-stage", "blending_gate", _set("state.seed", None), "'state.seed'"),
+    ("seed-in-dormant", "blending_gate", _set("state.stage", 1), "'state.previous_stage'"),
+    ("illegal-previous", "blending_gate", _set("state.previous_stage", 1), "'state.previous_stage'"),
+    ("ramp-steps-inconsistent", "blending_gate", _set("state.seed.alpha.steps_done", 9), "'state.seed.alpha'"),
     ("alpha-in-training", "training",
-     _set("seed.alpha", {"alpha": 0.5, "start": 0.5, "target": 0.5, "mode": "hold", "curve": "linear",
-                         "steepness": 12.0, "steps_total": 0, "steps_done": 0}), "'seed.alpha'"),
-    ("pending-prune-in-training", "training", _set("seed.pending_prune", {"reason": "r", "initiator": "i"}),
-     "'seed.pending_prune'"),
-    ("blank-prune-reason", "pending_prune", _set("seed.pending_prune.reason", "  "), "'seed.pending_prune.reason'"),
-    ("activity-inconsistent", "blending_gate", _set("seed.activity", {"ema": None, "last": None, "samples": 3}),
-     "'seed.activity'"),
-    ("germinations-zero", "blending_gate", _set("germinations", 0), "'germinations'"),
-    ("epochs-inconsistent", "blending_gate", _set("seed.metrics.epochs_in_stage", 99), "'seed.metrics.epochs_in_stage'"),
-    ("history-over-bound", "blending_gate", _set("seed.history", {"bound": 1, "stages": [3, 4]}), "'seed.history.stages'"),
-    ("history-wrong-last", "blending_gate", _set("seed.history", {"bound": 5, "stages": [2, 3]}), "'seed.history.stages'"),
-    ("options-not-dict", "blending_gate", _set("seed.options", [["hidden", 3]]), "'seed.options'"),
+     _set("state.seed.alpha", {"alpha": 0.5, "start": 0.5, "target": 0.5, "mode": "hold", "curve": "linear",
+                         "steepness": 12.0, "steps_total": 0, "steps_done": 0}), "'state.seed.alpha'"),
+    ("pending-prune-in-training", "training", _set("state.seed.pending_prune", {"reason": "r", "initiator": "i"}),
+     "'state.seed.pending_prune'"),
+    ("blank-prune-reason", "pending_prune", _set("state.seed.pending_prune.reason", "  "), "'state.seed.pending_prune.reason'"),
+    ("activity-inconsistent", "blending_gate", _set("state.seed.activity", {"ema": None, "last": None, "samples": 3}),
+     "'state.seed.activity'"),
+    ("germinations-zero", "blending_gate", _set("state.germinations", 0), "'state.germinations'"),
+    ("epochs-inconsistent", "blending_gate", _set("state.seed.metrics.epochs_in_stage", 99), "'state.seed.metrics.epochs_in_stage'"),
+    ("history-over-bound", "blending_gate", _set("state.seed.history", [4, 6] * 51), "'state.seed.history'"),
+    ("history-wrong-last", "blending_gate", _set("state.seed.history", [2, 3]), "'state.seed.history'"),
+    ("options-not-dict", "blending_gate", _set("state.seed.options", [["hidden", 3]]), "'state.seed.options'"),
 ]  # fmt: skip
 
 
 def snapshot(slot: nn.Module) -> tuple[Any, ...]:
     """Everything a failed load must leave alone: lifecycle, modules and their values."""
     return (
-        encode_slot(slot),
+        slot_envelope(slot),
         id(slot.seed),
         id(slot.gate_module),
         {k: v.clone() for k, v in slot.state_dict().items() if isinstance(v, torch.Tensor)},
@@ -123,7 +123,7 @@ def assert_unchanged(before: tuple[Any, ...], after: tuple[Any, ...]) -> None:
 def test_bad_envelope_raises_naming_the_field_and_changes_nothing(
     scenario, source, mutate, field, target_name
 ):
-    envelope = copy.deepcopy(encode_slot(scenario(source)))
+    envelope = copy.deepcopy(slot_envelope(scenario(source)))
     mutate(envelope)
     target = scenario(target_name)
     before = snapshot(target)
@@ -143,8 +143,8 @@ def test_non_dict_envelope_is_rejected(scenario, bad):
 
 
 def test_error_message_says_what_is_accepted(scenario):
-    envelope = encode_slot(scenario("blending"))
-    envelope["stage"] = 5
+    envelope = slot_envelope(scenario("blending"))
+    envelope["state"]["stage"] = 5
     with pytest.raises(CheckpointError) as info:
         restore_slot(scenario("dormant"), envelope)
     message = str(info.value)
@@ -156,7 +156,7 @@ def test_bad_envelope_through_load_state_dict_leaves_seed_weights_alone(scenario
     state = source.state_dict()
     state = {k: (v + 1.0 if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
     envelope = json.loads(state["_extra_state"])  # a slot stores its envelope as JSON text
-    envelope["seed"]["metrics"]["counterfactual"] = math.nan
+    envelope["state"]["seed"]["metrics"]["counterfactual"] = math.nan
     state["_extra_state"] = json.dumps(envelope)
     target = scenario("holding")
     before = snapshot(target)
@@ -190,39 +190,40 @@ def test_load_checkpoint_checks_everything_before_touching_the_model(scenario, c
     corrupt(state)
     model = Net(scenario("dormant"))
     before = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
-    before_env = encode_slot(model.slot)
+    before_env = slot_envelope(model.slot)
     with pytest.raises(CheckpointError, match="slot"):
         load_checkpoint(model, state)
     after = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert encode_slot(model.slot) == before_env
+    assert slot_envelope(model.slot) == before_env
     assert model.slot.seed is None
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("dim", 6.0), ("ticks_in_stage", True), ("stage", 4.0)],
+    [("dim", 6.0), ("state.ticks_in_stage", True), ("state.stage", 4.0)],
 )
 def test_near_identical_envelope_is_still_checked_strictly(scenario, field, value):
     # Re-loading a slot's own envelope is a no-op; one that only *compares* equal is not.
     slot = scenario("blending")
-    envelope = encode_slot(slot)
-    assert envelope[field] == value
-    envelope[field] = value
+    envelope = slot_envelope(slot)
+    node, key = (envelope["state"], field[6:]) if field.startswith("state.") else (envelope, field)
+    assert node[key] == value
+    node[key] = value
     before = snapshot(slot)
     with pytest.raises(CheckpointError, match=field):
         restore_slot(slot, envelope)
     assert_unchanged(before, snapshot(slot))
 
 
-@pytest.mark.parametrize("history", [None, {"bound": 5, "stages": []}])
+@pytest.mark.parametrize("history", [None, []])
 def test_a_live_seed_needs_its_stage_history(scenario, history) -> None:
     """Found by the mutation test: a history of None used to load and keep the target's own."""
-    envelope = encode_slot(scenario("fossilized"))
-    envelope["seed"]["history"] = history
+    envelope = slot_envelope(scenario("fossilized"))
+    envelope["state"]["seed"]["history"] = history
     target = scenario("holding")
-    before = encode_slot(target)
-    with pytest.raises(CheckpointError, match=r"'seed\.history"):
+    before = slot_envelope(target)
+    with pytest.raises(CheckpointError, match=r"'state\.seed\.history"):
         restore_slot(target, envelope)
-    assert encode_slot(target) == before
+    assert slot_envelope(target) == before

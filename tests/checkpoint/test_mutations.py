@@ -12,8 +12,8 @@ import torch
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from esper_core.checkpoint import restore_slot, slot_envelope
 from esper_core.errors import CheckpointError
-from esper_core.state import encode_slot, restore_slot
 
 SOURCES = ("training", "blending_gate", "pending_prune", "fossilized", "embargoed", "dormant")
 TARGETS = ("dormant", "holding")
@@ -92,13 +92,13 @@ _ENVELOPES: dict[str, dict[str, Any]] = {}
 def source_envelope(scenario: Any, name: str) -> dict[str, Any]:
     """A valid envelope of scenario ``name`` (built once; callers get a deep copy)."""
     if name not in _ENVELOPES:
-        _ENVELOPES[name] = encode_slot(scenario(name))
+        _ENVELOPES[name] = slot_envelope(scenario(name))
     return copy.deepcopy(_ENVELOPES[name])
 
 
 def state_of(slot: Any) -> tuple[Any, ...]:
     tensors = {k: v.clone() for k, v in slot.state_dict().items() if isinstance(v, torch.Tensor)}
-    return encode_slot(slot), id(slot.seed), id(slot.gate_module), tensors
+    return slot_envelope(slot), id(slot.seed), id(slot.gate_module), tensors
 
 
 @settings(max_examples=120)
@@ -165,12 +165,12 @@ def check_load(scenario, fresh_slot, example_input, target_name: str, envelope: 
         return
     event("loaded")
     # Loaded: the slot must be a working slot whose state survives its own round trip.
-    written = encode_slot(target)
+    written = slot_envelope(target)
     copy_of = fresh_slot()
     restore_slot(copy_of, written)
-    assert encode_slot(copy_of) == written
+    assert slot_envelope(copy_of) == written
     x = example_input(target)
     assert target(x).shape == x.shape
     target.report()
     target.step_epoch()
-    encode_slot(target)
+    slot_envelope(target)

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from esper_core.blend import BlendAlgorithm
+from esper_core.checkpoint import load_checkpoint, slot_envelope
 from esper_core.optim import OptimizerBinding, host_parameters
 from esper_core.stages import SeedStage
-from esper_core.state import encode_slot, load_checkpoint
 
 EPOCHS = 15
 STEPS = 2
@@ -182,9 +182,10 @@ def baseline(topology: str, make_slot: Callable[..., nn.Module]) -> Run:
 
 
 def without_activity(envelope: dict[str, Any]) -> dict[str, Any]:
-    if envelope["seed"] is None:
+    state = envelope["state"]
+    if state["seed"] is None:
         return envelope
-    return envelope | {"seed": envelope["seed"] | {"activity": None}}
+    return envelope | {"state": state | {"seed": state["seed"] | {"activity": None}}}
 
 
 # (where the run is cut, the stages there: slot a, slot b)
@@ -209,7 +210,8 @@ def test_resumed_run_is_bit_identical(fresh_slot, topology, cut, stage_a, stage_
     interrupted.run_until(cut)
     assert (interrupted.model.slots["a"].stage, interrupted.model.slots["b"].stage) == (stage_a, stage_b)
     if cut == (7, 1):
-        assert interrupted.model.slots["a"]._pending_prune == ("resume_test", "tester")
+        pending = interrupted.model.slots["a"].state.seed.pending_prune
+        assert (pending.reason, pending.initiator) == ("resume_test", "tester")
     state = interrupted.checkpoint()
     del interrupted
 
@@ -224,7 +226,7 @@ def test_resumed_run_is_bit_identical(fresh_slot, topology, cut, stage_a, stage_
             assert torch.equal(mine[key], value), key
     assert torch.equal(resumed.outputs(), reference.outputs())
     for sid in ("a", "b"):
-        ours, expected = encode_slot(resumed.model.slots[sid]), encode_slot(reference.model.slots[sid])
+        ours, expected = slot_envelope(resumed.model.slots[sid]), slot_envelope(reference.model.slots[sid])
         if cut[1] == 0:
             assert ours == expected  # cut at an epoch boundary: the whole lifecycle matches
         else:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import io
-from collections import deque
 from typing import Any
 
+import attrs
 import pytest
 import torch
 from torch import nn
 
-from esper_core.envelope import decode_envelope
+from esper_core.checkpoint import load_checkpoint, slot_envelope
+from esper_core.codec import decode_envelope
+from esper_core.slot_state import HISTORY_BOUND, PendingPrune
 from esper_core.stages import SeedStage
-from esper_core.state import encode_slot, load_checkpoint
 
 
 def through_file(state: dict[str, Any]) -> dict[str, Any]:
@@ -44,7 +45,7 @@ def test_fresh_slot_restores_every_lifecycle_state(
     result = target.load_state_dict(through_file(source.state_dict()))
 
     assert not result.missing_keys and not result.unexpected_keys
-    assert encode_slot(target) == encode_slot(source)
+    assert slot_envelope(target) == slot_envelope(source)
     assert target.report() == source.report()
     assert (target.seed is None) == (source.seed is None)
     assert (target.gate_module is None) == (source.gate_module is None)
@@ -55,7 +56,7 @@ def test_fresh_slot_restores_every_lifecycle_state(
     for _ in range(3):
         source.step_epoch()
         target.step_epoch()
-        assert encode_slot(target) == encode_slot(source)
+        assert slot_envelope(target) == slot_envelope(source)
         assert torch.equal(target(x), source(x))
 
 
@@ -63,7 +64,7 @@ def test_assign_loading_also_rebuilds_the_seed(scenario, fresh_slot, example_inp
     source = scenario("blending_gate")
     target = fresh_slot()
     target.load_state_dict(through_file(source.state_dict()), assign=True)
-    assert encode_slot(target) == encode_slot(source)
+    assert slot_envelope(target) == slot_envelope(source)
     x = example_input(source)
     assert torch.equal(target(x), source(x))
 
@@ -72,7 +73,7 @@ def test_scheduled_prune_keeps_reason_and_initiator(scenario, fresh_slot):
     source = scenario("pending_prune")
     target = fresh_slot()
     target.load_state_dict(through_file(source.state_dict()))
-    assert target._pending_prune == ("test_schedule", "tester")
+    assert target.state.seed.pending_prune == PendingPrune(reason="test_schedule", initiator="tester")
     events = []
     target.add_observer(events.append)
     while target.stage is SeedStage.BLENDING:
@@ -142,29 +143,32 @@ def test_envelope_holds_only_primitive_types(scenario):
             assert type(value) in allowed, (path, type(value))
 
     for name in ("pending_prune", "blending_gate", "dormant"):
-        walk(encode_slot(scenario(name)), "envelope")
+        walk(slot_envelope(scenario(name)), "envelope")
 
 
 def test_every_key_is_written_and_unmeasured_is_none(scenario):
-    envelope = encode_slot(scenario("germinated"))
-    metrics = envelope["seed"]["metrics"]
+    envelope = slot_envelope(scenario("germinated"))
+    metrics = envelope["state"]["seed"]["metrics"]
     assert metrics["counterfactual"] is None and "counterfactual" in metrics
     assert metrics["contribution_velocity"] is None
-    assert envelope["seed"]["pending_prune"] is None
-    assert decode_envelope(envelope).seed.metrics.current_accuracy is None
+    assert envelope["state"]["seed"]["pending_prune"] is None
+    assert decode_envelope(envelope).state.seed.metrics.current_accuracy is None
 
 
 def test_stage_history_bound_survives_a_round_trip(scenario, fresh_slot):
-    # B3-SLOT-06: a bounded history must come back with the same bound, not unbounded.
-    source = scenario("blending")
-    source._stage_history = deque([SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING], maxlen=2)
+    # B3-SLOT-06: a bounded history must come back bounded, and stay bounded afterwards.
+    source = scenario("holding")
+    seed = source.state.seed
+    full = (SeedStage.BLENDING, SeedStage.HOLDING) * (HISTORY_BOUND // 2)
+    source.restore_state(
+        attrs.evolve(source.state, seed=attrs.evolve(seed, history=full)), source.seed, source.gate_module
+    )
     target = fresh_slot()
     target.load_state_dict(through_file(source.state_dict()))
-    history = target._stage_history
-    assert history.maxlen == 2
-    assert list(history) == [SeedStage.TRAINING, SeedStage.BLENDING]
-    history.append(SeedStage.HOLDING)
-    assert list(history) == [SeedStage.BLENDING, SeedStage.HOLDING]
+    assert target.state.seed.history == full
+    target.set_alpha_target(0.5, 0)
+    history = target.state.seed.history
+    assert len(history) == HISTORY_BOUND and history[-1] is SeedStage.BLENDING and history[:-1] == full[1:]
 
 
 class ThreeSlotNet(nn.Module):
@@ -187,8 +191,8 @@ def _grown(slot_factory: Any, scenario: Any) -> ThreeSlotNet:
     net = ThreeSlotNet(slot_factory)
     for sid, name in zip("abc", ("training", "blending_gate", "fossilized"), strict=True):
         grown = scenario(name)
-        grown.slot_id = sid  # same lifecycle, placed at this slot
-        net.slots[sid].load_state_dict(grown.state_dict() | {"_extra_state": encode_slot(grown)})
+        envelope = slot_envelope(grown) | {"slot_id": sid}  # same lifecycle, placed at this slot
+        net.slots[sid].load_state_dict(grown.state_dict() | {"_extra_state": envelope})
     return net
 
 
@@ -204,7 +208,7 @@ def test_model_round_trip_through_a_weights_only_file(fresh_slot, scenario, exam
     x = example_input(source.slots["a"])
     assert torch.equal(target(x), source(x))
     for sid in "abc":
-        assert encode_slot(target.slots[sid]) == encode_slot(source.slots[sid])
+        assert slot_envelope(target.slots[sid]) == slot_envelope(source.slots[sid])
 
     again = ThreeSlotNet(factory)
     result = load_checkpoint(again, state)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from esper_core.state import load_checkpoint
+from esper_core.checkpoint import load_checkpoint
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "checkpoints_v1"
 FILES = sorted(FIXTURES.glob("*.pt"))

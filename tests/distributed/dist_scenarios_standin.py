@@ -138,10 +138,12 @@ def config_mismatch(rank: int, group) -> dict:
 
 def channel_exchange(rank: int, group) -> dict:
     """The channel's one-round-trip exchange: every header and rank 0's record everywhere."""
-    channel = Channel(group, 10, record_size=8)
+    channel = Channel(group, 10, capacity=8)
     rows, record = channel.exchange(3, 1, rank, 10 + rank, b"rank-0-!" if rank == 0 else b"ignored!")
     mismatch = _error(lambda: channel.exchange(3 if rank == 0 else 4, 2))
     bare = channel.broadcast_record(b"12345678" if rank == 0 else None)
+    # A record longer than the capacity follows in a second broadcast: no size limit.
+    long = channel.broadcast_record(("x" * 5000 + "-end").encode() if rank == 0 else None)
     stream = CommandStream(group, 10)
     gates = _error(lambda: stream.decide(rank, SeedStage.BLENDING, True, ["s0", "s1"]))
     verdict = stream.decide(1, SeedStage.TRAINING, rank == 1, ["s0", "s1"])
@@ -150,6 +152,7 @@ def channel_exchange(rank: int, group) -> dict:
         "record": record.decode(),
         "mismatch": mismatch,
         "bare": bare.decode(),
+        "long": long.decode(),
         "gates": gates,
         "verdict": verdict,
     }

@@ -19,6 +19,11 @@ from esper_core.gates import GateLevel, GateResult
 from esper_core.stages import SeedStage
 
 
+@attrs.frozen
+class _Outcome:
+    result: GateResult | None
+
+
 class StandInSlot(nn.Module):
     def __init__(self, slot_id: str, *, dim: int = 4, threshold: float = 0.5) -> None:
         super().__init__()
@@ -89,6 +94,43 @@ class StandInSlot(nn.Module):
         # Auto-advance out of TRAINING, decided through the hook like the real slot does.
         if self.stage is SeedStage.TRAINING:
             self.advance()
+
+    # ---- the command surface DistributedLifecycle drives (SeedSlot.prepare / SeedSlot.apply)
+
+    def prepare(self, command: Any) -> Any:
+        if type(command).__name__ == "Germinate":
+            if self.stage is not SeedStage.DORMANT:
+                raise LifecycleError(f"slot {self.slot_id!r} is {self.stage.name}, not DORMANT")
+            from esper_core.registry import get_blueprint
+
+            resolved = get_blueprint(self.topology, command.blueprint).resolve(self.dim, command.options_dict)
+            return attrs.evolve(command, options=resolved)
+        return command
+
+    def apply(self, command: Any) -> Any:
+        name = type(command).__name__
+        result = None
+        if name == "Germinate":
+            self.germinate(
+                command.blueprint,
+                options=command.options_dict,
+                seed_id=command.seed_id,
+                algorithm=command.algorithm,
+                tempo=command.tempo,
+                curve=command.curve,
+                alpha_target=command.alpha_target,
+            )
+        elif name == "Advance":
+            result = self.advance(command.target)
+        elif name == "Prune":
+            self.prune(command.reason, command.initiator)
+        elif name == "SchedulePrune":
+            self.schedule_prune(command.steps, command.curve, reason=command.reason, initiator=command.initiator)
+        elif name == "SetAlphaTarget":
+            self.set_alpha_target(command.target, command.steps, command.curve, algorithm=command.algorithm)
+        else:
+            raise LifecycleError(f"the stand-in does not apply {name}")
+        return _Outcome(result)
 
     def state_checksum(self) -> torch.Tensor:
         return torch.tensor([float(self.stage), self.alpha], dtype=torch.float64)

@@ -107,24 +107,24 @@ def test_group_without_process_group_is_rejected() -> None:
 
 
 def test_local_channel_exchange_returns_own_header_and_record() -> None:
-    channel = Channel(None, 1, record_size=3)
+    channel = Channel(None, 1, capacity=3)
     rows, record = channel.exchange(2, 5, 1, 7, b"abc")
     assert [(r.rank, r.op, r.seq, r.slot, r.extra) for r in rows] == [(0, 2, 5, 1, 7)]
     assert record == b"abc"
-    assert channel.exchange(2, 6)[1] == b"\x00\x00\x00"  # no record: zeros
-    assert channel.broadcast_record(torch.tensor([1, 2, 3], dtype=torch.uint8)) == b"\x01\x02\x03"
+    assert channel.exchange(2, 6)[1] == b""  # no record
+    assert channel.broadcast_record(b"longer than the capacity") == b"longer than the capacity"
 
 
-@pytest.mark.parametrize("size", [-1, 2.5, True, "8"])
-def test_bad_record_size_is_rejected(size: object) -> None:
-    with pytest.raises(DistributedError, match=r"record_size must be an int >= 0, got"):
-        Channel(None, 1, record_size=size)
+@pytest.mark.parametrize("size", [-1, 2.5, True, "8", 2**21])
+def test_bad_capacity_is_rejected(size: object) -> None:
+    with pytest.raises(DistributedError, match=r"capacity must be an int in \[0, 1048576\] \(bytes\), got"):
+        Channel(None, 1, capacity=size)
 
 
-def test_record_of_the_wrong_size_is_rejected() -> None:
-    channel = Channel(None, 1, record_size=4)
-    with pytest.raises(DistributedError, match="a record is 4 bytes on this channel, got 3"):
-        channel.exchange(1, 1, record=b"abc")
+def test_record_that_is_not_bytes_is_rejected() -> None:
+    channel = Channel(None, 1)
+    with pytest.raises(DistributedError, match="a record must be bytes, got list"):
+        channel.exchange(1, 1, record=[1, 2])
 
 
 def test_unknown_slot_changes_nothing() -> None:

@@ -88,6 +88,7 @@ def test_exchange_gives_every_rank_all_headers_and_rank_zeros_record(ranks: list
         assert facts["gates"]["type"] == "DistributedError"
         assert "rank 0: slot 's0' -> BLENDING; rank 1: slot 's1' -> BLENDING" in facts["gates"]["message"]
     assert zero["bare"] == one["bare"] == "12345678"
+    assert zero["long"] == one["long"] == "x" * 5000 + "-end"
     assert zero["verdict"] is one["verdict"] is False  # rank 0 said False; rank 1's True is overruled
 
 

@@ -139,37 +139,21 @@ def lifecycle_blueprints() -> Iterator[tuple[BlueprintSpec, ...]]:
 
 # ---- helpers shared by the slot tests (exposed through the ``lc`` fixture) --------------------
 
-LIFECYCLE_ATTRIBUTES = (
-    "_stage", "_previous_stage", "_ticks_in_stage", "_seed_id", "_blueprint", "_options", "_algorithm",
-    "_tempo", "_curve", "_germination_target", "_alpha", "_metrics", "_activity", "_health_issues",
-    "_pending_prune", "_germinations", "_warned", "_output_requires_grad",
-)  # fmt: skip
-
 
 def snapshot(slot) -> dict:  # type: ignore[no-untyped-def]
-    """Everything a rejected call must leave unchanged: lifecycle attributes, the checkpoint
-    envelope when esper_core.state is available, and every tensor of the state dict."""
-    import importlib.util
+    """Everything a rejected call must leave unchanged: the lifecycle state value, the
+    checkpoint envelope, which modules exist, and every tensor of the state dict."""
+    from esper_core.checkpoint import slot_envelope
 
-    snap = {name: getattr(slot, name) for name in LIFECYCLE_ATTRIBUTES}
-    snap["_options"] = dict(snap["_options"])
-    snap["_stage_history"] = (tuple(slot._stage_history), slot._stage_history.maxlen)
-    snap["modules"] = (slot.seed is not None, slot.gate_module is not None)
-    snap["requires_grad"] = tuple(p.requires_grad for p in slot.seed_parameters())
-    tensors = (
-        {k: v.detach().clone() for k, v in slot.state_dict().items() if isinstance(v, torch.Tensor)}
-        if (importlib.util.find_spec("esper_core.state") is not None)
-        else {
-            k: v.detach().clone()
-            for k, v in {**dict(slot.named_parameters()), **dict(slot.named_buffers())}.items()
-        }
-    )
-    snap["tensors"] = tensors
-    if importlib.util.find_spec("esper_core.state") is not None:
-        from esper_core.state import encode_slot
-
-        snap["envelope"] = encode_slot(slot)
-    return snap
+    return {
+        "state": slot.state,
+        "modules": (slot.seed is not None, slot.gate_module is not None),
+        "requires_grad": tuple(p.requires_grad for p in slot.seed_parameters()),
+        "tensors": {
+            k: v.detach().clone() for k, v in slot.state_dict().items() if isinstance(v, torch.Tensor)
+        },
+        "envelope": slot_envelope(slot),
+    }
 
 
 def same_snapshot(a: dict, b: dict) -> bool:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 
+import attrs
 import pytest
 import torch
 
 from esper_core.activity import ActivityMeter, ActivityState, relative_changes
+from esper_core.codec import from_data, to_data
 from esper_core.errors import CheckpointError, LifecycleError
 from esper_core.registry import get_blueprint
 from esper_core.stages import SeedStage
+from esper_core.transition import Evidence, evaluate
 
 S = SeedStage
 
@@ -48,14 +51,14 @@ def test_ema_and_unmeasured_state() -> None:
     assert state.ema == 0.4 and state.samples == 1  # first reading taken as is
     state = state.update(0.0, decay=0.5)
     assert state.ema == pytest.approx(0.2) and state.last == 0.0
-    assert ActivityState.from_dict(state.to_dict()) == state
+    assert from_data(ActivityState, to_data(state)) == state
     for bad in (-1.0, math.nan, math.inf):
         with pytest.raises(LifecycleError):
             state.update(bad)
     with pytest.raises(CheckpointError):
-        ActivityState.from_dict({"ema": None, "last": None, "samples": 3})
+        from_data(ActivityState, {"ema": None, "last": None, "samples": 3})
     with pytest.raises(CheckpointError):
-        ActivityState.from_dict({"ema": 0.1})
+        from_data(ActivityState, {"ema": 0.1})
 
 
 def test_meter_flags_nonfinite_values() -> None:
@@ -144,7 +147,11 @@ def test_unmeasured_activity_fails_strict_g2(lc) -> None:  # type: ignore[no-unt
     slot = lc.make_slot(dim=16, policy="strict")
     slot.germinate("lc_conv")
     slot.advance()
+    seed = slot.state.seed
+    metrics = seed.metrics
     for epoch in range(3):
-        slot._metrics = slot._metrics.record_accuracy(50.0 + epoch)  # accuracy without any capture
-    assert slot.report().activity is None
-    assert "activity_unmeasured" in slot.evaluate().checks_failed
+        metrics = metrics.record_accuracy(50.0 + epoch)  # accuracy without any capture
+    state = attrs.evolve(slot.state, seed=attrs.evolve(seed, metrics=metrics))
+    assert state.seed.activity.ema is None
+    result = evaluate(state, slot.config, None, Evidence(trainable_params=True))
+    assert "activity_unmeasured" in result.checks_failed

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from esper_core.alpha import AlphaController, AlphaCurve, AlphaMode, curve_progress
+from esper_core.codec import from_data, to_data
 from esper_core.errors import CheckpointError, LifecycleError
 
 unit = hs.floats(min_value=0.0, max_value=1.0, allow_nan=False)
@@ -51,7 +52,7 @@ def test_round_trip_mid_ramp_continues_on_the_same_trajectory(
     c = ramp(start, target, n, curve, k)
     for _ in range(min(cut, n)):
         c = c.step()
-    resumed = AlphaController.from_dict(c.to_dict())
+    resumed = from_data(AlphaController, to_data(c))
     assert resumed == c
     for _ in range(n + 1):
         c, resumed = c.step(), resumed.step()
@@ -103,7 +104,7 @@ def test_steepness_is_validated_and_persisted() -> None:
     with pytest.raises(LifecycleError, match="steepness"):
         AlphaController(steepness=0.01)
     c = AlphaController(steepness=3.5, curve=AlphaCurve.SIGMOID).retarget(1.0, 4)
-    assert AlphaController.from_dict(c.to_dict()).steepness == 3.5
+    assert from_data(AlphaController, to_data(c)).steepness == 3.5
 
 
 def test_last_tick_snaps_to_target() -> None:
@@ -113,22 +114,22 @@ def test_last_tick_snaps_to_target() -> None:
 
 
 def test_from_dict_is_strict() -> None:
-    good = AlphaController().retarget(1.0, 3).step().to_dict()
+    good = to_data(AlphaController().retarget(1.0, 3).step())
     for key in good:
         broken = dict(good)
         del broken[key]
         with pytest.raises(CheckpointError, match=key):
-            AlphaController.from_dict(broken)
+            from_data(AlphaController, broken)
     with pytest.raises(CheckpointError, match="unexpected"):
-        AlphaController.from_dict({**good, "extra": 1})
+        from_data(AlphaController, {**good, "extra": 1})
     with pytest.raises(CheckpointError, match="mode"):
-        AlphaController.from_dict({**good, "mode": "sideways"})
+        from_data(AlphaController, {**good, "mode": "sideways"})
     with pytest.raises(CheckpointError, match="curve"):
-        AlphaController.from_dict({**good, "curve": 2})
+        from_data(AlphaController, {**good, "curve": 2})
     with pytest.raises(CheckpointError):
-        AlphaController.from_dict({**good, "steps_done": 9})
+        from_data(AlphaController, {**good, "steps_done": 9})
     with pytest.raises(CheckpointError):
-        AlphaController.from_dict([])
+        from_data(AlphaController, [])
     assert all(type(v) in (int, float, str) for v in good.values())
 
 

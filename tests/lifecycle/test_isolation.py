@@ -124,18 +124,20 @@ def test_full_amplitude_cnn_seed_passes_gradient_upstream(lc, stage: SeedStage) 
     torch.testing.assert_close(h.grad, reference.grad)
 
 
-def test_seed_input_without_copy_under_workaround() -> None:
-    h = torch.randn(2, 8, 3, 3).to(memory_format=torch.channels_last).requires_grad_(True)
-    x = seed_input(h, isolate=True, groupnorm_workaround=True)
-    assert x.data_ptr() == h.data_ptr() and x.requires_grad  # a view, no copy
-    (x * 2).sum().backward()
-    assert h.grad is None  # no gradient crosses the stop
-    plain = seed_input(h, isolate=True, groupnorm_workaround=False)
-    assert plain.data_ptr() == h.data_ptr() and not plain.requires_grad
-    frozen = h.detach()
-    copied = seed_input(frozen, isolate=True, groupnorm_workaround=True)
-    assert copied.is_contiguous() and copied.data_ptr() != frozen.data_ptr()
-    assert seed_input(h, isolate=False) is h
+def test_groupnorm_guard_gives_a_view_that_requires_grad_and_no_copy() -> None:
+    from esper_core.isolation import _groupnorm_pre_hook
+
+    norm = nn.GroupNorm(2, 8)
+    frozen = torch.randn(2, 8, 3, 3).to(memory_format=torch.channels_last)
+    (x,) = _groupnorm_pre_hook(norm, (frozen,))
+    assert x.data_ptr() == frozen.data_ptr() and x.requires_grad  # a view, no copy
+    # Inputs that cannot crash are left alone: the guard costs nothing for them.
+    assert _groupnorm_pre_hook(norm, (frozen.requires_grad_(True),)) is None
+    assert _groupnorm_pre_hook(norm, (torch.randn(2, 8, 3, 3),)) is None  # contiguous
+    with torch.no_grad():
+        assert _groupnorm_pre_hook(norm, (frozen.detach(),)) is None
+    assert seed_input(frozen, isolate=False) is frozen
+    assert not seed_input(frozen, isolate=True).requires_grad
 
 
 def _child(code: str) -> subprocess.CompletedProcess[str]:
@@ -163,6 +165,7 @@ WORKAROUND_CHILD = textwrap.dedent(
     import torch
     from torch import nn
     from esper_core.gates import QualityGates
+    from esper_core.isolation import guard_groupnorms
     from esper_core.registry import temporary_blueprints
     from esper_core.slot import SeedSlot
     from esper_core.spec import BlueprintSpec
@@ -179,11 +182,12 @@ WORKAROUND_CHILD = textwrap.dedent(
                          param_count=lambda dim: 2 * dim + 1, description="child")
     with temporary_blueprints(spec):
         for dtype in (torch.float32, torch.bfloat16):
-            for host_grad in (True, False):
+            for host_grad in (True, False):  # False: a frozen host, in every stage
                 slot = SeedSlot("s", topology="cnn", dim=16, gates=QualityGates("permissive")).to(dtype)
-                slot.germinate("child_norm", tempo=2)
+                slot.germinate("child_norm", tempo=1)
                 slot.advance()
-                for stage_step in range(2):
+                for stage in ("TRAINING", "BLENDING", "HOLDING", "FOSSILIZED"):
+                    assert slot.stage.name == stage, slot.stage
                     h = torch.randn(2, 16, 5, 7, dtype=dtype).to(memory_format=torch.channels_last)
                     h.requires_grad_(host_grad)
                     out = slot(h)
@@ -191,9 +195,13 @@ WORKAROUND_CHILD = textwrap.dedent(
                     out.float().square().sum().backward()
                     assert slot.seed.scale.grad is not None
                     slot.record_accuracy(50.0)
-                    if stage_step == 0:
+                    slot.record_counterfactual(1.0)
+                    if stage != "FOSSILIZED":
                         assert slot.advance().passed
                         slot.step_epoch()
+        # A seed module used on its own, outside any slot, guarded the same way.
+        module = guard_groupnorms(Norm(16))
+        module(torch.randn(2, 16, 5, 7).to(memory_format=torch.channels_last)).sum().backward()
     print("survived")
     """
 )
@@ -248,20 +256,6 @@ def test_output_check_needs_grad_mode(lc) -> None:  # type: ignore[no-untyped-de
     assert slot.report().trainable  # evaluation under no_grad says nothing about trainability
 
 
-def test_workaround_only_for_seeds_whose_groupnorm_reads_the_input(lc) -> None:  # type: ignore[no-untyped-def]
-    from esper_core.isolation import needs_groupnorm_workaround
-
-    probe = torch.randn(1, 8, 3, 3)
-    direct = nn.Sequential(nn.GroupNorm(2, 8))
-    behind_conv = nn.Sequential(nn.Conv2d(8, 8, 1), nn.GroupNorm(2, 8))
-    assert needs_groupnorm_workaround(direct, probe)
-    assert not needs_groupnorm_workaround(behind_conv, probe)
-    assert not needs_groupnorm_workaround(nn.Conv2d(8, 8, 1), probe)
-    norm_slot = lc.drive(lc.make_slot(), S.GERMINATED, "lc_norm")
-    conv_slot = lc.drive(lc.make_slot(), S.GERMINATED, "lc_conv")
-    assert norm_slot._groupnorm_workaround and not conv_slot._groupnorm_workaround
-
-
 def test_germination_does_not_touch_the_global_rng(lc) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(5)
     expected = torch.rand(3)
@@ -294,5 +288,8 @@ def test_blend_out_freezes_the_seed_without_touching_requires_grad(lc, topology:
     torch.testing.assert_close(out, h + slot.alpha * (s - h))
     out.sum().backward()
     assert all(p.grad is None for p in slot.seed.parameters())
-    assert all(p.requires_grad for p in slot.seed.parameters())
+    # Frozen for the ramp (so DDP does not wait for gradients that cannot come); the parameters
+    # still count as rent and keep their optimizer state.
+    assert not any(p.requires_grad for p in slot.seed.parameters())
+    assert slot.report().seed_param_count == sum(p.numel() for p in slot.seed.parameters())
     torch.testing.assert_close(h.grad, torch.full_like(h, 1 - slot.alpha))

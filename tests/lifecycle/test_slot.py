@@ -387,7 +387,7 @@ def test_auto_advance_through_configured_gates(lc) -> None:  # type: ignore[no-u
 def test_unhealthy_seed_never_fossilizes(lc) -> None:  # type: ignore[no-untyped-def]
     for policy in ("strict", "permissive"):
         slot = lc.drive(lc.make_slot(), S.HOLDING)
-        slot.gates = QualityGates(policy)
+        slot.reconfigure(gates=QualityGates(policy))
         h = torch.randn(2, 8, 3, 3)
         with torch.no_grad():
             next(iter(slot.seed.parameters())).fill_(float("nan"))

@@ -1,5 +1,5 @@
 """Slot runtime details other parts rely on: the bounded stage history, the alpha buffer
-that forward reads, the once-per-seed GroupNorm probe, and ``copy.deepcopy``."""
+that forward reads, the GroupNorm guard on every seed, and ``copy.deepcopy``."""
 
 from __future__ import annotations
 
@@ -12,12 +12,17 @@ from torch import nn
 
 from esper_core import isolation
 from esper_core.blend import BlendAlgorithm
+from esper_core.checkpoint import load_checkpoint
 from esper_core.gates import QualityGates
 from esper_core.slot import HISTORY_BOUND, SeedSlot
 from esper_core.stages import SeedStage as S
-from esper_core.state import load_checkpoint
 
 _LIFE = [S.GERMINATED, S.TRAINING, S.BLENDING, S.HOLDING, S.FOSSILIZED]
+
+
+def _history(slot: SeedSlot) -> list[S]:
+    seed = slot.state.seed
+    return [] if seed is None else list(seed.history)
 
 
 # ---- stage history ------------------------------------------------------------------------------
@@ -25,10 +30,9 @@ _LIFE = [S.GERMINATED, S.TRAINING, S.BLENDING, S.HOLDING, S.FOSSILIZED]
 
 def test_history_records_every_stage_entered(lc) -> None:  # type: ignore[no-untyped-def]
     slot = lc.make_slot()
-    assert list(slot._stage_history) == []  # an empty slot has no seed, hence no history
+    assert _history(slot) == []  # an empty slot has no seed, hence no history
     lc.drive(slot, S.FOSSILIZED)
-    assert list(slot._stage_history) == _LIFE
-    assert slot._stage_history.maxlen == HISTORY_BOUND
+    assert _history(slot) == _LIFE
 
 
 def test_history_covers_the_cooldown_and_restarts_at_the_next_germination(lc) -> None:  # type: ignore[no-untyped-def]
@@ -36,11 +40,11 @@ def test_history_covers_the_cooldown_and_restarts_at_the_next_germination(lc) ->
     slot.prune("test", "tester")
     slot.step_epoch()
     slot.step_epoch()
-    assert list(slot._stage_history) == [S.GERMINATED, S.TRAINING, S.PRUNED, S.EMBARGOED, S.RESETTING]
+    assert _history(slot) == [S.GERMINATED, S.TRAINING, S.PRUNED, S.EMBARGOED, S.RESETTING]
     slot.step_epoch()
-    assert slot.stage is S.DORMANT and list(slot._stage_history) == []
+    assert slot.stage is S.DORMANT and _history(slot) == []
     slot.germinate("lc_conv")
-    assert list(slot._stage_history) == [S.GERMINATED]
+    assert _history(slot) == [S.GERMINATED]
 
 
 def _cycle_holding(slot: SeedSlot, cycles: int) -> None:
@@ -54,16 +58,15 @@ def _cycle_holding(slot: SeedSlot, cycles: int) -> None:
 def test_history_is_bounded_and_the_bound_survives_a_checkpoint(lc) -> None:  # type: ignore[no-untyped-def]
     source = lc.drive(lc.make_slot(), S.HOLDING)
     _cycle_holding(source, HISTORY_BOUND // 2 + 3)
-    history = list(source._stage_history)
+    history = _history(source)
     assert len(history) == HISTORY_BOUND
     assert history[-2:] == [S.BLENDING, S.HOLDING] and history[0] is not S.GERMINATED
 
     target = lc.make_slot()
     target.load_state_dict(source.state_dict())
-    assert list(target._stage_history) == history
-    assert target._stage_history.maxlen == HISTORY_BOUND
+    assert _history(target) == history
     _cycle_holding(target, 1)
-    assert len(target._stage_history) == HISTORY_BOUND  # still bounded after the resume
+    assert len(_history(target)) == HISTORY_BOUND  # still bounded after the resume
 
 
 # ---- the alpha buffer ----------------------------------------------------------------------------
@@ -85,45 +88,40 @@ def test_alpha_buffer_tracks_the_schedule_and_the_checkpoint(lc) -> None:  # typ
     assert slot._alpha_value.item() == 0.0
 
 
-# ---- the GroupNorm probe runs once per seed module -------------------------------------------
+# ---- every GroupNorm of every seed is guarded (the channels_last backward crash) -------------
 
 
-@pytest.fixture
-def probe_calls(monkeypatch: pytest.MonkeyPatch) -> list[nn.Module]:
-    calls: list[nn.Module] = []
-    real = isolation.needs_groupnorm_workaround
-
-    def counting(seed: nn.Module, probe: torch.Tensor) -> bool:
-        calls.append(seed)
-        return real(seed, probe)
-
-    monkeypatch.setattr("esper_core.slot_forward.needs_groupnorm_workaround", counting)
-    monkeypatch.setattr("esper_core.slot_ops.needs_groupnorm_workaround", counting)
-    return calls
+def _guards(module: nn.Module) -> list[int]:
+    """How many GroupNorm guards each GroupNorm of ``module`` carries."""
+    return [
+        sum(hook is isolation._groupnorm_pre_hook for hook in m._forward_pre_hooks.values())
+        for m in module.modules()
+        if isinstance(m, nn.GroupNorm)
+    ]
 
 
-def test_groupnorm_probe_runs_once_per_seed_module(lc, probe_calls) -> None:  # type: ignore[no-untyped-def]
+def test_every_groupnorm_of_a_seed_is_guarded_once(lc) -> None:  # type: ignore[no-untyped-def]
     slot = lc.drive(lc.make_slot(), S.BLENDING, "lc_norm")
-    assert len(probe_calls) == 1 and probe_calls[0] is slot.seed
-    assert slot._groupnorm_workaround
+    assert _guards(slot.seed) == [1]
     checkpoint = slot.state_dict()
-    for _ in range(3):  # restoring the same seed in place keeps the decision
+    for _ in range(3):  # restoring the same seed in place keeps its module (and its one guard)
         slot.load_state_dict(checkpoint)
-    slot.step_epoch()
-    assert len(probe_calls) == 1
+    assert _guards(slot.seed) == [1]
     fresh = lc.make_slot()
-    fresh.load_state_dict(checkpoint)  # a rebuilt seed module is probed once
-    assert len(probe_calls) == 2 and probe_calls[1] is fresh.seed
-    assert fresh._groupnorm_workaround
-    slot.prune("test", "tester")
-    assert not slot._groupnorm_workaround and len(probe_calls) == 2
+    fresh.load_state_dict(checkpoint)  # a rebuilt seed module is guarded too
+    assert fresh.seed is not slot.seed and _guards(fresh.seed) == [1]
+    assert _guards(isolation.guard_groupnorms(fresh.seed)) == [1]  # idempotent
 
 
-def test_groupnorm_probe_leaves_batchnorm_statistics_and_modes_alone() -> None:
+def test_g0_probe_leaves_batchnorm_statistics_and_modes_alone() -> None:
+    from esper_core._build import probe_seed
+    from esper_core.registry import get_topology
+
     seed = nn.Sequential(nn.BatchNorm2d(4, affine=False), nn.GroupNorm(2, 4))
     seed[1].eval()  # a mixed-mode module must keep each submodule's own mode
     before = seed[0].running_mean.clone()
-    assert isolation.needs_groupnorm_workaround(seed, torch.randn(2, 4, 3, 3) + 5.0)
+    probe = probe_seed(seed, get_topology("cnn"), 4, torch.zeros(0))
+    assert probe.shape_preserved and probe.dtype_preserved and probe.input_preserved
     assert torch.equal(seed[0].running_mean, before)
     assert seed[0].num_batches_tracked.item() == 0
     assert seed.training and seed[0].training and not seed[1].training
@@ -139,8 +137,8 @@ def test_deepcopy_of_a_slot_is_independent_and_equal(lc, algorithm) -> None:  # 
     clone = copy.deepcopy(slot)
     x = torch.randn(2, 8, 3, 3)
     torch.testing.assert_close(clone(x), slot(x))
-    assert clone.stage is S.BLENDING and list(clone._stage_history) == list(slot._stage_history)
-    assert clone.seed is not slot.seed and clone._groupnorm_probe[0] is clone.seed
+    assert clone.stage is S.BLENDING and _history(clone) == _history(slot)
+    assert clone.seed is not slot.seed and _guards(clone.seed) == [1]
     assert clone.gates == slot.gates
     clone.step_epoch()
     assert clone.alpha > slot.alpha

@@ -1,0 +1,349 @@
+"""Checkpoints: a slot's lifecycle inside an ordinary ``state_dict``, loaded all-or-nothing.
+
+A slot stores its envelope (the codec of its state, :mod:`esper_core.codec`) as its extra
+state, key ``<slot path>._extra_state``, as JSON text: one string, so a checkpoint loads with
+``torch.load(weights_only=True)`` and the restricted unpickler does not pay per field. The
+seed's and blend gate's weights travel next to it as ordinary tensors.
+
+**Restoring into a fresh model.** A fresh slot has no seed module to copy tensors into, so
+:func:`plan_restore` rebuilds the seed from the envelope's (topology, blueprint, dim,
+options) through the registry, and the blend gate too. ``nn.Module.load_state_dict`` calls
+``set_extra_state`` before it descends into the slot's children, so the rebuilt modules
+exist by the time their tensors are copied. A module that already sits in the slot with the
+same blueprint and options is reused, so loading into a live model updates the parameters
+in place and an optimizer holding them stays valid. Rebuilding never draws from the global
+RNG (modules are built under a forked RNG; their values are overwritten anyway).
+
+**All or nothing.** :func:`load_checkpoint` checks everything before it changes anything:
+every envelope; the seed and gate tensors against the modules the envelopes need (sizes
+from the registry's exact counts first, so a small file cannot make the loader allocate a
+huge seed); and every other key of the model (missing, unexpected, not a tensor, shape,
+dtype kind, sparse layout, ``meta`` device). A bad checkpoint raises
+:class:`~esper_core.errors.CheckpointError` naming the key or field, and the whole model is
+as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
+
+import attrs
+import torch
+from torch import nn
+
+from esper_core import stages as st
+from esper_core.alpha import BlendAlgorithm
+from esper_core.codec import Envelope, decode_envelope
+from esper_core.errors import CheckpointError, EsperError, UnknownBlueprintError
+from esper_core.slot_state import SlotState
+
+__all__ = [
+    "EXTRA_STATE_SUFFIX",
+    "RestorePlan",
+    "SlotEntry",
+    "find_slots",
+    "load_checkpoint",
+    "plan_restore",
+    "restore_slot",
+    "slot_envelope",
+]
+
+#: Key suffix under which ``nn.Module.state_dict`` stores a module's extra state.
+EXTRA_STATE_SUFFIX = "_extra_state"
+
+
+@attrs.frozen(eq=False)
+class RestorePlan:
+    """What a valid envelope will put into its slot, built without touching the slot."""
+
+    state: SlotState
+    seed: nn.Module | None
+    gate: nn.Module | None
+    params: int = 0
+    """The seed's exact parameter count from the registry (0 without a live seed)."""
+
+
+class SlotEntry(NamedTuple):
+    """A slot found in a model, with the state-dict prefix of its entries."""
+
+    prefix: str
+    slot: Any
+
+
+def find_slots(model: nn.Module) -> list[SlotEntry]:
+    """Every :class:`~esper_core.slot.SeedSlot` in ``model`` (``model`` itself included)."""
+    from esper_core.slot import SeedSlot
+
+    return [
+        SlotEntry(f"{name}." if name else "", module)
+        for name, module in model.named_modules()
+        if isinstance(module, SeedSlot)
+    ]
+
+
+def slot_envelope(slot: Any) -> dict[str, Any]:
+    """The slot's checkpoint envelope as JSON data (its text is ``slot.lifecycle_text()``)."""
+    from esper_core.codec import encode_envelope
+
+    return encode_envelope(slot.config, slot.state)
+
+
+# ---- one slot ------------------------------------------------------------------------------------
+
+
+def _check_identity(slot: Any, env: Envelope) -> None:
+    from esper_core.registry import get_topology
+
+    if env.slot_id != slot.slot_id:
+        raise CheckpointError(
+            f"checkpoint field 'slot_id': got {env.slot_id!r}; accepted: {slot.slot_id!r} (the slot being loaded)"
+        )
+    try:
+        get_topology(env.topology)
+    except EsperError as exc:
+        raise CheckpointError(f"checkpoint field 'topology': {exc}") from None
+    if env.topology != slot.topology:
+        raise CheckpointError(
+            f"checkpoint field 'topology': got {env.topology!r}; accepted: {slot.topology!r} (this slot's topology)"
+        )
+    if env.dim != slot.dim:
+        raise CheckpointError(
+            f"checkpoint field 'dim': got {env.dim}; accepted: {slot.dim} (this slot's width)"
+        )
+
+
+def _check_seed(slot: Any, env: Envelope) -> int:
+    """Check the envelope's blueprint and options against the registry; return the exact size."""
+    from esper_core.registry import get_blueprint
+
+    seed = env.state.seed
+    assert seed is not None
+    try:
+        spec = get_blueprint(env.topology, seed.blueprint)
+    except UnknownBlueprintError as exc:
+        hint = ""
+        if seed.provenance is not None:
+            p = seed.provenance
+            hint = f"; it was registered by {p.distribution} {p.version}: install that distribution"
+        raise CheckpointError(f"checkpoint field 'state.seed.blueprint': {exc}{hint}") from None
+    try:
+        resolved = spec.resolve(env.dim, seed.options_dict)
+        count = spec.count_params(env.dim, **resolved)
+    except EsperError as exc:
+        raise CheckpointError(f"checkpoint field 'state.seed.options': {exc}") from None
+    except Exception as exc:  # a pack's validate() or count may fail in any way
+        raise CheckpointError(
+            f"checkpoint field 'state.seed.options': {spec.key} rejected them: {type(exc).__name__}: {exc}"
+        ) from exc
+    if resolved != seed.options_dict:
+        raise CheckpointError(
+            f"checkpoint field 'state.seed.options': got {seed.options_dict}; accepted: every option of "
+            f"{spec.key} resolved ({resolved})"
+        )
+    limit = slot.config.max_seed_params
+    if count > limit:
+        raise CheckpointError(
+            f"checkpoint field 'state.seed.options': {spec.key} with {resolved} at dim {env.dim} has {count:,} "
+            f"parameters, more than the slot's max_seed_params ({limit:,})"
+        )
+    return count
+
+
+def _live(state: SlotState) -> bool:
+    return state.stage in st.LIVE
+
+
+def _needs_gate(state: SlotState) -> bool:
+    return _live(state) and state.seed is not None and state.seed.algorithm is BlendAlgorithm.GATE
+
+
+def plan_restore(slot: Any, envelope: object, *, build: bool = True) -> RestorePlan:
+    """Validate ``envelope`` (JSON text or data) for ``slot`` and build the modules it needs.
+
+    Changes nothing. Raises :class:`CheckpointError` naming the first bad field. With
+    ``build=False`` only the checks run (the plan then carries no modules).
+    """
+    env = decode_envelope(envelope)
+    _check_identity(slot, env)
+    state = env.state
+    if not _live(state):
+        return RestorePlan(state, None, None)
+    params = _check_seed(slot, env)
+    if not build:
+        return RestorePlan(state, None, None, params)
+    seed, gate = None, None
+    current = slot.state.seed
+    if (
+        slot.seed is not None
+        and current is not None
+        and (current.blueprint, current.options)
+        == (
+            state.seed.blueprint,
+            state.seed.options,
+        )
+    ):
+        seed = slot.seed
+    if _needs_gate(state) and slot.gate_module is not None:
+        gate = slot.gate_module
+    with _forked_rng():
+        seed = seed if seed is not None else _build(slot, "seed", state)
+        if _needs_gate(state) and gate is None:
+            gate = _build(slot, "gate", state)
+    return RestorePlan(state, seed, gate, params)
+
+
+@contextlib.contextmanager
+def _forked_rng() -> Iterator[None]:
+    with torch.random.fork_rng(devices=[]):
+        yield
+
+
+def _build(slot: Any, what: str, state: SlotState) -> nn.Module:
+    try:
+        if what == "gate":
+            module = slot.build_blend_gate()
+        else:
+            module = slot.build_seed(state.seed.blueprint, state.seed.options_dict)
+    except Exception as exc:  # a pack's factory can fail in any way; the slot stays unchanged
+        field = "state.seed.algorithm" if what == "gate" else "state.seed.blueprint"
+        raise CheckpointError(
+            f"checkpoint field {field!r}: rebuilding the {what} module failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    module.train(slot.training)
+    return module
+
+
+def restore_slot(slot: Any, envelope: object, *, take_reference: bool = True) -> None:
+    """Load ``envelope`` into ``slot``: validate fully, build, then commit (or raise, changing nothing).
+
+    The slot's own current text is recognised and costs nothing.
+    """
+    if type(envelope) is str and envelope == slot.lifecycle_text():
+        return
+    plan = plan_restore(slot, envelope)
+    slot.restore_state(plan.state, plan.seed, plan.gate, take_reference=take_reference)
+
+
+# ---- a whole model -------------------------------------------------------------------------------------
+
+
+def load_checkpoint(model: nn.Module, state_dict: Mapping[str, Any], *, strict: bool = True) -> Any:
+    """``model.load_state_dict(state_dict)``, all or nothing, with every slot restored.
+
+    Checks every envelope, every seed and blend-gate tensor against the modules the envelopes
+    need, and every other key of the model, before anything changes; a bad checkpoint raises
+    :class:`CheckpointError` naming the key and leaves the whole model as it was. Returns
+    what ``load_state_dict`` returns (missing and unexpected keys, empty when ``strict``).
+    """
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointError(f"a state dict must be a mapping, got {type(state_dict).__name__}")
+    entries = find_slots(model)
+    plans = []
+    for prefix, slot in entries:
+        key = prefix + EXTRA_STATE_SUFFIX
+        if key not in state_dict:
+            if strict:
+                raise CheckpointError(
+                    f"checkpoint field {key!r} is missing: no envelope for slot {slot.slot_id!r}"
+                )
+            continue
+        try:
+            checked = plan_restore(slot, state_dict[key], build=False)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{key}: {exc}") from None
+        _check_declared_size(prefix, checked, state_dict)
+        plans.append((prefix, slot, state_dict[key]))
+    built = [(prefix, slot, plan_restore(slot, text)) for prefix, slot, text in plans]
+    for prefix, _slot, plan in built:
+        _check_module_tensors(prefix, plan, state_dict, strict)
+    _check_other_keys(model, [p for p, _ in entries], state_dict, strict)
+    for _prefix, slot, plan in built:
+        slot.restore_state(plan.state, plan.seed, plan.gate, take_reference=False)
+    # Each slot now holds the checkpoint's state: let load_state_dict see the slot's own text
+    # (a no-op restore) instead of decoding every envelope a second time.
+    own = dict(state_dict)
+    for prefix, slot, _plan in built:
+        own[prefix + EXTRA_STATE_SUFFIX] = slot.lifecycle_text()
+    return model.load_state_dict(own, strict=strict)
+
+
+def _check_declared_size(prefix: str, plan: RestorePlan, state_dict: Mapping[str, Any]) -> None:
+    """Refuse, before building anything, a seed larger than the tensors the file holds for it."""
+    sub = f"{prefix}seed."
+    present = sum(
+        v.numel() for k, v in state_dict.items() if k.startswith(sub) and isinstance(v, torch.Tensor)
+    )
+    if plan.params > present:
+        seed = plan.state.seed
+        assert seed is not None
+        raise CheckpointError(
+            f"checkpoint tensors under {sub!r} hold {present:,} values, but the envelope's seed "
+            f"({seed.blueprint} with {seed.options_dict}) has {plan.params:,} parameters: the file is inconsistent"
+        )
+
+
+def _check_module_tensors(
+    prefix: str, plan: RestorePlan, state_dict: Mapping[str, Any], strict: bool
+) -> None:
+    for name, module in (("seed", plan.seed), ("gate_module", plan.gate)):
+        sub = f"{prefix}{name}."
+        expected = {} if module is None else {sub + k: v for k, v in module.state_dict().items()}
+        found = {k: v for k, v in state_dict.items() if k.startswith(sub)}
+        for key, tensor in expected.items():
+            if key not in found:
+                if strict:
+                    raise CheckpointError(
+                        f"checkpoint tensor {key!r} is missing; the envelope's {name} needs it"
+                    )
+                continue
+            _check_tensor(key, found[key], tensor)
+        if strict:
+            for key in found:
+                if key not in expected:
+                    raise CheckpointError(
+                        f"checkpoint tensor {key!r} does not belong to the {name} the envelope describes"
+                    )
+
+
+def _check_other_keys(
+    model: nn.Module, slot_prefixes: list[str], state_dict: Mapping[str, Any], strict: bool
+) -> None:
+    """Every key outside the slots' seed and gate modules, as ``load_state_dict`` would copy it."""
+    owned = tuple(f"{p}{name}." for p in slot_prefixes for name in ("seed", "gate_module"))
+    envelopes = {p + EXTRA_STATE_SUFFIX for p in slot_prefixes}
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(owned) and k not in envelopes}
+    for key, target in expected.items():
+        if key not in state_dict:
+            if strict:
+                raise CheckpointError(f"checkpoint key {key!r} is missing (the model has it)")
+            continue
+        if isinstance(target, torch.Tensor):
+            _check_tensor(key, state_dict[key], target)
+    if strict:
+        for key in state_dict:
+            if key not in expected and key not in envelopes and not key.startswith(owned):
+                raise CheckpointError(f"checkpoint key {key!r} is not part of this model")
+
+
+def _check_tensor(key: str, value: object, target: torch.Tensor) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise CheckpointError(
+            f"checkpoint tensor {key!r}: got {type(value).__name__}; accepted: a tensor of shape {tuple(target.shape)}"
+        )
+    problem = None
+    if value.layout is not torch.strided:
+        problem = f"layout {value.layout}; accepted: torch.strided"
+    elif value.device.type == "meta":
+        problem = "a tensor on the meta device (it holds no data); accepted: a tensor with data"
+    elif value.shape != target.shape:
+        problem = f"shape {tuple(value.shape)}; accepted: {tuple(target.shape)}"
+    elif value.is_floating_point() != target.is_floating_point() or (
+        not target.is_floating_point() and value.dtype != target.dtype
+    ):
+        problem = (
+            f"dtype {value.dtype}; accepted: {target.dtype} (or another floating dtype for a floating tensor)"
+        )
+    if problem is not None:
+        raise CheckpointError(f"checkpoint tensor {key!r}: {problem}")

@@ -155,17 +155,23 @@ def join_group(scheduler: Any, optimizer: torch.optim.Optimizer, *, reference: i
     if not math.isfinite(lr):
         raise HostError(f"{_name(scheduler)}: the new group's scheduled lr would be {lr}")
     cycles_momentum = False
+    extended: set[int] = set()  # SequentialLR shares its _last_lr list with a child: extend once
+
+    def append(values: object, value: object) -> None:
+        if isinstance(values, list) and id(values) not in extended:
+            extended.add(id(values))
+            values.append(value)
+
     for s in scheduler_tree(scheduler):
         for attr in _SCALED_LISTS:
             values = getattr(s, attr, None)
             if isinstance(values, list):
-                values.append(values[reference] * k)
+                append(values, values[reference] * k)
         for attr in _COPIED_LISTS:
             values = getattr(s, attr, None)
             if isinstance(values, list):
-                values.append(values[reference])
-        if isinstance(getattr(s, "_last_lr", None), list):
-            s._last_lr.append(lr)
+                append(values, values[reference])
+        append(getattr(s, "_last_lr", None), lr)
         cycles_momentum = cycles_momentum or bool(getattr(s, "cycle_momentum", False))
     for key in _SCALED_KEYS:
         if key in ref:

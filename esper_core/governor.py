@@ -192,7 +192,10 @@ class Governor:
             finally:
                 self._clear_grads()
                 self._restore()
-            how = "its backward turned a finite gradient non-finite"
+            if culprits:
+                how = "its backward turned a finite gradient non-finite"
+            elif culprits is not None:
+                how = "the gradient turned non-finite in the host, not in a seed"
         if culprits is None:  # no replay, or the replay did not reproduce it
             culprits = [] if host_bad else confined
             how = "non-finite gradients only in its own parameters" if culprits else ""

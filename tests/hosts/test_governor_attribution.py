@@ -302,3 +302,11 @@ def test_seeded_governor_trials() -> None:
     print(f"governor trials: tried {TRIALS}, failed {len(failures)}")
     assert seen == set(FAULTS) | {stage.name for stage in STAGES}, seen
     assert not failures, f"{len(failures)} of {TRIALS} failed:\n" + "\n".join(failures)
+
+
+def test_a_host_whose_backward_is_non_finite_prunes_no_seed() -> None:
+    net = Net("cnn", {"r0c1": SeedStage.HOLDING, "r1c1": SeedStage.BLENDING})
+    poison_backward(net.model.host.classifier)  # NaN arrives at both seeds from downstream
+    verdict = net.step()
+    assert not verdict.ok and verdict.pruned == () and "in the host" in verdict.reason
+    assert {net.model.slots[s].stage for s in ("r0c1", "r1c1")} == {SeedStage.HOLDING, SeedStage.BLENDING}

@@ -13,6 +13,7 @@ __all__ = [
     "ConflictError",
     "DistributedError",
     "EsperError",
+    "GovernorError",
     "HostError",
     "LifecycleError",
     "MissingGateError",
@@ -70,3 +71,8 @@ class CheckpointError(EsperError, ValueError):
 
 class DistributedError(EsperError, RuntimeError):
     """Ranks disagree about lifecycle state, or a collective did not complete in time."""
+
+
+class GovernorError(EsperError, RuntimeError):
+    """The governor found a fault pruning cannot repair (a fossilized seed or the host went
+    non-finite, or steps keep being skipped); the message names the culprit and the remedy."""

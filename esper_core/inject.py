@@ -22,6 +22,7 @@ from torch.utils.hooks import RemovableHandle
 
 from esper_core.hosts.base import HostError
 from esper_core.model import Evaluation, evaluate_slots
+from esper_core.modes import eval_mode
 from esper_core.registry import get_topology
 from esper_core.slot import SeedSlot
 
@@ -117,17 +118,13 @@ def _probe(model: nn.Module, paths: list[str], example_input: Any) -> dict[str, 
         _submodule(model, p).register_forward_hook(lambda _m, _a, out, p=p: seen.setdefault(p, out))
         for p in paths
     ]
-    modes = {m: m.training for m in model.modules()}
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             args = example_input if isinstance(example_input, tuple) else (example_input,)
             model(*args)
     finally:
         for h in handles:
             h.remove()
-        for m, mode in modes.items():
-            m.training = mode
     return seen
 
 

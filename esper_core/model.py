@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from esper_core.hosts.base import HostError, HostProtocol
+from esper_core.modes import eval_mode
 from esper_core.registry import get_topology
 from esper_core.slot import SeedSlot
 from esper_core.stages import LIVE, PROBATION, SeedStage
@@ -221,7 +222,8 @@ def evaluate_slots(
 
     ``run(x, overrides)`` is a forward that honours per-slot alpha overrides; ``module`` is
     put in eval mode for the pass (per-sample statistics, so repeating the batch K times
-    gives each configuration exactly what a separate pass would) and restored afterwards.
+    gives each configuration exactly what a separate pass would) and afterwards every
+    submodule gets back its own mode (see :func:`esper_core.modes.eval_mode`).
     Only seeds that are blended in (alpha > 0) are ablated: a seed at alpha 0 cannot change
     the output, so its contribution is unmeasured rather than zero.
     """
@@ -230,9 +232,7 @@ def evaluate_slots(
     k = rows.shape[0]
     totals = torch.zeros(k, dtype=torch.float64)
     count = 0
-    was_training = module.training
-    module.eval()
-    try:
+    with eval_mode(module):
         for x, y in batches:
             b = x.shape[0]
             xk = x.repeat(k, *([1] * (x.ndim - 1)))
@@ -244,8 +244,6 @@ def evaluate_slots(
             scores = score(run(xk, overrides), yk).reshape(k, -1).double()
             totals += scores.sum(dim=1).cpu()
             count += scores.shape[1]
-    finally:
-        module.train(was_training)
     if count == 0:
         raise HostError("evaluate() needs at least one non-empty batch; got none")
     percent = (100.0 * totals / count).tolist()

@@ -80,10 +80,11 @@ def _fit_epoch(
     for x, y in task.train_batches(epoch):
         optimizer.zero_grad(set_to_none=True)
         loss = task.loss(model(x), y)
-        if governor is not None and not governor.check_loss(loss, lambda x=x: model(x)).ok:
+        replay = lambda x=x, y=y: task.loss(model(x), y)  # noqa: E731 - reruns this step's forward
+        if governor is not None and not governor.check_loss(loss, replay).ok:
             continue
         loss.backward()
-        if governor is not None and not governor.check_gradients().ok:
+        if governor is not None and not governor.check_gradients(replay).ok:
             continue
         optimizer.step()
 

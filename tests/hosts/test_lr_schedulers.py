@@ -37,7 +37,7 @@ from esper_core.hosts import CNNHost
 from esper_core.model import MorphogeneticModel
 from esper_core.optim import SLOT_KEY, OptimizerBinding
 from esper_core.stages import SeedStage
-from esper_core.state import load_checkpoint
+from esper_core.checkpoint import load_checkpoint
 
 from .conftest import drive
 

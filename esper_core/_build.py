@@ -14,14 +14,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from esper_core.alpha import BlendAlgorithm
 from esper_core.blend import GateModule
+from esper_core.commands import Germinate
 from esper_core.errors import EsperError, LifecycleError
+from esper_core.evidence import Evidence, Probe
 from esper_core.isolation import guard_groupnorms
-from esper_core.slot_state import Provenance
+from esper_core.slot_state import Provenance, SlotConfig
 from esper_core.topology import Topology
-from esper_core.transition import Probe
 
-__all__ = ["build_gate", "build_seed", "parameter_count", "probe_seed", "provenance", "resolve"]
+__all__ = ["build_gate", "build_seed", "candidate", "parameter_count", "probe_seed", "provenance", "resolve"]
 
 
 def _place(module: nn.Module, anchor: Tensor) -> nn.Module:
@@ -127,3 +129,25 @@ def probe_seed(module: nn.Module, topology: Topology, dim: int, anchor: Tensor) 
         dtype_preserved=y.dtype == x.dtype,
         input_preserved=torch.equal(x, before),
     )
+
+
+def candidate(
+    config: SlotConfig, topology: Topology, anchor: Tensor, cmd: Germinate
+) -> tuple[Evidence, tuple[nn.Module, nn.Module | None]]:
+    """Build and probe the seed (and blend gate) a prepared germination asks for: G0's evidence."""
+    seed = build_seed(config.topology, cmd.blueprint, config.dim, cmd.options_dict, anchor)
+    gate = build_gate(topology, config.dim, anchor) if cmd.algorithm is BlendAlgorithm.GATE else None
+    try:
+        probe = probe_seed(seed, topology, config.dim, anchor)
+    except Exception as exc:  # the pack's forward: reported as ours, naming the blueprint
+        raise LifecycleError(
+            f"G0 could not run {config.topology}:{cmd.blueprint} on a probe input of slot "
+            f"{config.slot_id!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    evidence = Evidence(
+        trainable_params=any(p.requires_grad for p in seed.parameters()),
+        param_count=parameter_count(seed, gate),
+        probe=probe,
+        provenance=provenance(config.topology, cmd.blueprint),
+    )
+    return evidence, (seed, gate)

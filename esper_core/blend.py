@@ -29,7 +29,14 @@ from torch import Tensor, nn
 from esper_core.alpha import BlendAlgorithm
 from esper_core.errors import LifecycleError
 
-__all__ = ["INITIAL_GATE", "BlendAlgorithm", "GateModule", "blend", "gate_hidden_width"]
+__all__ = [
+    "INITIAL_GATE",
+    "BlendAlgorithm",
+    "GateModule",
+    "blend",
+    "check_alpha_override",
+    "gate_hidden_width",
+]
 
 #: The value every :class:`GateModule` outputs at birth.
 INITIAL_GATE = 0.5
@@ -67,6 +74,23 @@ def blend(
     raise LifecycleError(
         f"unknown blend algorithm {algorithm!r}; accepted: {[b.value for b in BlendAlgorithm]}"
     )
+
+
+def check_alpha_override(alpha: object, h: Tensor) -> None:
+    """Raise unless ``alpha`` is a tensor that is 0-dim, or ``h.dim()``-dim and broadcastable to ``h``.
+
+    Shapes only (no value is read, so no device sync); :func:`blend` clamps values to [0, 1].
+    """
+    ok = isinstance(alpha, Tensor) and (
+        alpha.dim() == 0
+        or (alpha.dim() == h.dim() and all(a in (1, b) for a, b in zip(alpha.shape, h.shape, strict=True)))
+    )
+    if not ok:
+        got = tuple(alpha.shape) if isinstance(alpha, Tensor) else type(alpha).__name__
+        raise LifecycleError(
+            f"alpha_override must be a 0-dim tensor or a {h.dim()}-dim tensor broadcastable to "
+            f"{tuple(h.shape)} (e.g. {(h.shape[0],) + (1,) * (h.dim() - 1)}); got {got}"
+        )
 
 
 def gate_hidden_width(dim: int) -> int:

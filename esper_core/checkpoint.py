@@ -25,44 +25,25 @@ as it was.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-import attrs
 import torch
 from torch import nn
 
-from esper_core import stages as st
-from esper_core.alpha import BlendAlgorithm
-from esper_core.codec import Envelope, decode_envelope
-from esper_core.errors import CheckpointError, EsperError, UnknownBlueprintError
-from esper_core.slot_state import SlotState
+from esper_core.errors import CheckpointError
+from esper_core.restore import RestorePlan, plan_restore
 
 __all__ = [
     "EXTRA_STATE_SUFFIX",
-    "RestorePlan",
     "SlotEntry",
     "find_slots",
     "load_checkpoint",
-    "plan_restore",
-    "restore_slot",
     "slot_envelope",
 ]
 
 #: Key suffix under which ``nn.Module.state_dict`` stores a module's extra state.
 EXTRA_STATE_SUFFIX = "_extra_state"
-
-
-@attrs.frozen(eq=False)
-class RestorePlan:
-    """What a valid envelope will put into its slot, built without touching the slot."""
-
-    state: SlotState
-    seed: nn.Module | None
-    gate: nn.Module | None
-    params: int = 0
-    """The seed's exact parameter count from the registry (0 without a live seed)."""
 
 
 class SlotEntry(NamedTuple):
@@ -88,142 +69,6 @@ def slot_envelope(slot: Any) -> dict[str, Any]:
     from esper_core.codec import encode_envelope
 
     return encode_envelope(slot.config, slot.state)
-
-
-# ---- one slot ------------------------------------------------------------------------------------
-
-
-def _check_identity(slot: Any, env: Envelope) -> None:
-    from esper_core.registry import get_topology
-
-    if env.slot_id != slot.slot_id:
-        raise CheckpointError(
-            f"checkpoint field 'slot_id': got {env.slot_id!r}; accepted: {slot.slot_id!r} (the slot being loaded)"
-        )
-    try:
-        get_topology(env.topology)
-    except EsperError as exc:
-        raise CheckpointError(f"checkpoint field 'topology': {exc}") from None
-    if env.topology != slot.topology:
-        raise CheckpointError(
-            f"checkpoint field 'topology': got {env.topology!r}; accepted: {slot.topology!r} (this slot's topology)"
-        )
-    if env.dim != slot.dim:
-        raise CheckpointError(
-            f"checkpoint field 'dim': got {env.dim}; accepted: {slot.dim} (this slot's width)"
-        )
-
-
-def _check_seed(slot: Any, env: Envelope) -> int:
-    """Check the envelope's blueprint and options against the registry; return the exact size."""
-    from esper_core.registry import get_blueprint
-
-    seed = env.state.seed
-    assert seed is not None
-    try:
-        spec = get_blueprint(env.topology, seed.blueprint)
-    except UnknownBlueprintError as exc:
-        hint = ""
-        if seed.provenance is not None:
-            p = seed.provenance
-            hint = f"; it was registered by {p.distribution} {p.version}: install that distribution"
-        raise CheckpointError(f"checkpoint field 'state.seed.blueprint': {exc}{hint}") from None
-    try:
-        resolved = spec.resolve(env.dim, seed.options_dict)
-        count = spec.count_params(env.dim, **resolved)
-    except EsperError as exc:
-        raise CheckpointError(f"checkpoint field 'state.seed.options': {exc}") from None
-    except Exception as exc:  # a pack's validate() or count may fail in any way
-        raise CheckpointError(
-            f"checkpoint field 'state.seed.options': {spec.key} rejected them: {type(exc).__name__}: {exc}"
-        ) from exc
-    if resolved != seed.options_dict:
-        raise CheckpointError(
-            f"checkpoint field 'state.seed.options': got {seed.options_dict}; accepted: every option of "
-            f"{spec.key} resolved ({resolved})"
-        )
-    limit = slot.config.max_seed_params
-    if count > limit:
-        raise CheckpointError(
-            f"checkpoint field 'state.seed.options': {spec.key} with {resolved} at dim {env.dim} has {count:,} "
-            f"parameters, more than the slot's max_seed_params ({limit:,})"
-        )
-    return count
-
-
-def _live(state: SlotState) -> bool:
-    return state.stage in st.LIVE
-
-
-def _needs_gate(state: SlotState) -> bool:
-    return _live(state) and state.seed is not None and state.seed.algorithm is BlendAlgorithm.GATE
-
-
-def plan_restore(slot: Any, envelope: object, *, build: bool = True) -> RestorePlan:
-    """Validate ``envelope`` (JSON text or data) for ``slot`` and build the modules it needs.
-
-    Changes nothing. Raises :class:`CheckpointError` naming the first bad field. With
-    ``build=False`` only the checks run (the plan then carries no modules).
-    """
-    env = decode_envelope(envelope)
-    _check_identity(slot, env)
-    state = env.state
-    if not _live(state):
-        return RestorePlan(state, None, None)
-    params = _check_seed(slot, env)
-    if not build:
-        return RestorePlan(state, None, None, params)
-    seed, gate = None, None
-    current = slot.state.seed
-    if (
-        slot.seed is not None
-        and current is not None
-        and (current.blueprint, current.options)
-        == (
-            state.seed.blueprint,
-            state.seed.options,
-        )
-    ):
-        seed = slot.seed
-    if _needs_gate(state) and slot.gate_module is not None:
-        gate = slot.gate_module
-    with _forked_rng():
-        seed = seed if seed is not None else _build(slot, "seed", state)
-        if _needs_gate(state) and gate is None:
-            gate = _build(slot, "gate", state)
-    return RestorePlan(state, seed, gate, params)
-
-
-@contextlib.contextmanager
-def _forked_rng() -> Iterator[None]:
-    with torch.random.fork_rng(devices=[]):
-        yield
-
-
-def _build(slot: Any, what: str, state: SlotState) -> nn.Module:
-    try:
-        if what == "gate":
-            module = slot.build_blend_gate()
-        else:
-            module = slot.build_seed(state.seed.blueprint, state.seed.options_dict)
-    except Exception as exc:  # a pack's factory can fail in any way; the slot stays unchanged
-        field = "state.seed.algorithm" if what == "gate" else "state.seed.blueprint"
-        raise CheckpointError(
-            f"checkpoint field {field!r}: rebuilding the {what} module failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    module.train(slot.training)
-    return module
-
-
-def restore_slot(slot: Any, envelope: object, *, take_reference: bool = True) -> None:
-    """Load ``envelope`` into ``slot``: validate fully, build, then commit (or raise, changing nothing).
-
-    The slot's own current text is recognised and costs nothing.
-    """
-    if type(envelope) is str and envelope == slot.lifecycle_text():
-        return
-    plan = plan_restore(slot, envelope)
-    slot.restore_state(plan.state, plan.seed, plan.gate, take_reference=take_reference)
 
 
 # ---- a whole model -------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from esper_core.stages import SeedStage
+from esper_core.stages import isolated_in
 
 __all__ = [
     "GROUPNORM_REPRODUCTION",
@@ -70,15 +70,6 @@ GROUPNORM_REPRODUCTION = (
     "x = torch.randn(2, 16, 5, 7).to(memory_format=torch.channels_last).detach()\n"
     "gn(x).sum().backward()\n"
 )
-
-
-def isolated_in(stage: SeedStage, *, isolate_blending: bool) -> bool:
-    """Whether the seed input is gradient-isolated from the host in ``stage``."""
-    if stage is SeedStage.TRAINING:
-        return True
-    if stage is SeedStage.BLENDING:
-        return isolate_blending
-    return False
 
 
 def _groupnorm_pre_hook(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:

@@ -20,11 +20,8 @@ plain attributes, so a stage change recompiles once, and it treats the buffer as
 input, so a ramp over many epochs reuses one graph. The buffer is filled in place: call
 ``step_epoch`` between iterations, not between a forward and its backward.
 
-**Parameters a stage does not use are frozen.** In GERMINATED the seed does not run, in
-TRAINING the blend gate is unused, and while alpha ramps down the seed runs without
-autograd. Those parameters get ``requires_grad=False`` for the stage (their own flag is
-restored when the stage uses them again), so ``DistributedDataParallel`` never waits for a
-gradient that cannot come and optimizers skip them. Parameter counts ignore the flag.
+**Parameters a stage does not use are frozen** for that stage (:mod:`esper_core._freeze`),
+so ``DistributedDataParallel`` never waits for a gradient that cannot come.
 """
 
 from __future__ import annotations
@@ -38,9 +35,10 @@ from torch import Tensor, nn
 
 from esper_core import _build
 from esper_core import stages as st
+from esper_core._freeze import StageFreeze, unused_modules
 from esper_core.activity import ActivityMeter
-from esper_core.alpha import AlphaController, AlphaCurve, AlphaMode, BlendAlgorithm
-from esper_core.blend import blend
+from esper_core.alpha import AlphaCurve, AlphaMode, BlendAlgorithm
+from esper_core.blend import blend, check_alpha_override
 from esper_core.codec import state_checksum, state_text
 from esper_core.commands import (
     Advance,
@@ -57,8 +55,15 @@ from esper_core.commands import (
 from esper_core.errors import LifecycleError
 from esper_core.gates import GateLevel, GateResult, QualityGates
 from esper_core.isolation import isolated_in, seed_input, straight_through
-from esper_core.metrics import DEFAULT_ACTIVITY_DECAY, SeedMetrics, SlotReport
-from esper_core.slot_state import AUTO_ADVANCE_GATES, HISTORY_BOUND, MAX_SEED_PARAMS, SlotConfig, SlotState
+from esper_core.metrics import DEFAULT_ACTIVITY_DECAY, SlotReport
+from esper_core.slot_state import (
+    AUTO_ADVANCE_GATES,
+    HISTORY_BOUND,
+    MAX_SEED_PARAMS,
+    SlotConfig,
+    SlotState,
+    slot_report,
+)
 from esper_core.stages import SeedStage
 from esper_core.telemetry import SeedEvent, SlotRestored, emit
 from esper_core.transition import ActivityEvidence, Evidence, Outcome, evaluate, precheck, transition
@@ -118,7 +123,7 @@ class SeedSlot(nn.Module):
         self.register_module("seed", None)
         self.register_module("gate_module", None)
         self._meter = ActivityMeter()
-        self._frozen: dict[int, tuple[nn.Parameter, bool]] = {}
+        self._freeze = StageFreeze()
         self._text: tuple[SlotState, str] | None = None
         self._last_output: Tensor | None = None
         self._output_checked = False
@@ -140,47 +145,20 @@ class SeedSlot(nn.Module):
     activity_decay = property(lambda self: self._config.activity_decay)
     stage = property(lambda self: self._state.stage)
 
-    @property
-    def controller(self) -> AlphaController:
-        seed = self._state.seed
-        return AlphaController() if seed is None else seed.alpha
-
-    @property
-    def alpha(self) -> float:
-        """The alpha schedule's current value (0 without a seed)."""
-        return self.controller.alpha
-
+    controller = property(lambda self: self._state.schedule, doc="The seed's alpha schedule.")
+    alpha = property(
+        lambda self: self._state.alpha, doc="The alpha schedule's current value (0 without a seed)."
+    )
     blending_progress = alpha
-
-    @property
-    def metrics(self) -> SeedMetrics:
-        seed = self._state.seed
-        return SeedMetrics() if seed is None else seed.metrics
-
-    seed_id = property(lambda self: None if self._state.seed is None else self._state.seed.seed_id)
-    blueprint = property(lambda self: None if self._state.seed is None else self._state.seed.blueprint)
-
-    @property
-    def algorithm(self) -> BlendAlgorithm:
-        seed = self._state.seed
-        return BlendAlgorithm.ADD if seed is None else seed.algorithm
-
-    @property
-    def isolated(self) -> bool:
-        return isolated_in(self._state.stage, isolate_blending=self._config.isolate_blending)
-
-    @property
-    def available(self) -> bool:
-        """True when the slot accepts a germination (DORMANT)."""
-        return self._state.stage is _S.DORMANT
-
-    @property
-    def healthy(self) -> bool:
-        seed = self._state.seed
-        if seed is None:
-            return True
-        cf = seed.metrics.counterfactual
-        return not seed.health_issues and (cf is None or cf >= 0.0)
+    metrics = property(lambda self: self._state.metrics)
+    seed_id = property(lambda self: self._state.seed_id)
+    blueprint = property(lambda self: self._state.blueprint)
+    algorithm = property(lambda self: self._state.algorithm)
+    healthy = property(lambda self: self._state.healthy)
+    isolated = property(lambda self: isolated_in(self._state.stage, isolate_blending=self.isolate_blending))
+    available = property(
+        lambda self: self._state.stage is _S.DORMANT, doc="Whether a germination is accepted."
+    )
 
     def seed_parameters(self) -> list[nn.Parameter]:
         """Seed and blend-gate parameters, whether or not they currently require grad."""
@@ -194,7 +172,7 @@ class SeedSlot(nn.Module):
     def _trainable_params(self) -> bool:
         if self.seed is None:
             return False
-        return any(self._frozen.get(id(p), (p, p.requires_grad))[1] for p in self.seed.parameters())
+        return any(self._freeze.own_flag(p) for p in self.seed.parameters())
 
     # ---- applying commands --------------------------------------------------------------------
 
@@ -210,7 +188,7 @@ class SeedSlot(nn.Module):
         rng = None
         if isinstance(command, Germinate):
             rng = torch.random.get_rng_state()
-            command, evidence, built = self._candidate(command)
+            evidence, built = _build.candidate(self._config, self._topology, self._anchor, command)
         else:
             evidence = self._evidence(command)
         try:
@@ -245,30 +223,6 @@ class SeedSlot(nn.Module):
             )
             return attrs.evolve(command, options=resolved)
         return command
-
-    def _candidate(self, cmd: Germinate) -> tuple[Germinate, Evidence, tuple[nn.Module, nn.Module | None]]:
-        """Build and probe the seed a (prepared) germination asks for."""
-        c = self._config
-        seed = _build.build_seed(c.topology, cmd.blueprint, c.dim, cmd.options_dict, self._anchor)
-        gate = (
-            _build.build_gate(self._topology, c.dim, self._anchor)
-            if cmd.algorithm is BlendAlgorithm.GATE
-            else None
-        )
-        try:
-            probe = _build.probe_seed(seed, self._topology, c.dim, self._anchor)
-        except Exception as exc:  # the pack's forward: reported as ours, naming the blueprint
-            raise LifecycleError(
-                f"G0 could not run {c.topology}:{cmd.blueprint} on a probe input of slot {c.slot_id!r}: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-        evidence = Evidence(
-            trainable_params=any(p.requires_grad for p in seed.parameters()),
-            param_count=_build.parameter_count(seed, gate),
-            probe=probe,
-            provenance=_build.provenance(c.topology, cmd.blueprint),
-        )
-        return cmd, evidence, (seed, gate)
 
     def _evidence(self, command: object) -> Evidence:
         activity = None
@@ -334,23 +288,7 @@ class SeedSlot(nn.Module):
         if float(self._alpha_value) != alpha:
             with torch.no_grad():
                 self._alpha_value.fill_(alpha)
-        self._freeze_unused(stage, down)
-
-    def _freeze_unused(self, stage: SeedStage, down: bool) -> None:
-        unused: list[nn.Module | None] = []
-        if stage is _S.GERMINATED or down:
-            unused = [self.seed, self.gate_module]
-        elif stage is _S.TRAINING:
-            unused = [self.gate_module]
-        wanted = {id(p): p for m in unused if m is not None for p in m.parameters()}
-        for key, (param, flag) in list(self._frozen.items()):
-            if key not in wanted:
-                param.requires_grad_(flag)
-                del self._frozen[key]
-        for key, param in wanted.items():
-            if key not in self._frozen:
-                self._frozen[key] = (param, param.requires_grad)
-                param.requires_grad_(False)
+        self._freeze.update(unused_modules(stage, down, self.seed, self.gate_module))
 
     def reconfigure(self, **changes: Any) -> None:
         """Replace configuration values (e.g. ``gates=QualityGates("strict")``), checked like the constructor's.
@@ -477,7 +415,7 @@ class SeedSlot(nn.Module):
         ``(B, 1, 1, 1)``) replaces the schedule's alpha for a counterfactual pass.
         """
         if alpha_override is not None:
-            _check_override(alpha_override, h)
+            check_alpha_override(alpha_override, h)
         if not self._runs:
             return h
         seed = self.seed
@@ -522,39 +460,13 @@ class SeedSlot(nn.Module):
     # ---- reporting ------------------------------------------------------------------------------
 
     def report(self) -> SlotReport:
-        """A snapshot for controllers, observations and telemetry."""
-        state, seed = self._state, self._state.seed
-        live = state.stage in st.LIVE
-        a = self.controller
-        m = self.metrics
-        issues = () if seed is None else seed.health_issues
-        issues += ("negative_contribution",) if m.counterfactual is not None and m.counterfactual < 0 else ()
-        return SlotReport(
-            slot_id=self.slot_id,
-            topology=self.topology,
-            dim=self.dim,
-            stage=state.stage,
-            previous_stage=state.previous_stage,
-            ticks_in_stage=state.ticks_in_stage,
-            seed_id=self.seed_id,
-            blueprint=self.blueprint,
-            options=() if seed is None else seed.options,
-            algorithm=self.algorithm if live else None,
-            blending_progress=a.alpha,
-            alpha_target=a.target,
-            alpha_mode=a.mode,
-            alpha_curve=a.curve,
-            alpha_steps_done=a.steps_done,
-            alpha_steps_total=a.steps_total,
-            isolated=self.isolated if live else False,
-            metrics=m,
-            activity=None if seed is None else seed.activity.ema,
+        """A snapshot for controllers, observations and telemetry (parameter counts ignore requires_grad)."""
+        return slot_report(
+            self._config,
+            self._state,
+            seed_params=_build.parameter_count(self.seed),
+            gate_params=_build.parameter_count(self.gate_module),
             trainable=self.trainable(),
-            healthy=not issues,
-            health_issues=issues,
-            seed_param_count=_build.parameter_count(self.seed),
-            gate_param_count=_build.parameter_count(self.gate_module),
-            pending_prune=seed is not None and seed.pending_prune is not None,
         )
 
     def state_checksum(self) -> Tensor:
@@ -611,7 +523,7 @@ class SeedSlot(nn.Module):
         return self.lifecycle_text()
 
     def set_extra_state(self, state: Any) -> None:
-        from esper_core.checkpoint import restore_slot
+        from esper_core.restore import restore_slot
 
         # load_state_dict calls this before the seed's tensors are copied; the post-hook
         # takes the activity meter's reference once they are in.
@@ -632,37 +544,17 @@ class SeedSlot(nn.Module):
         data["decider"] = None
         data["_text"] = None
         data["_last_output"] = None
-        data["_frozen"] = {}
-        data["_thaw"] = [(name, flag) for name, flag in self._frozen_names()]
+        data["_freeze"] = self._freeze.by_name(dict(self.named_parameters()))
         return data
 
     def __setstate__(self, data: dict[str, Any]) -> None:
-        thaw = data.pop("_thaw", [])
+        frozen = data.pop("_freeze")
         super().__setstate__(data)
-        params = dict(self.named_parameters())
-        self._frozen = {id(params[n]): (params[n], flag) for n, flag in thaw if n in params}
-
-    def _frozen_names(self) -> list[tuple[str, bool]]:
-        names = {id(p): n for n, p in self.named_parameters()}
-        return [(names[key], flag) for key, (_, flag) in self._frozen.items() if key in names]
+        self._freeze = StageFreeze.from_names(frozen, dict(self.named_parameters()))
 
     def extra_repr(self) -> str:
         return (
             f"slot_id={self.slot_id!r}, topology={self.topology!r}, dim={self.dim}, stage={self.stage.name}"
-        )
-
-
-def _check_override(alpha: object, h: Tensor) -> None:
-    """An alpha override must be a tensor that is 0-dim or ``h.dim()``-dim and broadcasts to ``h``."""
-    ok = isinstance(alpha, Tensor) and (
-        alpha.dim() == 0
-        or (alpha.dim() == h.dim() and all(a in (1, b) for a, b in zip(alpha.shape, h.shape, strict=True)))
-    )
-    if not ok:
-        got = tuple(alpha.shape) if isinstance(alpha, Tensor) else type(alpha).__name__
-        raise LifecycleError(
-            f"alpha_override must be a 0-dim tensor or a {h.dim()}-dim tensor broadcastable to "
-            f"{tuple(h.shape)} (e.g. {(h.shape[0],) + (1,) * (h.dim() - 1)}); got {got}"
         )
 
 

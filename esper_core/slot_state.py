@@ -43,8 +43,8 @@ from esper_core._fields import (
 from esper_core.alpha import ALPHA_TOLERANCE, AlphaController, AlphaCurve, AlphaMode, BlendAlgorithm
 from esper_core.errors import LifecycleError
 from esper_core.gates import GateLevel, QualityGates
-from esper_core.metrics import ActivityState, SeedMetrics, check_activity_decay
-from esper_core.stages import SeedStage, is_legal_transition
+from esper_core.metrics import ActivityState, SeedMetrics, SlotReport, check_activity_decay
+from esper_core.stages import LIVE, SeedStage, is_legal_transition, isolated_in
 
 __all__ = [
     "AUTO_ADVANCE_GATES",
@@ -57,6 +57,7 @@ __all__ = [
     "SeedState",
     "SlotConfig",
     "SlotState",
+    "slot_report",
 ]
 
 _S = SeedStage
@@ -190,6 +191,45 @@ class SlotState:
                 f"got stage {stage.name}, mode {a.mode.value!r}, target {a.target}",
             )
 
+    # ---- derived views (what a slot reports; "no seed" has a value for each) ----------------------
+
+    @property
+    def schedule(self) -> AlphaController:
+        """The seed's alpha schedule (at rest at 0 without a seed)."""
+        return _AT_REST if self.seed is None else self.seed.alpha
+
+    @property
+    def alpha(self) -> float:
+        return self.schedule.alpha
+
+    @property
+    def metrics(self) -> SeedMetrics:
+        return _NO_METRICS if self.seed is None else self.seed.metrics
+
+    @property
+    def seed_id(self) -> str | None:
+        return None if self.seed is None else self.seed.seed_id
+
+    @property
+    def blueprint(self) -> str | None:
+        return None if self.seed is None else self.seed.blueprint
+
+    @property
+    def algorithm(self) -> BlendAlgorithm:
+        return BlendAlgorithm.ADD if self.seed is None else self.seed.algorithm
+
+    @property
+    def healthy(self) -> bool:
+        """No sticky health issue and no negative measured contribution."""
+        if self.seed is None:
+            return True
+        cf = self.seed.metrics.counterfactual
+        return not self.seed.health_issues and (cf is None or cf >= 0.0)
+
+
+_AT_REST = AlphaController()
+_NO_METRICS = SeedMetrics()
+
 
 def _check_alpha(stage: SeedStage, a: AlphaController) -> None:
     if stage in _AT_ZERO and not (a.at_rest and a.alpha == 0.0):
@@ -249,4 +289,43 @@ class SlotConfig:
     max_seed_params: int = attrs.field(
         default=MAX_SEED_PARAMS,
         converter=lambda v: check_int("max_seed_params", v, minimum=1, maximum=2**40),
+    )
+
+
+def slot_report(
+    config: SlotConfig, state: SlotState, *, seed_params: int, gate_params: int, trainable: bool
+) -> SlotReport:
+    """The :class:`SlotReport` of a slot in ``state`` (parameter counts and trainability measured by the slot)."""
+    seed = state.seed
+    live = state.stage in LIVE
+    a = AlphaController() if seed is None else seed.alpha
+    m = SeedMetrics() if seed is None else seed.metrics
+    issues = () if seed is None else seed.health_issues
+    issues += ("negative_contribution",) if m.counterfactual is not None and m.counterfactual < 0 else ()
+    return SlotReport(
+        slot_id=config.slot_id,
+        topology=config.topology,
+        dim=config.dim,
+        stage=state.stage,
+        previous_stage=state.previous_stage,
+        ticks_in_stage=state.ticks_in_stage,
+        seed_id=None if seed is None else seed.seed_id,
+        blueprint=None if seed is None else seed.blueprint,
+        options=() if seed is None else seed.options,
+        algorithm=seed.algorithm if live and seed is not None else None,
+        blending_progress=a.alpha,
+        alpha_target=a.target,
+        alpha_mode=a.mode,
+        alpha_curve=a.curve,
+        alpha_steps_done=a.steps_done,
+        alpha_steps_total=a.steps_total,
+        isolated=live and isolated_in(state.stage, isolate_blending=config.isolate_blending),
+        metrics=m,
+        activity=None if seed is None else seed.activity.ema,
+        trainable=trainable,
+        healthy=not issues,
+        health_issues=issues,
+        seed_param_count=seed_params,
+        gate_param_count=gate_params,
+        pending_prune=seed is not None and seed.pending_prune is not None,
     )

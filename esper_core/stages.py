@@ -33,6 +33,7 @@ __all__ = [
     "is_failure",
     "is_legal_transition",
     "is_terminal",
+    "isolated_in",
     "runs_seed",
     "stage_from_value",
     "stage_index",
@@ -151,3 +152,17 @@ def has_seed_module(stage: SeedStage) -> bool:
 def stage_index(stage: SeedStage) -> int:
     """A contiguous index 0..9 over the valid stages (for one-hot features)."""
     return _INDEX[stage_from_value(stage)]
+
+
+def isolated_in(stage: SeedStage, *, isolate_blending: bool) -> bool:
+    """Whether the seed input is gradient-isolated from the host in ``stage``.
+
+    Always in TRAINING (the incubator); in BLENDING when the slot's ``isolate_blending`` says
+    so (by default for topologies without a sequence axis); never from HOLDING on, so layers
+    upstream of a fully blended seed keep learning (see :mod:`esper_core.isolation`).
+    """
+    if stage is SeedStage.TRAINING:
+        return True
+    if stage is SeedStage.BLENDING:
+        return isolate_blending
+    return False

@@ -12,8 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from esper_core.checkpoint import load_checkpoint, restore_slot, slot_envelope
+from esper_core.checkpoint import load_checkpoint, slot_envelope
 from esper_core.errors import CheckpointError
+from esper_core.restore import restore_slot
 
 Mutation = Callable[[dict[str, Any]], None]
 

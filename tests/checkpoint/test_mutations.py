@@ -12,8 +12,9 @@ import torch
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from esper_core.checkpoint import restore_slot, slot_envelope
+from esper_core.checkpoint import slot_envelope
 from esper_core.errors import CheckpointError
+from esper_core.restore import restore_slot
 
 SOURCES = ("training", "blending_gate", "pending_prune", "fossilized", "embargoed", "dormant")
 TARGETS = ("dormant", "holding")

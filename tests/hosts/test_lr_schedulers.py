@@ -31,13 +31,13 @@ import torch
 from torch.nn import functional as F
 from torch.optim import lr_scheduler as L
 
+from esper_core.checkpoint import load_checkpoint
 from esper_core.errors import HostError
 from esper_core.gates import QualityGates
 from esper_core.hosts import CNNHost
 from esper_core.model import MorphogeneticModel
 from esper_core.optim import SLOT_KEY, OptimizerBinding
 from esper_core.stages import SeedStage
-from esper_core.checkpoint import load_checkpoint
 
 from .conftest import drive
 

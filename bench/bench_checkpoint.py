@@ -25,11 +25,11 @@ from torch import nn
 
 from bench._harness import Benchmark, Measurement, compare
 from esper_core.blend import BlendAlgorithm
+from esper_core.checkpoint import load_checkpoint
 from esper_core.gates import QualityGates
 from esper_core.hosts import CNNHost
 from esper_core.model import MorphogeneticModel
 from esper_core.slot import SeedSlot
-from esper_core.checkpoint import load_checkpoint
 
 #: (slot id, blueprint, algorithm, target stage)
 SEEDS = (

@@ -125,7 +125,9 @@ class StandInSlot(nn.Module):
         elif name == "Prune":
             self.prune(command.reason, command.initiator)
         elif name == "SchedulePrune":
-            self.schedule_prune(command.steps, command.curve, reason=command.reason, initiator=command.initiator)
+            self.schedule_prune(
+                command.steps, command.curve, reason=command.reason, initiator=command.initiator
+            )
         elif name == "SetAlphaTarget":
             self.set_alpha_target(command.target, command.steps, command.curve, algorithm=command.algorithm)
         else:

@@ -21,8 +21,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/esper demo
 
+# The fast tier first, then the slow tiers (pip installs, real processes, docs, the demo).
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "integration or multiprocess or docs or demo"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

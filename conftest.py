@@ -16,3 +16,39 @@ torch.set_num_threads(1)
 # pytest only fills in modules that are missing, so importing the real ones first is enough.
 import esper_blueprints_cnn  # noqa: E402, F401
 import esper_blueprints_transformer  # noqa: E402, F401
+
+import pytest  # noqa: E402
+
+# ---- test tiers ---------------------------------------------------------------------------------
+# ``pytest`` alone runs the fast tier. The slower tiers are marked, and ``make test`` (what CI
+# runs) runs them all:
+#   integration   pip-installs distributions or fixture packs into venvs / target dirs
+#   multiprocess  real torch.distributed processes (gloo on 127.0.0.1, torchrun)
+#   docs          code blocks of README and docs/, and examples/, run in subprocesses
+#   demo          the `esper demo` command, end to end
+# A test module may mark itself; the files below are marked here so the tiers are listed in
+# one place.
+TIER_FILES = {
+    "integration": ("tests/foundation/test_installed_packs.py", "tests/conformance/test_example_pack.py"),
+    "multiprocess": ("tests/distributed/test_two_ranks.py",),
+    "docs": ("tests/docs/test_docs_complete.py::test_runnable_block_runs",),
+    "demo": ("tests/hosts/test_demo.py",),
+}
+TIERS = tuple(TIER_FILES)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for tier, what in (
+        ("integration", "pip-installs distributions or fixture packs"),
+        ("multiprocess", "starts real torch.distributed processes"),
+        ("docs", "runs documentation code blocks and examples in subprocesses"),
+        ("demo", "runs the esper demo end to end"),
+    ):
+        config.addinivalue_line("markers", f"{tier}: slow tier, {what} (run by make test)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for tier, places in TIER_FILES.items():
+            if any(item.nodeid.startswith(place) for place in places):
+                item.add_marker(getattr(pytest.mark, tier))

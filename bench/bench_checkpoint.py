@@ -29,6 +29,7 @@ from esper_core.checkpoint import load_checkpoint
 from esper_core.gates import QualityGates
 from esper_core.hosts import CNNHost
 from esper_core.model import MorphogeneticModel
+from esper_core.registry import create_blueprint
 from esper_core.slot import SeedSlot
 
 #: (slot id, blueprint, algorithm, target stage)
@@ -154,8 +155,60 @@ def fresh_model() -> Measurement:
     )
 
 
+#: The many-seed restore: a model of this many slots, each holding a seed, at the cnn
+#: topology's reference width (64 channels).
+MANY = 64
+WIDTH = 64
+
+
+class _ManySlots(nn.Module):
+    def __init__(self, slot: type[SeedSlot] = SeedSlot) -> None:
+        super().__init__()
+        self.slots = nn.ModuleDict(
+            {
+                f"s{i}": slot(f"s{i}", topology="cnn", dim=WIDTH, gates=QualityGates("permissive"))
+                for i in range(MANY)
+            }
+        )
+
+
+def many_seeds() -> Measurement:
+    """64 seeds rebuilt from envelopes vs the same 64 modules built by hand; both read their file."""
+    torch.manual_seed(0)
+    grown = _ManySlots()
+    for i, slot in enumerate(grown.slots.values()):
+        slot.germinate("conv_light" if i % 2 else "norm", tempo=2)
+        slot.advance()
+    data = _to_file(grown)
+    plain_file = io.BytesIO()
+    torch.save({k: v for k, v in _from_file(data).items() if not k.endswith("_extra_state")}, plain_file)
+    plain_data = plain_file.getvalue()
+
+    def with_envelopes() -> None:
+        load_checkpoint(_ManySlots(), _from_file(data))
+
+    def by_hand() -> None:
+        slots = _ManySlots(_PlainSlot)  # the same structure, and the seeds built by hand into it
+        seeds = nn.ModuleDict(
+            {
+                name: nn.ModuleDict(
+                    {"seed": create_blueprint("cnn", "conv_light" if i % 2 else "norm", WIDTH)}
+                )
+                for i, name in enumerate(slots.slots)
+            }
+        )
+        seeds.load_state_dict({k.removeprefix("slots."): v for k, v in _from_file(plain_data).items()})
+
+    return compare(
+        with_envelopes, by_hand, repeats=9, number=1, warmup=2, detail=f"{MANY} seeds, fresh model each time"
+    )
+
+
 BENCHMARKS = [
     Benchmark("checkpoint: save+load with envelopes / plain state_dict (3 seeds)", "<= 1.2", in_place),
     Benchmark("checkpoint: load alternating checkpoints / plain state_dict", "<= 1.2", alternating),
     Benchmark("checkpoint: restore into a fresh model / germinate by hand + load", "<= 1.2", fresh_model),
+    Benchmark(
+        f"checkpoint: restore {MANY} seeds into a fresh model / build by hand + load", "<= 1.2", many_seeds
+    ),
 ]

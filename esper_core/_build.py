@@ -27,7 +27,15 @@ __all__ = ["build_gate", "build_seed", "candidate", "parameter_count", "probe_se
 
 
 def _place(module: nn.Module, anchor: Tensor) -> nn.Module:
-    if anchor.is_floating_point():
+    """``module`` on ``anchor``'s device and (for a floating anchor) dtype; no walk when already there."""
+    tensors = [*module.parameters(), *module.buffers()]
+    floating = anchor.is_floating_point()
+    if all(
+        t.device == anchor.device and (not floating or not t.is_floating_point() or t.dtype == anchor.dtype)
+        for t in tensors
+    ):
+        return module
+    if floating:
         return module.to(device=anchor.device, dtype=anchor.dtype)
     return module.to(device=anchor.device)
 

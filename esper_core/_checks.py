@@ -89,6 +89,9 @@ def check_float(
     ``bool``, a string, a tensor with more than one element, NaN, infinity and numbers too
     large for a float are rejected.
     """
+    common = type(value) is float and minimum <= value <= maximum and abs(value) != math.inf
+    if common and not ((low_open and value == minimum) or (high_open and value == maximum)):
+        return value  # the common case (NaN fails the comparisons), without the general path below
     number = _scalar(value)
     ok = not isinstance(number, bool) and isinstance(number, int | float)
     result = math.nan

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from esper_core.errors import CheckpointError
-from esper_core.restore import RestorePlan, plan_restore
+from esper_core.restore import RestorePlan, build_modules, check_envelope, forked_rng
 
 __all__ = [
     "EXTRA_STATE_SUFFIX",
@@ -85,7 +85,8 @@ def load_checkpoint(model: nn.Module, state_dict: Mapping[str, Any], *, strict: 
     if not isinstance(state_dict, Mapping):
         raise CheckpointError(f"a state dict must be a mapping, got {type(state_dict).__name__}")
     entries = find_slots(model)
-    plans = []
+    tensors = _by_slot([prefix for prefix, _ in entries], state_dict)
+    checked = []
     for prefix, slot in entries:
         key = prefix + EXTRA_STATE_SUFFIX
         if key not in state_dict:
@@ -95,31 +96,42 @@ def load_checkpoint(model: nn.Module, state_dict: Mapping[str, Any], *, strict: 
                 )
             continue
         try:
-            checked = plan_restore(slot, state_dict[key], build=False)
+            plan = check_envelope(slot, state_dict[key])
         except CheckpointError as exc:
             raise CheckpointError(f"{key}: {exc}") from None
-        _check_declared_size(prefix, checked, state_dict)
-        plans.append((prefix, slot, state_dict[key]))
-    built = [(prefix, slot, plan_restore(slot, text)) for prefix, slot, text in plans]
+        _check_declared_size(prefix, plan, tensors[prefix]["seed"])
+        checked.append((prefix, slot, plan))
+    with forked_rng():  # modules are built only once every envelope is known to be good
+        built = [(prefix, slot, build_modules(slot, plan)) for prefix, slot, plan in checked]
     for prefix, _slot, plan in built:
-        _check_module_tensors(prefix, plan, state_dict, strict)
+        _check_module_tensors(prefix, plan, tensors[prefix], strict)
     _check_other_keys(model, [p for p, _ in entries], state_dict, strict)
-    for _prefix, slot, plan in built:
-        slot.restore_state(plan.state, plan.seed, plan.gate, take_reference=False)
-    # Each slot now holds the checkpoint's state: let load_state_dict see the slot's own text
-    # (a no-op restore) instead of decoding every envelope a second time.
-    own = dict(state_dict)
-    for prefix, slot, _plan in built:
-        own[prefix + EXTRA_STATE_SUFFIX] = slot.lifecycle_text()
-    return model.load_state_dict(own, strict=strict)
+    for prefix, slot, plan in built:
+        source = state_dict[prefix + EXTRA_STATE_SUFFIX]
+        slot.restore_state(plan.state, plan.seed, plan.gate, take_reference=False, source=source)
+    # load_state_dict hands each slot the same envelope object again: a no-op (restored_from).
+    return model.load_state_dict(state_dict, strict=strict)
 
 
-def _check_declared_size(prefix: str, plan: RestorePlan, state_dict: Mapping[str, Any]) -> None:
+def _by_slot(prefixes: list[str], state_dict: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{slot prefix: {"seed": {key: value}, "gate_module": {...}}}`` in one pass over the keys."""
+    known = set(prefixes)
+    found: dict[str, dict[str, dict[str, Any]]] = {p: {"seed": {}, "gate_module": {}} for p in prefixes}
+    for key, value in state_dict.items():
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            if part in ("seed", "gate_module"):
+                prefix = ".".join(parts[:i]) + "." if i else ""
+                if prefix in known:
+                    found[prefix][part][key] = value
+                    break
+    return found
+
+
+def _check_declared_size(prefix: str, plan: RestorePlan, seed_tensors: Mapping[str, Any]) -> None:
     """Refuse, before building anything, a seed larger than the tensors the file holds for it."""
     sub = f"{prefix}seed."
-    present = sum(
-        v.numel() for k, v in state_dict.items() if k.startswith(sub) and isinstance(v, torch.Tensor)
-    )
+    present = sum(v.numel() for v in seed_tensors.values() if isinstance(v, torch.Tensor))
     if plan.params > present:
         seed = plan.state.seed
         assert seed is not None
@@ -130,12 +142,12 @@ def _check_declared_size(prefix: str, plan: RestorePlan, state_dict: Mapping[str
 
 
 def _check_module_tensors(
-    prefix: str, plan: RestorePlan, state_dict: Mapping[str, Any], strict: bool
+    prefix: str, plan: RestorePlan, tensors: Mapping[str, Mapping[str, Any]], strict: bool
 ) -> None:
     for name, module in (("seed", plan.seed), ("gate_module", plan.gate)):
         sub = f"{prefix}{name}."
         expected = {} if module is None else {sub + k: v for k, v in module.state_dict().items()}
-        found = {k: v for k, v in state_dict.items() if k.startswith(sub)}
+        found = tensors[name]
         for key, tensor in expected.items():
             if key not in found:
                 if strict:

@@ -25,7 +25,7 @@ from esper_core.codec import Envelope, decode_envelope
 from esper_core.errors import CheckpointError, EsperError, UnknownBlueprintError
 from esper_core.slot_state import SlotState
 
-__all__ = ["RestorePlan", "plan_restore", "restore_slot"]
+__all__ = ["RestorePlan", "build_modules", "check_envelope", "forked_rng", "plan_restore", "restore_slot"]
 
 
 @attrs.frozen(eq=False)
@@ -105,43 +105,50 @@ def _needs_gate(state: SlotState) -> bool:
     return _live(state) and state.seed is not None and state.seed.algorithm is BlendAlgorithm.GATE
 
 
-def plan_restore(slot: Any, envelope: object, *, build: bool = True) -> RestorePlan:
-    """Validate ``envelope`` (JSON text or data) for ``slot`` and build the modules it needs.
+def check_envelope(slot: Any, envelope: object) -> RestorePlan:
+    """Validate ``envelope`` (JSON text or data) for ``slot``; a plan without modules yet.
 
-    Changes nothing. Raises :class:`CheckpointError` naming the first bad field. With
-    ``build=False`` only the checks run (the plan then carries no modules).
+    Decodes once and checks the slot's identity and, for a live seed, the blueprint, its
+    options and its exact size (``params``) through the registry. Changes nothing; raises
+    :class:`CheckpointError` naming the first bad field.
     """
     env = decode_envelope(envelope)
     _check_identity(slot, env)
     state = env.state
     if not _live(state):
         return RestorePlan(state, None, None)
-    params = _check_seed(slot, env)
-    if not build:
-        return RestorePlan(state, None, None, params)
-    seed, gate = None, None
+    return RestorePlan(state, None, None, _check_seed(slot, env))
+
+
+def build_modules(slot: Any, plan: RestorePlan) -> RestorePlan:
+    """``plan`` with the seed and blend gate its state needs: reused from the slot when the same
+    blueprint and options already sit there, else rebuilt. Call under :func:`forked_rng`."""
+    state = plan.state
+    if not _live(state):
+        return plan
+    assert state.seed is not None
     current = slot.state.seed
-    if (
-        slot.seed is not None
-        and current is not None
-        and (current.blueprint, current.options)
-        == (
-            state.seed.blueprint,
-            state.seed.options,
-        )
-    ):
-        seed = slot.seed
-    if _needs_gate(state) and slot.gate_module is not None:
-        gate = slot.gate_module
-    with _forked_rng():
-        seed = seed if seed is not None else _build(slot, "seed", state)
-        if _needs_gate(state) and gate is None:
-            gate = _build(slot, "gate", state)
-    return RestorePlan(state, seed, gate, params)
+    reuse = current is not None and (current.blueprint, current.options) == (
+        state.seed.blueprint,
+        state.seed.options,
+    )
+    seed = slot.seed if reuse and slot.seed is not None else _build(slot, "seed", state)
+    gate = None
+    if _needs_gate(state):
+        gate = slot.gate_module if slot.gate_module is not None else _build(slot, "gate", state)
+    return attrs.evolve(plan, seed=seed, gate=gate)
+
+
+def plan_restore(slot: Any, envelope: object) -> RestorePlan:
+    """Validate ``envelope`` for ``slot`` and build the modules it needs; change nothing."""
+    plan = check_envelope(slot, envelope)
+    with forked_rng():
+        return build_modules(slot, plan)
 
 
 @contextlib.contextmanager
-def _forked_rng() -> Iterator[None]:
+def forked_rng() -> Iterator[None]:
+    """Module initialisers draw random numbers: restoring must not move the global stream."""
     with torch.random.fork_rng(devices=[]):
         yield
 
@@ -157,16 +164,18 @@ def _build(slot: Any, what: str, state: SlotState) -> nn.Module:
         raise CheckpointError(
             f"checkpoint field {field!r}: rebuilding the {what} module failed: {type(exc).__name__}: {exc}"
         ) from exc
-    module.train(slot.training)
+    if module.training != slot.training:
+        module.train(slot.training)
     return module
 
 
 def restore_slot(slot: Any, envelope: object, *, take_reference: bool = True) -> None:
     """Load ``envelope`` into ``slot``: validate fully, build, then commit (or raise, changing nothing).
 
-    The slot's own current text is recognised and costs nothing.
+    Costs nothing when ``envelope`` is what the slot was last restored from (the very same
+    text object, as ``load_checkpoint`` passes it to ``load_state_dict``) or the slot's own text.
     """
-    if type(envelope) is str and envelope == slot.lifecycle_text():
+    if slot.restored_from(envelope):
         return
     plan = plan_restore(slot, envelope)
-    slot.restore_state(plan.state, plan.seed, plan.gate, take_reference=take_reference)
+    slot.restore_state(plan.state, plan.seed, plan.gate, take_reference=take_reference, source=envelope)

@@ -125,10 +125,11 @@ class SeedSlot(nn.Module):
         self._meter = ActivityMeter()
         self._freeze = StageFreeze()
         self._text: tuple[SlotState, str] | None = None
+        self._source: tuple[object, SlotState] | None = None
         self._last_output: Tensor | None = None
         self._output_checked = False
-        self._state = SlotState()
-        self._mirror(self._state)
+        self._alpha_seen = 0.0  # the value in _alpha_value (read without a device sync)
+        self._mirror(SlotState())
         self.register_load_state_dict_post_hook(_after_load)
 
     # ---- configuration and state (read-only) --------------------------------------------------
@@ -265,7 +266,6 @@ class SeedSlot(nn.Module):
             self.seed = seed
         if self.gate_module is not gate:
             self.gate_module = gate
-        self._state = new
         self._mirror(new)
         if new.stage is not old.stage:
             self._output_checked = False
@@ -279,13 +279,19 @@ class SeedSlot(nn.Module):
         """Set the plain attributes and the buffer ``forward`` reads, and the stage freeze."""
         stage, seed = state.stage, state.seed
         down = seed is not None and seed.alpha.mode is AlphaMode.DOWN
-        self._runs = stage in st.RUNS_SEED
-        self._straight = stage is _S.TRAINING
-        self._isolate = isolated_in(stage, isolate_blending=self._config.isolate_blending)
-        self._down = down
-        self._algorithm = BlendAlgorithm.ADD if seed is None else seed.algorithm
+        # Plain attributes, written straight into __dict__: nn.Module.__setattr__ would test
+        # each value against parameters, buffers and modules first.
+        self.__dict__.update(
+            _state=state,
+            _runs=stage in st.RUNS_SEED,
+            _straight=stage is _S.TRAINING,
+            _isolate=isolated_in(stage, isolate_blending=self._config.isolate_blending),
+            _down=down,
+            _algorithm=BlendAlgorithm.ADD if seed is None else seed.algorithm,
+        )
         alpha = 0.0 if seed is None else seed.alpha.alpha
-        if float(self._alpha_value) != alpha:
+        if self._alpha_seen != alpha:
+            self.__dict__["_alpha_seen"] = alpha
             with torch.no_grad():
                 self._alpha_value.fill_(alpha)
         self._freeze.update(unused_modules(stage, down, self.seed, self.gate_module))
@@ -484,13 +490,20 @@ class SeedSlot(nn.Module):
         return _build.build_gate(self._topology, self.dim, self._anchor)
 
     def restore_state(
-        self, state: SlotState, seed: nn.Module | None, gate: nn.Module | None, *, take_reference: bool = True
+        self,
+        state: SlotState,
+        seed: nn.Module | None,
+        gate: nn.Module | None,
+        *,
+        take_reference: bool = True,
+        source: object = None,
     ) -> None:
         """Commit a state read from a checkpoint, with the modules it needs (see :mod:`esper_core.checkpoint`).
 
         ``take_reference=False`` leaves the activity meter without a reference copy of the
         weights: right when ``load_state_dict`` follows, whose post-hook takes it once the
-        checkpoint's tensors are in. Emits :class:`SlotRestored` when the state changed.
+        checkpoint's tensors are in. ``source`` is the envelope object the state was read from
+        (see :meth:`restored_from`). Emits :class:`SlotRestored` when the state changed.
         """
         if not isinstance(state, SlotState):
             raise LifecycleError(f"restore_state needs a SlotState, got {type(state).__name__}")
@@ -503,14 +516,27 @@ class SeedSlot(nn.Module):
             )
         old = self._state
         if old == state and seed is self.seed and gate is self.gate_module:
+            self._source = (source, state)
             return
         self._commit(old, state, seed, gate)
+        self._source = (source, state)
         self._output_checked = False
         if take_reference and seed is not None and state.stage in st.RUNS_SEED:
             self._meter.start(list(seed.parameters()))
         elif state.stage in st.RUNS_SEED:
             self._meter.clear()
         self._emit(SlotRestored(slot_id=self.slot_id, seed_id=self.seed_id, stage=state.stage))
+
+    def restored_from(self, envelope: object) -> bool:
+        """Whether loading ``envelope`` would change nothing: it is the very object the current
+        state was restored from, or the slot's own text (an identity check, then text equality)."""
+        source = self._source
+        if source is not None and envelope is source[0] and source[1] is self._state:
+            return True
+        # Compared with the text only when it is at hand: encoding it just to compare would cost
+        # more than the restore it might spare (which is a no-op for an equal state anyway).
+        cached = self._text
+        return cached is not None and cached[0] is self._state and envelope == cached[1]
 
     def lifecycle_text(self) -> str:
         """The slot's checkpoint envelope as JSON text (cached per state value)."""
@@ -543,6 +569,7 @@ class SeedSlot(nn.Module):
         data["_observers"] = []
         data["decider"] = None
         data["_text"] = None
+        data["_source"] = None
         data["_last_output"] = None
         data["_freeze"] = self._freeze.by_name(dict(self.named_parameters()))
         return data

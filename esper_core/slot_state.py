@@ -96,6 +96,8 @@ class PendingPrune:
 
 
 def _options(value: Mapping[str, Any] | tuple[tuple[str, Any], ...]) -> tuple[tuple[str, Any], ...]:
+    if type(value) is tuple and all(a[0] < b[0] for a, b in itertools.pairwise(value)):
+        return value  # already sorted pairs (as the codec and the commands write them)
     items = value.items() if isinstance(value, Mapping) else value
     return tuple(sorted(items))
 

@@ -83,6 +83,22 @@ def test_a_closed_stdout_ends_the_command_quietly(args: list[str], status: int) 
     assert result.returncode == status
 
 
+def test_the_demo_stops_quietly_when_its_reader_is_gone(tmp_path: Path) -> None:
+    # The demo prints through rich, whose console ends the process itself (status 1) on a
+    # broken pipe; either way no traceback may reach the terminal.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [str(ESPER), "demo", "--epochs", "1", "--out", str(tmp_path / "out")],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, env=_env(), timeout=300,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert result.stderr == "", result.stderr
+    assert result.returncode in (1, BROKEN_PIPE_STATUS)
+
+
 def test_piping_into_head_prints_no_traceback(tmp_path: Path) -> None:
     # What a user types. Whether esper is still writing when head leaves is a race, so both
     # outcomes are accepted; the stderr must be empty either way.

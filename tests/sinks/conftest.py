@@ -8,12 +8,17 @@ folder's tests, so the sinks are tested without depending on the installed packs
 
 from __future__ import annotations
 
+import enum
+import types
+import typing
 from collections.abc import Callable, Iterator
 
+import attrs
 import pytest
 import torch
 from torch import nn
 
+from esper_core import telemetry
 from esper_core.gates import QualityGates
 from esper_core.inject import inject_slots
 from esper_core.optim import OptimizerBinding, host_parameters
@@ -124,3 +129,51 @@ def run_lifecycle() -> list[SeedEvent]:
 @pytest.fixture
 def lifecycle() -> Callable[[], list[SeedEvent]]:
     return run_lifecycle
+
+
+# ---- every event class, with a sample instance built from its annotations -----------------
+
+
+def all_event_classes() -> list[type[SeedEvent]]:
+    return [
+        getattr(telemetry, name)
+        for name in telemetry.__all__
+        if isinstance(getattr(telemetry, name), type)
+        and issubclass(getattr(telemetry, name), SeedEvent)
+        and getattr(telemetry, name) is not SeedEvent
+    ]
+
+
+def _sample(tp: object) -> object:
+    """A value of the annotated type ``tp``; a type not handled here fails the test by name."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is type(None):
+        return None
+    if origin in (typing.Union, types.UnionType):
+        return _sample(next(a for a in args if a is not type(None)))
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return list(tp)[-1]
+    if origin is tuple:
+        return (_sample(args[0]),) if args[-1] is Ellipsis else tuple(_sample(a) for a in args)
+    samples = {bool: True, int: 3, float: 0.5, str: "text", typing.Any: "any"}
+    if tp in samples:
+        return samples[tp]
+    raise AssertionError(
+        f"no sample value for field type {tp!r}: extend _sample (and sinks.record if needed)"
+    )
+
+
+def sample_event(cls: type[SeedEvent]) -> SeedEvent:
+    """An instance of any event class, built from its resolved field annotations."""
+    hints = typing.get_type_hints(cls)
+    return cls(**{f.name: _sample(hints[f.name]) for f in attrs.fields(cls)})
+
+
+@pytest.fixture
+def event_classes() -> list[type[SeedEvent]]:
+    return all_event_classes()
+
+
+@pytest.fixture(name="sample_event")
+def sample_event_fixture() -> Callable[[type[SeedEvent]], SeedEvent]:
+    return sample_event

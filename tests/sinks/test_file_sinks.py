@@ -109,6 +109,21 @@ def test_both_file_sinks_and_a_register_call_in_one_line_each(lifecycle, tmp_pat
     assert len(read_jsonl(tmp_path / "a.jsonl")) == len(events)  # closed sinks receive nothing
 
 
+def test_every_event_class_fills_its_own_columns(event_classes, sample_event, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # Generic over telemetry's classes: an event class added later gets columns, not "extra".
+    events = [sample_event(cls) for cls in event_classes]
+    with JsonlSink(tmp_path / "e.jsonl"), CsvSink(tmp_path / "e.csv"):
+        for event in events:
+            emit(event)
+    lines = read_jsonl(tmp_path / "e.jsonl")
+    rows = read_csv(tmp_path / "e.csv")[1]
+    for event, line, row in zip(events, lines, rows, strict=True):
+        line.pop("time")
+        assert line == event_record(event)
+        assert row[EXTRA_COLUMN] == "", (type(event).__name__, row[EXTRA_COLUMN])
+        assert all(row[key] != "" for key, value in line.items() if value not in (None, ""))
+
+
 def _fossilized(slot_id: str = "s") -> SeedFossilized:
     return SeedFossilized(
         slot_id=slot_id, seed_id="x", blueprint="b", param_count=1, counterfactual=0.5,
@@ -157,18 +172,18 @@ def test_csv_refuses_to_append_to_a_table_with_another_header(tmp_path: Path) ->
 def test_events_esper_does_not_define_are_kept(tmp_path: Path) -> None:
     @attrs.frozen(kw_only=True)
     class PackEvent(SeedEvent):  # a pack's own event type, unknown to the CSV header
-        budget: float
-        stage: SeedStage
+        pack_budget: float
+        pack_stage: SeedStage
         blueprint: str
 
-    event = PackEvent(slot_id="s", seed_id=None, budget=0.5, stage=SeedStage.HOLDING, blueprint="b")
+    event = PackEvent(slot_id="s", seed_id=None, pack_budget=0.5, pack_stage=SeedStage.HOLDING, blueprint="b")
     with JsonlSink(tmp_path / "e.jsonl"), CsvSink(tmp_path / "e.csv"):
         emit(event)
     (line,) = read_jsonl(tmp_path / "e.jsonl")
-    assert line["event"] == "PackEvent" and line["budget"] == 0.5 and line["stage"] == "HOLDING"
+    assert line["event"] == "PackEvent" and line["pack_budget"] == 0.5 and line["pack_stage"] == "HOLDING"
     (row,) = read_csv(tmp_path / "e.csv")[1]
     assert row["blueprint"] == "b"  # a known column is used
-    assert json.loads(row[EXTRA_COLUMN]) == {"budget": 0.5, "stage": "HOLDING"}
+    assert json.loads(row[EXTRA_COLUMN]) == {"pack_budget": 0.5, "pack_stage": "HOLDING"}
 
 
 def test_a_field_that_cannot_be_written_is_reported_and_training_goes_on(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ INPUTS := pyproject.toml constraints.txt \
 $(STAMP): $(INPUTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
-		-e '.[dev,demo]' -e ./esper_blueprints_cnn -e ./esper_blueprints_transformer
+		-e '.[dev,demo,tensorboard]' -e ./esper_blueprints_cnn -e ./esper_blueprints_transformer
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -2,17 +2,25 @@
 
 Output is plain text (or JSON with ``--json``) so the command needs nothing beyond the
 core's own dependencies. Bad input is reported in one line that names what is accepted,
-with exit status 2.
+with exit status 2. A reader that goes away (``esper blueprints --json | head``) ends the
+command quietly with status :data:`BROKEN_PIPE_STATUS`.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
+import os
+import platform
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main"]
+__all__ = ["BROKEN_PIPE_STATUS", "main", "version_text"]
+
+BROKEN_PIPE_STATUS = 141
+"""Exit status when stdout's reader has gone: 128 + SIGPIPE, what a shell reports for a
+C tool such as ``cat`` in the same place, so ``set -o pipefail`` scripts see one rule."""
 
 
 class CliError(Exception):
@@ -29,10 +37,56 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def version_text() -> str:
+    """The versions ``esper --version`` prints: the core, torch, Python, then every pack.
+
+    One line per pack distribution (a pack with several entry points is listed once), in
+    the order of :func:`esper_core.registry.plugin_report`; a pack that failed to load is
+    listed with a pointer to ``esper plugins``, which shows the error.
+    """
+    import torch
+
+    from esper_core.registry import plugin_report
+
+    try:
+        core = importlib.metadata.version("esper-core")
+    except importlib.metadata.PackageNotFoundError:
+        core = "(not installed: no distribution metadata; running from a source tree?)"
+    lines = [f"esper-core {core} (torch {torch.__version__}, Python {platform.python_version()})"]
+    packs: dict[str, tuple[str, bool]] = {}
+    for info in plugin_report():
+        if info.distribution == "esper-core":
+            continue
+        _, loaded = packs.get(info.distribution, (info.version, True))
+        packs[info.distribution] = (info.version, loaded and info.loaded)
+    for distribution, (version, loaded) in packs.items():
+        note = "" if loaded else "  (failed to load; `esper plugins` shows why)"
+        lines.append(f"{distribution} {version}{note}")
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: computed when asked for, so ``esper --help`` loads no plugins."""
+
+    def __init__(
+        self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: object
+    ) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[no-untyped-def]
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="esper",
         description="Grow neural networks while they train. Inspect blueprints and plugins, or run the demo.",
+    )
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the versions of esper-core, torch, Python and every installed pack, then exit",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
@@ -70,6 +124,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``esper`` command; return its exit status.
+
+    Every command writes through this function, so a closed stdout is handled once, here:
+    the output is flushed before returning (otherwise a reader that left early would be
+    noticed only at interpreter exit, as an "Exception ignored" message) and a
+    ``BrokenPipeError`` ends the command silently with :data:`BROKEN_PIPE_STATUS`.
+    """
+    try:
+        try:
+            return _run(argv)
+        finally:  # also after argparse's SystemExit for --help/--version
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _discard_stdout()
+        return BROKEN_PIPE_STATUS
+
+
+def _discard_stdout() -> None:
+    """Point stdout at the null device so the interpreter's final flush cannot fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (e.g. captured in-process): nothing is flushed at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["demo"]:
         from esper_core.demo import main as demo_main
@@ -105,10 +190,7 @@ def _blueprints(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
     else:
         header = ["topology", "name", "distribution", "version", "dim", "params", "options"]
-        table = [
-            [str(row[key]) if key != "options" else _format_options(row[key]) for key in header]
-            for row in rows
-        ]
+        table = [[_format_cell(key, row[key]) for key in header] for row in rows]
         print(_format_table(header, table))
     return 0
 
@@ -123,10 +205,16 @@ def _blueprint_row(registry, spec, dim: int | None) -> dict:
         "distribution": source.distribution,
         "version": source.version,
         "dim": width,
-        "params": count if count is not None else "n/a",
+        "params": count,  # None (JSON null) when the default options are invalid at this width
         "options": {opt.name: opt.default for opt in spec.options},
         "description": spec.description,
     }
+
+
+def _format_cell(key: str, value: object) -> str:
+    if key == "options":
+        return _format_options(value)  # type: ignore[arg-type]
+    return "n/a" if value is None else str(value)
 
 
 def _format_options(options: dict) -> str:

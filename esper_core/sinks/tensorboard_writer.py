@@ -1,0 +1,168 @@
+"""A telemetry sink that writes lifecycle events to TensorBoard (``esper-core[tensorboard]``)."""
+
+from __future__ import annotations
+
+import enum
+import json
+import numbers
+import os
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import attrs
+
+from esper_core.hookspecs import hookimpl
+from esper_core.sinks.record import event_record
+from esper_core.sinks.registration import SinkHandle, register_sink
+from esper_core.telemetry import SeedEvent
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
+__all__ = ["TensorBoardSink", "event_scalars"]
+
+_IDENTITY = ("slot_id", "seed_id")
+
+
+def event_scalars(event: SeedEvent) -> dict[str, float]:
+    """The numeric fields of ``event`` by name: numbers as floats, booleans as 0/1, and
+    integer enum members (``SeedStage``, ``GateLevel``) by value. Text, tuples and other
+    enums are left to the event's text record. Generic over the event's attrs fields.
+    """
+    scalars: dict[str, float] = {}
+    for field in attrs.fields(type(event)):
+        if field.name in _IDENTITY:
+            continue
+        value = getattr(event, field.name)
+        if isinstance(value, enum.Enum) and not isinstance(value, int):
+            continue
+        if isinstance(value, bool | numbers.Real):
+            scalars[field.name] = float(value)
+    return scalars
+
+
+class TensorBoardSink:
+    """Write every lifecycle event to TensorBoard through :class:`torch.utils.tensorboard.SummaryWriter`.
+
+    For an event of class ``C`` from slot ``s``, at step ``k``:
+
+    * each numeric field ``f`` (see :func:`event_scalars`) as the scalar ``{prefix}/{s}/{C}/{f}``,
+      e.g. ``esper/r0c0/StageChanged/to_stage`` (the stage's value) or
+      ``esper/r0c0/GateEvaluated/score``;
+    * the whole event, as the JSON of :func:`esper_core.sinks.event_record`, as text under
+      ``{prefix}/{s}`` (TensorBoard's Text tab).
+
+    ``k`` is ``step()`` when a ``step`` callable is given (pass ``step=lambda: epoch`` to plot
+    against your own epoch counter; it must return an ``int``), otherwise the number of
+    events this sink has written so far (0, 1, 2, ...).
+
+    Give either ``log_dir`` (the sink creates and owns a writer there; ``None`` means
+    TensorBoard's default ``runs/<date>_<host>``) or ``writer`` (your own ``SummaryWriter``,
+    which the sink flushes but never closes). Events are flushed as written.
+
+    Raises :class:`ImportError` naming the extra to install when ``tensorboard`` is missing,
+    :class:`ValueError` when both ``log_dir`` and ``writer`` are given, and
+    :class:`TypeError` for a ``step`` that is not callable.
+    """
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike[str] | None = None,
+        *,
+        writer: SummaryWriter | None = None,
+        step: Callable[[], int] | None = None,
+        prefix: str = "esper",
+    ) -> None:
+        if log_dir is not None and writer is not None:
+            raise ValueError("TensorBoardSink: pass log_dir or writer, not both")
+        if step is not None and not callable(step):
+            raise TypeError(f"TensorBoardSink: step must be a callable returning an int, got {step!r}")
+        if not isinstance(prefix, str) or not prefix or prefix.endswith("/"):
+            raise ValueError(
+                f"TensorBoardSink: prefix must be a non-empty tag prefix such as 'esper', got {prefix!r}"
+            )
+        self._owns_writer = writer is None
+        self.writer: SummaryWriter = writer if writer is not None else _new_writer(log_dir)
+        self.prefix = prefix
+        self._step = step
+        self._count = 0
+        self._closed = False
+        self._lock = threading.Lock()
+        self._handle: SinkHandle | None = None
+
+    @hookimpl
+    def esper_seed_event(self, event: SeedEvent) -> None:
+        record = event_record(event)
+        scalars = event_scalars(event)
+        with self._lock:
+            if self._closed:
+                raise ValueError("TensorBoardSink is closed")
+            step = self._next_step()
+            base = f"{self.prefix}/{event.slot_id}"
+            name = type(event).__name__
+            for field, value in scalars.items():
+                self.writer.add_scalar(f"{base}/{name}/{field}", value, global_step=step)
+            self.writer.add_text(base, json.dumps(record, ensure_ascii=False), global_step=step)
+            self.writer.flush()
+
+    def _next_step(self) -> int:
+        if self._step is None:
+            step = self._count
+        else:
+            step = self._step()
+            if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+                raise TypeError(f"TensorBoardSink: step() must return an int, got {step!r}")
+            step = int(step)
+        self._count += 1
+        return step
+
+    @property
+    def registered(self) -> bool:
+        """Whether the sink currently receives events."""
+        return self._handle is not None and self._handle.active
+
+    def register(self, *, name: str | None = None) -> Self:
+        """Start receiving events (see :func:`esper_core.sinks.register_sink`); returns the sink."""
+        if self._closed:
+            raise ValueError("TensorBoardSink is closed; create a new sink")
+        self._handle = register_sink(self, name=name)
+        return self
+
+    def close(self) -> None:
+        """Stop receiving events; flush, and close the writer if the sink created it."""
+        if self._handle is not None:
+            self._handle.unregister()
+            self._handle = None
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._owns_writer:
+                self.writer.close()
+            else:
+                self.writer.flush()
+
+    def __enter__(self) -> Self:
+        return self if self.registered else self.register()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "registered" if self.registered else "closed" if self._closed else "not registered"
+        return f"TensorBoardSink({self.writer.get_logdir()!r}, {state})"
+
+
+def _new_writer(log_dir: str | os.PathLike[str] | None) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:  # torch raises this when the tensorboard package is missing
+        raise ImportError(
+            "TensorBoardSink needs the tensorboard package: pip install 'esper-core[tensorboard]' "
+            f"(import failed: {exc})"
+        ) from exc
+    return SummaryWriter(log_dir=None if log_dir is None else os.fspath(log_dir))

@@ -23,8 +23,8 @@ def test_blueprints_table_shows_counts_options_and_sources(packs, capsys: pytest
     assert main(["blueprints", "--dim", "16"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["topology", "name", "distribution", "version", "dim", "params", "options"]
-    rows = [line.split() for line in lines[2:]]
-    assert ["transformer", "wide", "pack-tf", "3.1", "16", "68", "width=4"] in rows
+    rows = [line.rstrip().split(maxsplit=6) for line in lines[2:]]
+    assert ["transformer", "wide", "pack-tf", "3.1", "16", "68", "width=4 (an int >= 1)"] in rows
     assert ["cnn", "gain", "pack-cnn", "1.0", "16", "16", "-"] in rows
 
 

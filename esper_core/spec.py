@@ -52,7 +52,8 @@ def _describe(value: object) -> str:
 
 
 def _raised(where: str, exc: BaseException) -> str:
-    return f"{where} raised {type(exc).__name__}: {exc}"
+    text = str(exc)
+    return f"{where} raised {type(exc).__name__}" + (f": {text}" if text else "")
 
 
 def _looks_like_allocation(exc: BaseException) -> bool:

@@ -215,3 +215,21 @@ def isolation_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def child(isolation_site: Path) -> Child:
     return Child((isolation_site,))
+
+
+@pytest.fixture(scope="session")
+def install(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``install(*packs)`` pip-installs fixture packs into a new folder and returns it."""
+
+    def run(*packs: str) -> Path:
+        target = tmp_path_factory.mktemp("site")
+        pip_install(packs, target, tmp_path_factory.mktemp("src"))
+        return target
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def child_for() -> Callable[..., Child]:
+    """``child_for(*sites)``: a :class:`Child` that sees ``sites`` on its path, in that order."""
+    return lambda *sites: Child(tuple(sites))

@@ -71,3 +71,9 @@ def test_help_everywhere(argv: list[str], capsys: pytest.CaptureFixture[str]) ->
         main(argv)
     assert exc.value.code == 0
     assert "usage: esper" in capsys.readouterr().out
+
+
+def test_blueprints_show_accepted_option_values(packs, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["blueprints", "wide", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["options"] == {"width": 4} and row["accepted"] == {"width": "an int >= 1"}

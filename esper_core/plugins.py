@@ -37,9 +37,6 @@ __all__ = [
     "normalize_distribution",
     "parse_allow_list",
     "plugin_allow_list",
-    "report_failure",
-    "report_refusal",
-    "unmatched_allow_list",
 ]
 
 ENTRY_POINT_GROUP = "esper.blueprints"

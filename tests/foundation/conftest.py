@@ -140,6 +140,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 ISOLATION_PACKS = (
     "esper-fixture-exit-import",
     "esper-fixture-exit-hook",
+    "esper-fixture-exit-sink",
     "esper-fixture-reenter-import",
     "esper-fixture-reenter-hook",
     "esper-fixture-bad-counts",

@@ -53,6 +53,22 @@ def test_a_pack_that_raises_system_exit_is_recorded_and_the_host_carries_on(chil
     assert {f"cnn:{n}" for n in SHIPPED_CNN} | {"cnn:fixture_gain"} <= set(out["keys"])
 
 
+def test_a_telemetry_sink_that_raises_system_exit_is_reported_and_skipped(child) -> None:
+    code = (
+        "import json, warnings\n"
+        "from esper_core.slot import SeedSlot\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    slot = SeedSlot('s0', topology='cnn', dim=8)\n"
+        "    slot.germinate('conv_light')\n"
+        "print(json.dumps({'stage': slot.stage.name, 'warnings': [str(w.message) for w in caught]}))\n"
+    )
+    out = child.json(code, ESPER_LOAD_PLUGINS="esper-fixture-exit-sink,esper-blueprints-cnn")
+    assert out["stage"] == "GERMINATED"
+    (warning,) = [w for w in out["warnings"] if "telemetry sink" in w]
+    assert "esper-fixture-exit-sink:main" in warning and "raised SystemExit: 4" in warning
+
+
 def test_the_cli_works_with_every_broken_pack_installed(child) -> None:
     plugins = _plugins(child)
     assert plugins["esper-fixture-exit-import"]["error"].startswith("import failed: SystemExit(2)")

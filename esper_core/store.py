@@ -28,7 +28,7 @@ from esper_core.errors import (
     UnknownBlueprintError,
     UnknownTopologyError,
 )
-from esper_core.plugins import PluginInfo, create_plugin_manager
+from esper_core.plugins import PluginInfo, create_plugin_manager, normalize_distribution
 from esper_core.spec import BlueprintSpec, check_dim
 from esper_core.topology import Topology
 
@@ -62,12 +62,15 @@ class Refusal:
         return f"{self.kind} {self.key!r} refused: {self.reason}"
 
 
-def _clash(kept: Source, refused: Source) -> str:
+def _clash(kept: Source, refused: Source, *, loading: bool = True) -> str:
+    held = f"the name is already registered by {kept.distribution} {kept.version} ({kept.plugin})"
+    newcomer = f"{refused.distribution} {refused.version} ({refused.plugin})"
+    if not loading:
+        return f"{held}; {newcomer} cannot register it too (unregister the first, or rename)"
     return (
-        f"the name is already registered by {kept.distribution} {kept.version} ({kept.plugin}); "
-        f"{refused.distribution} {refused.version} ({refused.plugin}) arrived second under the "
-        "clash rule (the core and the packs shipped with Esper first, then other packs by name), "
-        "so its entry is refused: rename it in that pack, or uninstall one of the two"
+        f"{held}; {newcomer} arrived second under the clash rule (the core and the packs shipped "
+        "with Esper first, then other packs by name), so its entry is refused: rename it in that "
+        "pack, or uninstall one of the two"
     )
 
 
@@ -105,14 +108,18 @@ class Registry:
             for topology in topologies:
                 previous = self._topologies.get(topology.name) or staged_topologies.get(topology.name)
                 if previous is not None:
-                    raise ConflictError(f"topology {topology.name!r}: {_clash(previous[1], source)}")
+                    raise ConflictError(
+                        f"topology {topology.name!r}: {_clash(previous[1], source, loading=False)}"
+                    )
                 staged_topologies[topology.name] = (topology, source)
             staged: dict[str, tuple[BlueprintSpec, Source]] = {}
             for spec in specs:
                 self._check_target(spec, source, staged_topologies)
                 previous = self._blueprints.get(spec.key) or staged.get(spec.key)
                 if previous is not None:
-                    raise ConflictError(f"blueprint {spec.key!r}: {_clash(previous[1], source)}")
+                    raise ConflictError(
+                        f"blueprint {spec.key!r}: {_clash(previous[1], source, loading=False)}"
+                    )
                 staged[spec.key] = (spec, source)
             self._commit(staged_topologies, staged)
 
@@ -234,33 +241,14 @@ class Registry:
     def _missing(
         self, topology: str, name: object, distribution: str | None, version: str | None
     ) -> UnknownBlueprintError:
-        from esper_core.plugins import normalize_distribution
-
         available = sorted(s.name for s, _ in self._blueprints.values() if s.topology == topology)
         message = f"unknown blueprint {name!r} for topology {topology!r}; available: {available}"
         key = f"{topology}:{name}"
-        refused = [r for r in self._refusals if r.kind == "blueprint" and r.key == key]
-        if refused:
-            message += "; " + "; ".join(
-                f"{r.source.distribution} {r.source.version} registers it, but it was refused: {r.reason}"
-                for r in refused
-            )
+        for r in self._refusals:
+            if r.kind == "blueprint" and r.key == key:
+                message += f"; {r.source.distribution} {r.source.version} registers it, but it was refused: {r.reason}"
         if distribution is not None:
-            wanted = normalize_distribution(distribution)
-            infos = [i for i in self.plugins if normalize_distribution(i.distribution) == wanted]
-            pin = f"=={version}" if version else ""
-            if not infos:
-                message += f"; it was registered by {distribution} {version or ''}".rstrip()
-                message += f", which is not installed or not loaded: pip install '{distribution}{pin}'"
-            else:
-                info = infos[0]
-                state = (
-                    f"failed to load: {info.error}" if info.error else "is loaded but no longer provides it"
-                )
-                message += f"; it was registered by {distribution} {version or ''}".rstrip()
-                message += f"; the installed {info.distribution} {info.version} {state}"
-                if version and info.version != version:
-                    message += f" (install the recorded version: pip install '{distribution}{pin}')"
+            message += "; " + _install_hint(self.plugins, distribution, version)
         return UnknownBlueprintError(
             message, topology=topology, name=str(name), distribution=distribution, version=version
         )
@@ -370,6 +358,22 @@ class Registry:
                 f"ESPER_STRICT_PLUGINS is set and {len(problems)} plugin problem(s) were found:\n  - "
                 + "\n  - ".join(problems)
             )
+
+
+def _install_hint(plugins: list[PluginInfo], distribution: str, version: str | None) -> str:
+    """What to do about a blueprint that ``distribution`` (at ``version``) provided elsewhere."""
+    origin = f"it came from {distribution} {version}" if version else f"it came from {distribution}"
+    pin = f"=={version}" if version else ""
+    wanted = normalize_distribution(distribution)
+    infos = [i for i in plugins if normalize_distribution(i.distribution) == wanted]
+    if not infos:
+        return f"{origin}, which is not installed or not loaded: pip install '{distribution}{pin}'"
+    info = infos[0]
+    state = f"failed to load: {info.error}" if info.error else "is loaded but does not provide it"
+    hint = f"{origin}; the installed {info.distribution} {info.version} {state}"
+    if version and info.version != version:
+        hint += f" (install the recorded version: pip install '{distribution}{pin}')"
+    return hint
 
 
 def _count_problem(spec: BlueprintSpec, topology: Topology) -> str | None:

@@ -105,7 +105,7 @@ def test_an_unknown_blueprint_says_what_to_install(fake_packs, fakes) -> None:
         reg.get_registry()
     with pytest.raises(UnknownBlueprintError) as missing:
         reg.get_blueprint("cnn", "fancy", distribution="esper-blueprints-fancy", version="0.3.1")
-    assert "registered by esper-blueprints-fancy 0.3.1, which is not installed or not loaded" in str(
+    assert "it came from esper-blueprints-fancy 0.3.1, which is not installed or not loaded" in str(
         missing.value
     )
     assert "pip install 'esper-blueprints-fancy==0.3.1'" in str(missing.value)

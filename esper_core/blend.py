@@ -102,8 +102,10 @@ class GateModule(nn.Module):
     """A per-sample (per-position for sequences) gate in [0, 1], causal along sequences.
 
     ``feature_axis`` is the axis of size ``dim``; ``sequence_axis`` (if any) is pooled with a
-    cumulative mean, every other non-batch axis with a plain mean. The output broadcasts
-    over the input: ``(B, 1, 1, 1)`` for images, ``(B, T, 1)`` for sequences.
+    cumulative mean, every other non-batch axis with a plain mean. Either axis may come
+    first. The output broadcasts over the input: ``(B, 1, 1, 1)`` for images, ``(B, T, 1)``
+    for ``(B, T, D)`` sequences, ``(B, 1, L)`` for channels-first ``(B, C, L)`` sequences.
+    Raises :class:`LifecycleError` when an axis is the batch axis or both are the same.
     """
 
     def __init__(self, dim: int, *, ndim: int, feature_axis: int, sequence_axis: int | None = None) -> None:
@@ -114,8 +116,18 @@ class GateModule(nn.Module):
         self.ndim = ndim
         self.feature_axis = feature_axis % ndim
         self.sequence_axis = None if sequence_axis is None else sequence_axis % ndim
-        if self.sequence_axis is not None and self.sequence_axis > self.feature_axis:
-            raise LifecycleError("GateModule needs the sequence axis before the feature axis")
+        if self.feature_axis == 0 or self.sequence_axis in (0, self.feature_axis):
+            raise LifecycleError(
+                f"GateModule needs distinct non-batch feature and sequence axes of a {ndim}-d input; "
+                f"got feature_axis={feature_axis}, sequence_axis={sequence_axis}"
+            )
+        # Where the sequence axis lands once the feature axis is moved last: one place
+        # earlier when it came after the feature axis ((B, C, L) -> (B, L, C)).
+        self._pooled_sequence_axis = (
+            None
+            if self.sequence_axis is None
+            else self.sequence_axis - (self.sequence_axis > self.feature_axis)
+        )
         hidden = gate_hidden_width(dim)
         self.hidden = nn.Linear(dim, hidden)
         self.out = nn.Linear(hidden, 1)
@@ -136,17 +148,16 @@ class GateModule(nn.Module):
         if x.dim() != self.ndim:
             raise LifecycleError(f"GateModule expects {self.ndim}-d input, got shape {tuple(x.shape)}")
         features = x.movedim(self.feature_axis, -1)
-        keep = {0} if self.sequence_axis is None else {0, self.sequence_axis}
+        sequence = self._pooled_sequence_axis
+        keep = {0} if sequence is None else {0, sequence}
         pooled_axes = [d for d in range(1, features.dim() - 1) if d not in keep]
         if pooled_axes:
             features = features.mean(dim=pooled_axes, keepdim=True)
-        if self.sequence_axis is not None:
-            counts = torch.arange(
-                1, features.shape[self.sequence_axis] + 1, device=x.device, dtype=features.dtype
-            )
+        if sequence is not None:
+            counts = torch.arange(1, features.shape[sequence] + 1, device=x.device, dtype=features.dtype)
             shape = [1] * features.dim()
-            shape[self.sequence_axis] = -1
-            features = features.cumsum(dim=self.sequence_axis) / counts.view(shape)
+            shape[sequence] = -1
+            features = features.cumsum(dim=sequence) / counts.view(shape)
         features = _like(features, self.hidden.weight)
         gate = torch.sigmoid(self.out(torch.relu(self.hidden(features))))
         # ``gate`` has size 1 on every pooled axis and on the (moved) feature axis; moving the

@@ -3,7 +3,11 @@
 Output is plain text (or JSON with ``--json``) so the command needs nothing beyond the
 core's own dependencies. Bad input is reported in one line that names what is accepted,
 with exit status 2. A reader that goes away (``esper blueprints --json | head``) ends the
-command quietly with status :data:`BROKEN_PIPE_STATUS`.
+command quietly with status :data:`BROKEN_PIPE_STATUS`. Plugin problems are printed once:
+``esper plugins`` shows them in its report (the loader's warnings are dropped), other
+commands print each warning once on stderr. Under ``ESPER_STRICT_PLUGINS=1`` a plugin problem
+makes a command exit with status 1 (``esper plugins`` after printing the full report), never
+with a traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import os
 import platform
 import sys
+import warnings
 from collections.abc import Sequence
 
 __all__ = ["BROKEN_PIPE_STATUS", "main", "version_text"]
@@ -161,13 +166,25 @@ def _run(argv: Sequence[str] | None) -> int:
 
         return demo_main(args_list[1:])
     args = build_parser().parse_args(args_list)
-    try:
-        if args.command == "blueprints":
-            return _blueprints(args)
-        return _plugins(args)
-    except CliError as exc:
-        print(f"esper: error: {exc}", file=sys.stderr)
-        return 2
+    from esper_core.errors import PluginLoadError, PluginLoadWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PluginLoadWarning)
+        try:
+            status = _blueprints(args) if args.command == "blueprints" else _plugins(args)
+        except CliError as exc:
+            print(f"esper: error: {exc}", file=sys.stderr)
+            status = 2
+        except PluginLoadError as exc:
+            print(f"esper: error: {exc}\n(run `esper plugins` for the full report)", file=sys.stderr)
+            status = 1
+    if args.command != "plugins":  # the plugins report already shows every problem
+        for message in dict.fromkeys(str(w.message) for w in caught if w.category is PluginLoadWarning):
+            print(f"esper: warning: {message.removeprefix('esper: ')}", file=sys.stderr)
+    for other in caught:  # anything else is not ours to swallow
+        if other.category is not PluginLoadWarning:
+            warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+    return status
 
 
 def _blueprints(args: argparse.Namespace) -> int:
@@ -177,7 +194,7 @@ def _blueprints(args: argparse.Namespace) -> int:
     registry = get_registry()
     try:
         specs = registry.list_blueprints(args.topology, args.pattern, args.dim)
-    except RegistryError as exc:
+    except RegistryError as exc:  # BlueprintError included: a broken count under strict mode
         raise CliError(str(exc)) from None
     if not specs and not registry.all_blueprints():
         print("no blueprints are registered; install a pack (see `esper plugins`)")
@@ -190,7 +207,7 @@ def _blueprints(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
     else:
         header = ["topology", "name", "distribution", "version", "dim", "params", "options"]
-        table = [[_format_cell(key, row[key]) for key in header] for row in rows]
+        table = [[_format_cell(key, row) for key in header] for row in rows]
         print(_format_table(header, table))
     return 0
 
@@ -198,7 +215,7 @@ def _blueprints(args: argparse.Namespace) -> int:
 def _blueprint_row(registry, spec, dim: int | None) -> dict:
     width = dim if dim is not None else registry.get_topology(spec.topology).reference_dim
     source = registry.source(spec)
-    count = registry.count_at(spec, width)
+    count = registry.count_at(spec, width)  # checked by list_blueprints at this width
     return {
         "topology": spec.topology,
         "name": spec.name,
@@ -207,40 +224,65 @@ def _blueprint_row(registry, spec, dim: int | None) -> dict:
         "dim": width,
         "params": count,  # None (JSON null) when the default options are invalid at this width
         "options": {opt.name: opt.default for opt in spec.options},
+        "accepted": {opt.name: opt.describe_accepted() for opt in spec.options},
         "description": spec.description,
     }
 
 
-def _format_cell(key: str, value: object) -> str:
+def _format_cell(key: str, row: dict) -> str:
     if key == "options":
-        return _format_options(value)  # type: ignore[arg-type]
+        return _format_options(row)
+    value = row[key]
     return "n/a" if value is None else str(value)
 
 
-def _format_options(options: dict) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in options.items()) or "-"
+def _format_options(row: dict) -> str:
+    """``name=default (accepted values)`` for each option, e.g. ``groups=1 (an int >= 1)``."""
+    options, accepted = row["options"], row["accepted"]
+    return ", ".join(f"{k}={v!r} ({accepted[k]})" for k, v in options.items()) or "-"
 
 
 def _plugins(args: argparse.Namespace) -> int:
+    from esper_core.plugins import is_strict
     from esper_core.registry import plugin_report
 
-    infos = plugin_report()
+    infos = plugin_report()  # the report never raises for a pack's fault, strict or not
+    failed = sum(not info.loaded for info in infos)
+    refused = sum(len(info.refused) for info in infos)
     if args.json:
         print(json.dumps([_plugin_dict(info) for info in infos], indent=2))
-        return 0
-    for info in infos:
-        status = "loaded" if info.loaded else "FAILED"
-        print(f"{info.name}  ({info.distribution} {info.version})  {status}")
-        print(f"  module:      {info.module}")
-        print(f"  hooks:       {', '.join(info.hooks) or '-'}")
-        if info.topologies:
-            print(f"  topologies:  {', '.join(info.topologies)}")
-        print(f"  blueprints:  {', '.join(info.blueprints) or '-'}")
-        if info.error is not None:
-            print(f"  error:       {info.error}")
-    failed = sum(not info.loaded for info in infos)
-    print(f"{len(infos)} plugin(s), {failed} failed to load")
+    else:
+        for info in infos:
+            _print_plugin(info)
+        print(f"{len(infos)} plugin(s), {failed} failed to load, {refused} refused entr{_y(refused)}")
+    if is_strict() and (failed or refused):
+        print(
+            f"esper: error: ESPER_STRICT_PLUGINS is set: {failed} plugin(s) failed to load and "
+            f"{refused} entr{_y(refused)} refused (see the report)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _y(count: int) -> str:
+    return "y" if count == 1 else "ies"
+
+
+def _print_plugin(info) -> None:
+    status = "FAILED" if not info.loaded else "loaded"
+    if info.refused:
+        status += f", {len(info.refused)} refused"
+    print(f"{info.name}  ({info.distribution} {info.version})  {status}")
+    print(f"  module:      {info.module}")
+    print(f"  hooks:       {', '.join(info.hooks) or '-'}")
+    if info.topologies:
+        print(f"  topologies:  {', '.join(info.topologies)}")
+    print(f"  blueprints:  {', '.join(info.blueprints) or '-'}")
+    for refusal in info.refused:
+        print(f"  refused:     {refusal}")
+    if info.error is not None:
+        print(f"  error:       {info.error}")
 
 
 def _plugin_dict(info) -> dict:
@@ -253,6 +295,7 @@ def _plugin_dict(info) -> dict:
         "hooks": list(info.hooks),
         "topologies": list(info.topologies),
         "blueprints": list(info.blueprints),
+        "refused": list(info.refused),
         "error": info.error,
     }
 

@@ -9,6 +9,7 @@ time), so generic handlers keep working.
 from __future__ import annotations
 
 __all__ = [
+    "BlueprintError",
     "CheckpointError",
     "ConflictError",
     "DistributedError",
@@ -19,6 +20,7 @@ __all__ = [
     "MissingGateError",
     "OptionError",
     "PluginLoadError",
+    "PluginLoadWarning",
     "RegistryError",
     "UnknownBlueprintError",
     "UnknownTopologyError",
@@ -38,11 +40,39 @@ class UnknownTopologyError(RegistryError):
 
 
 class UnknownBlueprintError(RegistryError):
-    """No blueprint of that name exists for the topology; the message lists those that do."""
+    """No blueprint of that name exists for the topology; the message lists those that do.
+
+    When the caller knew which distribution (and version) provided the blueprint, for
+    example from a checkpoint, the message also says what to install; ``topology``,
+    ``name``, ``distribution`` and ``version`` carry the same facts for programs.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        topology: str | None = None,
+        name: str | None = None,
+        distribution: str | None = None,
+        version: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.topology = topology
+        self.name = name
+        self.distribution = distribution
+        self.version = version
 
 
 class OptionError(RegistryError):
     """A blueprint option is unknown, of the wrong type or out of range."""
+
+
+class BlueprintError(RegistryError):
+    """A blueprint's own code misbehaved: its factory raised or returned something that is not
+    an ``nn.Module``, its ``validate`` raised something other than :class:`OptionError`, or a
+    count function raised or returned something that is not a non-negative ``int``. The
+    message names the blueprint (``topology:name``), the dim and options, and the
+    distribution that registered it."""
 
 
 class ConflictError(RegistryError):
@@ -51,6 +81,10 @@ class ConflictError(RegistryError):
 
 class PluginLoadError(EsperError):
     """A blueprint pack could not be loaded (raised only under ``ESPER_STRICT_PLUGINS=1``)."""
+
+
+class PluginLoadWarning(RuntimeWarning):
+    """Issued once per pack that failed to load and per refused registration (non-strict mode)."""
 
 
 class HostError(EsperError, ValueError):

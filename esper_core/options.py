@@ -49,7 +49,8 @@ class Option:
         """Human-readable statement of what values this option accepts."""
         if self.choices is not None:
             return f"one of {list(self.choices)!r}"
-        text = f"a {self.type.__name__}"
+        article = "an" if self.type is int else "a"
+        text = f"{article} {self.type.__name__}"
         if self.minimum is not None and self.maximum is not None:
             return f"{text} in [{self.minimum}, {self.maximum}]"
         if self.minimum is not None:

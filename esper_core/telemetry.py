@@ -2,7 +2,8 @@
 
 Every event is a frozen attrs value carrying ``slot_id`` and ``seed_id``. Events are
 delivered to every ``esper_seed_event`` hook implementation (telemetry sinks are plugins),
-one implementation at a time: a sink that raises is reported once (a
+one implementation at a time: a sink that raises (anything but ``KeyboardInterrupt``,
+``SystemExit`` included) is reported once (a
 :class:`TelemetrySinkWarning` naming the plugin and the error) and skipped, so it can
 neither break the lifecycle nor starve the other sinks. Under ``ESPER_STRICT_PLUGINS=1``
 the exception propagates instead, which is what a test suite for a sink wants.
@@ -194,7 +195,9 @@ def emit(event: SeedEvent) -> None:
         # Wrappers need pluggy's own call machinery; isolate the call as a whole.
         try:
             caller(event=event)
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit too: a sink must never end the host
             if strict:
                 raise
             _report("esper_seed_event wrappers", exc)
@@ -202,7 +205,9 @@ def emit(event: SeedEvent) -> None:
     for impl in reversed(impls):  # pluggy's own order: last registered first
         try:
             impl.function(**{name: event for name in impl.argnames})
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit too: a sink must never end the host
             if strict:
                 raise
             _report(impl.plugin_name, exc)

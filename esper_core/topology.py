@@ -29,10 +29,14 @@ def _positive(instance: Topology, attribute: attrs.Attribute, value: int) -> Non
 class Topology:
     """The layout of feature tensors at an injection point.
 
-    ``feature_axis`` is the axis whose size is the slot's ``dim``; ``sequence_axis`` is set
-    for ordered sequences, where a seed must be causal along it; ``example_extent`` gives
-    the sizes of the remaining non-batch axes used for test inputs. ``reference_dim`` is the
-    width at which blueprints are compared when no dim is given.
+    ``layout`` names the axes, batch first (``"(B, C, L)"``), for people and messages;
+    ``ndim`` is their number. ``feature_axis`` is the axis whose size is the slot's ``dim``
+    (never the batch axis); ``sequence_axis`` is set for ordered sequences, where a seed
+    must be causal along it (any non-batch axis other than the feature axis, before or
+    after it); ``example_extent`` gives the sizes of the remaining non-batch axes, in order,
+    used for test inputs. ``reference_dim`` is the width at which blueprints are compared
+    when no dim is given. Every layout accepted here works with every blend algorithm.
+    Raises :class:`RegistryError` naming the bad field.
     """
 
     name: str = attrs.field(validator=attrs.validators.matches_re(_NAME_RE))
@@ -46,9 +50,30 @@ class Topology:
     channels_last: bool = False
 
     def __attrs_post_init__(self) -> None:
-        if not -self.ndim <= self.feature_axis < self.ndim or self.feature_axis % self.ndim == 0:
+        if (
+            isinstance(self.feature_axis, bool)
+            or not isinstance(self.feature_axis, int)
+            or not -self.ndim <= self.feature_axis < self.ndim
+            or self.feature_axis % self.ndim == 0
+        ):
             raise RegistryError(
                 f"topology {self.name!r}: feature_axis {self.feature_axis} must be a non-batch axis of {self.ndim}"
+            )
+        if self.sequence_axis is not None and (
+            isinstance(self.sequence_axis, bool)
+            or not isinstance(self.sequence_axis, int)
+            or not -self.ndim <= self.sequence_axis < self.ndim
+            or self.sequence_axis % self.ndim in (0, self.feature_axis % self.ndim)
+        ):
+            raise RegistryError(
+                f"topology {self.name!r}: sequence_axis {self.sequence_axis!r} must be None or a "
+                f"non-batch axis of {self.ndim} other than feature_axis {self.feature_axis}"
+            )
+        axes = [a.strip() for a in self.layout.strip().removeprefix("(").removesuffix(")").split(",")]
+        if len(axes) != self.ndim or not all(axes):
+            raise RegistryError(
+                f"topology {self.name!r}: layout {self.layout!r} must name its {self.ndim} axes, "
+                "batch first, e.g. '(B, C, L)'"
             )
         if len(self.example_extent) != self.ndim - 2:
             raise RegistryError(

@@ -65,6 +65,7 @@ def _run(
             actual=describe_exception(exc),
         )
         return
+    check_registration(rec, spec)
     base = dict(options or {})
     plan = make_plan(spec.options, dims, base, full=full)
     subject = Subject(spec=spec, topology=topology, plan=plan)
@@ -90,6 +91,30 @@ def _run(
     check_channels_last(rec, subject, dim, base, trained)
     check_causal(rec, subject, dim, base, trained)
     check_compile(rec, subject, dim, base, trained)
+
+
+def check_registration(rec: Recorder, spec: BlueprintSpec) -> None:
+    """The registry kept ``spec``, or at least nothing else installed holds its name."""
+    from esper_core.registry import get_registry
+
+    rec.ran(Check.REGISTRATION)
+    registry = get_registry()
+    expected = "the registry to keep this blueprint (no name clash, counts that are non-negative ints)"
+    for refusal in registry.refusals():
+        if refusal.spec is spec:
+            origin = f"{refusal.source.distribution} {refusal.source.version}"
+            rec.fail(Check.REGISTRATION, expected=expected, actual=f"refused ({origin}): {refusal.reason}")
+            return
+    holder = registry.source_of(spec.key)
+    if holder is not None and not registry.holds(spec):
+        rec.fail(
+            Check.REGISTRATION,
+            expected=f"no other installed blueprint named {spec.key!r}",
+            actual=(
+                f"{spec.key} is already registered by {holder.distribution} {holder.version}; "
+                "a pack registering this blueprint next to it would have it refused (rename it)"
+            ),
+        )
 
 
 def assert_conformant(

@@ -22,6 +22,9 @@ class Check(enum.StrEnum):
 
     TOPOLOGY = "topology"
     """The spec's topology is registered, so inputs of its layout can be made."""
+    REGISTRATION = "registration"
+    """The registry did not refuse the spec (a name clash, a broken count), and no other
+    installed blueprint holds its ``topology:name``."""
     DIMS = "dims"
     """At least one dim of the sweep is accepted by the blueprint."""
     OPTIONS = "options"
@@ -45,7 +48,8 @@ class Check(enum.StrEnum):
     SLOT = "identity-in-slot"
     """A fresh seed germinated in a real seed slot and blended with alpha > 0 leaves the host unchanged."""
     PARAM_COUNT = "param-count"
-    """The closed-form parameter count equals ``sum(p.numel())`` at every swept dim and option value."""
+    """The closed-form parameter count is a non-negative int equal to ``sum(p.numel())`` at
+    every swept dim and option value."""
     FLOP_COUNT = "flop-count"
     """A declared FLOP count equals what ``torch.utils.flop_counter.FlopCounterMode`` measures."""
     LEARN = "parameters-learn"

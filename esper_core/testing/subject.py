@@ -35,21 +35,21 @@ class Subject:
     def build(self, dim: int, options: Mapping[str, Any], *, seed: int = 0) -> nn.Module:
         """Build through the spec's validating path with a fixed init seed."""
         torch.manual_seed(seed)
-        module = self.spec.build(dim, **options)
-        if not isinstance(module, nn.Module):
-            raise TypeError(f"factory returned {type(module).__name__}, not an nn.Module")
-        return module
+        return self.spec.build(dim, **options)  # BlueprintError if it is not an nn.Module
 
     def accepts(self, dim: int, options: Mapping[str, Any]) -> bool:
         """Whether the spec declares (dim, options) valid.
 
-        A declared rejection is a RegistryError (OptionError); any other exception from the
-        spec's ``validate`` propagates, because it is a fault the caller must report.
+        A declared rejection is a RegistryError (OptionError); a BlueprintError (the spec's
+        ``validate`` raised something else) or any other exception propagates, because it is
+        a fault the caller must report.
         """
-        from esper_core.errors import RegistryError
+        from esper_core.errors import BlueprintError, RegistryError
 
         try:
             self.spec.resolve(dim, options)
+        except BlueprintError:
+            raise
         except RegistryError:
             return False
         return True

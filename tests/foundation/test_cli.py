@@ -23,8 +23,8 @@ def test_blueprints_table_shows_counts_options_and_sources(packs, capsys: pytest
     assert main(["blueprints", "--dim", "16"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["topology", "name", "distribution", "version", "dim", "params", "options"]
-    rows = [line.split() for line in lines[2:]]
-    assert ["transformer", "wide", "pack-tf", "3.1", "16", "68", "width=4"] in rows
+    rows = [line.rstrip().split(maxsplit=6) for line in lines[2:]]
+    assert ["transformer", "wide", "pack-tf", "3.1", "16", "68", "width=4 (an int >= 1)"] in rows
     assert ["cnn", "gain", "pack-cnn", "1.0", "16", "16", "-"] in rows
 
 
@@ -71,3 +71,9 @@ def test_help_everywhere(argv: list[str], capsys: pytest.CaptureFixture[str]) ->
         main(argv)
     assert exc.value.code == 0
     assert "usage: esper" in capsys.readouterr().out
+
+
+def test_blueprints_show_accepted_option_values(packs, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["blueprints", "wide", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["options"] == {"width": 4} and row["accepted"] == {"width": "an int >= 1"}

@@ -15,7 +15,7 @@ def test_int_option_rejects_bool_and_float_and_names_what_is_accepted() -> None:
     opt = Option("reduction", int, 4, "squeeze ratio", minimum=1)
     assert opt.validate(8) == 8
     for bad in (True, 2.0, "4", None):
-        with pytest.raises(OptionError, match=r"reduction.*accepted: a int >= 1"):
+        with pytest.raises(OptionError, match=r"reduction.*accepted: an int >= 1"):
             opt.validate(bad)
     with pytest.raises(OptionError, match="got 0"):
         opt.validate(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from esper_core import registry as reg
-from esper_core.errors import ConflictError, PluginLoadError
+from esper_core.errors import PluginLoadError
 from esper_core.hookspecs import hookimpl
 
 
@@ -86,8 +86,10 @@ def test_collision_is_deterministic_and_names_both_distributions(fake_packs, fak
             fake_packs(*order)
             reg.get_registry()
         infos = _infos()
-        assert infos["pack-a"].loaded
-        assert "pack-a 1.0" in infos["pack-b"].error and "pack-b 1.0" in infos["pack-b"].error
+        assert infos["pack-a"].loaded and infos["pack-a"].refused == ()
+        assert infos["pack-b"].loaded and infos["pack-b"].blueprints == ()  # only the clash is refused
+        (refused,) = infos["pack-b"].refused
+        assert "cnn:shared" in refused and "pack-a 1.0" in refused and "pack-b 1.0" in refused
         assert reg.get_registry().source(reg.get_blueprint("cnn", "shared")).distribution == "pack-a"
 
 
@@ -101,8 +103,9 @@ def test_strict_mode_raises(fake_packs, fakes, monkeypatch: pytest.MonkeyPatch) 
     a = fakes.entry("pack-a", fakes.blueprints_plugin("a", fakes.scale_spec("shared")))
     b = fakes.entry("pack-b", fakes.blueprints_plugin("b", fakes.scale_spec("shared")))
     fake_packs(a, b)
-    with pytest.raises(ConflictError, match="pack-a"):
+    with pytest.raises(PluginLoadError, match=r"(?s)pack-b 1.0: blueprint 'cnn:shared' refused.*pack-a 1.0"):
         reg.get_registry()
+    assert _infos()["pack-b"].refused  # the report stays readable under strict mode
 
 
 def test_allow_list_loads_only_named_distributions(

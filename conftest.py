@@ -14,10 +14,10 @@ torch.set_num_threads(1)
 # distribution folder, which has no ``__init__.py``, as a namespace module of the package's
 # name, shadowing the real package in ``src/`` (and its entry point) for the whole session.
 # pytest only fills in modules that are missing, so importing the real ones first is enough.
+import pytest  # noqa: E402
+
 import esper_blueprints_cnn  # noqa: E402, F401
 import esper_blueprints_transformer  # noqa: E402, F401
-
-import pytest  # noqa: E402
 
 # ---- test tiers ---------------------------------------------------------------------------------
 # ``pytest`` alone runs the fast tier. The slower tiers are marked, and ``make test`` (what CI

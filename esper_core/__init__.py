@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "param_count": "esper_core.registry",
     "flop_count": "esper_core.registry",
     "get_topology": "esper_core.registry",
+    "list_topologies": "esper_core.registry",
     "plugin_report": "esper_core.registry",
     # the lifecycle
     "SeedSlot": "esper_core.slot",

@@ -65,9 +65,9 @@ def resolve(
 
 def provenance(topology: str, blueprint: str) -> Provenance | None:
     """The distribution (and version) that registered ``topology:blueprint``, if known."""
-    from esper_core.registry import get_blueprint, get_registry
+    from esper_core.registry import provenance as registered_by
 
-    source = get_registry().source(get_blueprint(topology, blueprint))
+    source = registered_by(f"{topology}:{blueprint}")
     if not source.distribution.strip() or not source.version.strip():
         return None
     return Provenance(distribution=source.distribution[:128], version=source.version[:64])

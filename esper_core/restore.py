@@ -66,14 +66,16 @@ def _check_seed(slot: Any, env: Envelope) -> int:
 
     seed = env.state.seed
     assert seed is not None
+    known = seed.provenance
     try:
-        spec = get_blueprint(env.topology, seed.blueprint)
-    except UnknownBlueprintError as exc:
-        hint = ""
-        if seed.provenance is not None:
-            p = seed.provenance
-            hint = f"; it was registered by {p.distribution} {p.version}: install that distribution"
-        raise CheckpointError(f"checkpoint field 'state.seed.blueprint': {exc}{hint}") from None
+        spec = get_blueprint(
+            env.topology,
+            seed.blueprint,
+            distribution=None if known is None else known.distribution,
+            version=None if known is None else known.version,
+        )
+    except UnknownBlueprintError as exc:  # the message says what to install when the file knows
+        raise CheckpointError(f"checkpoint field 'state.seed.blueprint': {exc}") from None
     try:
         resolved = spec.resolve(env.dim, seed.options_dict)
         count = spec.count_params(env.dim, **resolved)

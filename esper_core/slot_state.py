@@ -290,7 +290,7 @@ class SlotConfig:
     activity_decay: float = attrs.field(default=0.5, converter=check_activity_decay)
     max_seed_params: int = attrs.field(
         default=MAX_SEED_PARAMS,
-        converter=lambda v: check_int("max_seed_params", v, minimum=1, maximum=2**40),
+        converter=lambda v: check_int("max_seed_params", v, minimum=1, maximum=2**53),
     )
 
 

@@ -132,6 +132,7 @@ BLUEPRINT_ROW = {
     "dim": (int,),
     "params": (int, type(None)),
     "options": (dict,),
+    "accepted": (dict,),
     "description": (str,),
 }
 PLUGIN_ROW = {
@@ -143,6 +144,7 @@ PLUGIN_ROW = {
     "hooks": (list,),
     "topologies": (list,),
     "blueprints": (list,),
+    "refused": (list,),
     "error": (str, type(None)),
 }
 
@@ -196,7 +198,9 @@ def test_plugins_json_is_typed_for_loaded_and_failed_packs(tmp_path: Path) -> No
     rows = json.loads(result.stdout)
     for row in rows:
         _check_schema(row, PLUGIN_ROW)
-        assert all(isinstance(s, str) for key in ("hooks", "topologies", "blueprints") for s in row[key])
+        assert all(
+            isinstance(s, str) for key in ("hooks", "topologies", "blueprints", "refused") for s in row[key]
+        )
     by_dist = {r["distribution"]: r for r in rows}
     assert by_dist["esper-broken-pack"]["loaded"] is False
     assert "a dependency is missing" in by_dist["esper-broken-pack"]["error"]

@@ -52,7 +52,7 @@ def test_a_newcomer_cannot_displace_a_shipped_blueprint(child) -> None:
 def test_an_old_checkpoint_of_a_shipped_blueprint_still_loads_exactly(child) -> None:
     code = (
         "import importlib.util, sys, torch\n"
-        "from esper_core.state import load_checkpoint\n"
+        "from esper_core.checkpoint import load_checkpoint\n"
         "spec = importlib.util.spec_from_file_location('maker', sys.argv[1] + '/make_fixtures.py')\n"
         "maker = importlib.util.module_from_spec(spec); spec.loader.exec_module(maker)\n"
         "payload = torch.load(sys.argv[1] + '/cnn_blending.pt', weights_only=True)\n"

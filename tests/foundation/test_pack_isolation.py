@@ -160,7 +160,8 @@ def test_controller_and_conformance_cases_are_untouched_by_another_packs_broken_
     assert "cnn:count_float@esper-fixture-bad-counts" in out["bad"]  # refused, still tested
     assert len(out["bad"]) == 9
     assert out["kit"] == {
-        "cnn:count_float@esper-fixture-bad-counts": ["param-count", "registration"],
+        # a slot cannot germinate a blueprint it cannot size (max_seed_params needs the count)
+        "cnn:count_float@esper-fixture-bad-counts": ["identity-in-slot", "param-count", "registration"],
         "cnn:count_odd_float": ["param-count"],  # a float at dim 9
         "cnn:count_ok": [],
     }
@@ -169,21 +170,33 @@ def test_controller_and_conformance_cases_are_untouched_by_another_packs_broken_
 def test_misbehaving_factories_raise_the_librarys_error_and_leave_the_slot_empty(child) -> None:
     code = (
         "import json\n"
-        "from esper_core.errors import BlueprintError\n"
+        "from esper_core.errors import BlueprintError, LifecycleError\n"
         "from esper_core.slot import SeedSlot\n"
         "out = {}\n"
         "cases = [(n, 'cnn', {}) for n in ('returns_dict', 'returns_function', 'returns_none',\n"
         "          'returns_tensor', 'raises', 'out_of_memory')]\n"
         "cases.append(('wide_linear', 'transformer', {'width': 2**40}))\n"
         "for name, topology, options in cases:\n"
-        "    slot = SeedSlot('s0', topology=topology, dim=8)\n"
+        "    # a slot that accepts a huge seed, so that the factory itself is asked to allocate it\n"
+        "    slot = SeedSlot('s0', topology=topology, dim=8, max_seed_params=2**44)\n"
         "    try:\n"
         "        slot.germinate(name, options=options)\n"
         "    except BlueprintError as exc:\n"
         "        out[name] = [str(exc), slot.stage.name, slot.seed is None]\n"
+        "slot = SeedSlot('s0', topology='transformer', dim=8)  # the default bound refuses it first\n"
+        "try:\n"
+        "    slot.germinate('wide_linear', options={'width': 2**40})\n"
+        "except LifecycleError as exc:\n"
+        "    out['bounded'] = [str(exc), slot.stage.name, slot.seed is None]\n"
         "print(json.dumps(out))\n"
     )
     out = child.json(code, ESPER_LOAD_PLUGINS="esper-fixture-bad-factories")
+    message, stage, empty = out.pop("bounded")
+    assert (
+        "transformer:wide_linear at dim 8 with options {'width': 1099511627776} has 8,796,093,022,208"
+        in message
+    )
+    assert "more than this slot's max_seed_params (67,108,864)" in message and stage == "DORMANT" and empty
     assert len(out) == 7
     details = {
         "returns_dict": "the factory returned {'weight': tensor(",

@@ -1,11 +1,18 @@
 """Seed slots on any ``nn.Module``, without editing its code.
 
 :func:`inject_slots` puts a :class:`~esper_core.slot.SeedSlot` on the output of named
-submodules through forward hooks: when the submodule runs, its output is replaced by the
-slot's output (exactly the same tensor while the slot is empty). The slots are registered
-as a child ``esper_slots`` so they move with ``.to()``, appear in ``state_dict`` and in
-``parameters()``; :func:`remove_slots` deletes the hooks and that child, restoring the
-model exactly.
+submodules: each target gets an instance-level ``forward`` that runs its own forward and
+then the slot (exactly the same tensor while the slot is empty; see
+:mod:`esper_core.attachment` for why this, and not a forward hook, is what survives
+``torch.compile``, ``copy.deepcopy``, ``pickle`` and torch's fused inference paths). The
+slots are registered as a child ``esper_slots`` so they move with ``.to()``, appear in
+``state_dict`` and in ``parameters()``; :func:`remove_slots` restores the model exactly.
+
+Copies: ``copy.deepcopy(model)``, ``pickle`` and ``torch.save(model)`` +
+``torch.load(..., weights_only=False)`` give an independent model whose submodules call its
+own slots. ``copy.copy(model)`` is shallow, as for any ``nn.Module``: it shares submodules,
+slots and the injection with the original. A ``state_dict`` loads into a fresh model
+injected with the same targets.
 """
 
 from __future__ import annotations
@@ -18,8 +25,8 @@ from typing import Any
 import attrs
 import torch
 from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
 
+from esper_core.attachment import SlotAttachment
 from esper_core.hosts.base import HostError
 from esper_core.model import Evaluation, evaluate_slots
 from esper_core.registry import get_topology
@@ -49,7 +56,7 @@ class InjectedSlots(nn.ModuleDict):
     Being a child makes the slots' parameters and checkpoint state part of the model's own.
     Its ``forward`` is the identity because containers such as ``nn.Sequential`` call every
     child in order: the slots, added last, must then pass the output through unchanged
-    (the slots themselves run inside forward hooks, never through this call).
+    (the slots themselves run from their targets' ``forward``, never through this call).
     """
 
     def forward(self, x: Any) -> Any:
@@ -76,11 +83,12 @@ class InjectionTarget:
 
 @attrs.define(eq=False)
 class Injection:
-    """What :func:`inject_slots` attached to a model: the slots and the hook handles."""
+    """What :func:`inject_slots` attached to a model: the slots, one attachment per target,
+    and the per-sample alpha overrides shared by the attachments."""
 
     slots: nn.ModuleDict
     targets: tuple[InjectionTarget, ...]
-    handles: list[RemovableHandle]
+    attachments: tuple[SlotAttachment, ...]
     overrides: dict[str, Tensor] = attrs.field(factory=dict)
 
 
@@ -182,11 +190,15 @@ def inject_slots(
     reference = next(iter(model.parameters()), None)
     if reference is not None:
         slots.to(device=reference.device)
-    state = Injection(slots=slots, targets=tuple(items), handles=[])
+    overrides: dict[str, Tensor] = {}
+    attachments = tuple(
+        SlotAttachment(t.path, _submodule(model, t.path), slots[slot_id], overrides)
+        for t, slot_id in zip(items, ids, strict=True)
+    )
     model.add_module(SLOTS_ATTRIBUTE, slots)
-    for t, slot_id in zip(items, ids, strict=True):
-        state.handles.append(_submodule(model, t.path).register_forward_hook(_make_hook(state, slot_id)))
-    model.__dict__[_STATE] = state
+    for attachment in attachments:
+        attachment.attach()
+    model.__dict__[_STATE] = Injection(slots, tuple(items), attachments, overrides)
     return slots
 
 
@@ -212,16 +224,6 @@ def _probed_dim(target: InjectionTarget, output: Any, ran: bool) -> int:
     return probed
 
 
-def _make_hook(state: Injection, slot_id: str) -> Callable[[nn.Module, Any, Tensor], Tensor]:
-    def hook(_module: nn.Module, _args: Any, output: Tensor) -> Tensor:
-        slot = state.slots[slot_id]
-        if slot.seed is None and slot_id not in state.overrides:
-            return output
-        return slot(output, state.overrides.get(slot_id))
-
-    return hook
-
-
 def get_injection(model: nn.Module) -> Injection | None:
     """The injection attached to ``model``, or ``None``."""
     return model.__dict__.get(_STATE)
@@ -232,8 +234,14 @@ def remove_slots(model: nn.Module) -> nn.ModuleDict:
     state = get_injection(model)
     if state is None:
         raise HostError(f"{type(model).__name__} has no injected slots to remove")
-    for handle in state.handles:
-        handle.remove()
+    replaced = [a.path for a in state.attachments if not a.installed()]
+    if replaced:
+        raise HostError(
+            f"the forward of targets {replaced} was replaced after inject_slots; restore it before "
+            "remove_slots (nothing was removed)"
+        )
+    for attachment in state.attachments:
+        attachment.detach()
     delattr(model, SLOTS_ATTRIBUTE)
     del model.__dict__[_STATE]
     return state.slots

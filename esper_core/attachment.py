@@ -150,23 +150,38 @@ class SlotAttachment:
 
 
 def _on_nested(attachment: SlotAttachment, out: Tensor, override: Tensor | None) -> Tensor:
-    """Run the slot on a NestedTensor ragged along the topology's causal sequence axis."""
-    slot = attachment.slot
-    topology = get_topology(slot.topology)
+    """Run the slot on a NestedTensor ragged along the topology's causal sequence axis.
+
+    The result has the input's layout and ragged structure (a jagged tensor keeps its
+    offsets, so it still combines with tensors derived from the input).
+    """
+    topology = get_topology(attachment.slot.topology)
     parts = out.unbind()
-    ragged = {axis + 1 for axis in range(out.dim() - 1) if len({p.shape[axis] for p in parts}) > 1}
-    allowed = set() if topology.sequence_axis is None else {topology.sequence_axis % topology.ndim}
-    if not ragged <= allowed:
+    if out.layout is torch.jagged:
+        ragged = [axis for axis, size in enumerate(out.shape) if not isinstance(size, int)]
+    else:
+        ragged = [axis + 1 for axis in range(out.dim() - 1) if len({p.shape[axis] for p in parts}) > 1]
+    allowed = [] if topology.sequence_axis is None else [topology.sequence_axis % topology.ndim]
+    if out.dim() != topology.ndim or not set(ragged) <= set(allowed):
         raise HostError(
-            f"slot {attachment.slot_id!r} at {attachment.path!r} received a NestedTensor ragged along "
-            f"axes {sorted(ragged)} of layout {topology.layout}; topology {topology.name!r} accepts nested "
-            f"inputs only when ragged along its causal sequence axis "
-            f"({'none' if not allowed else sorted(allowed)}). Pass regular tensors, e.g. build "
-            "nn.TransformerEncoder(..., enable_nested_tensor=False)"
+            f"slot {attachment.slot_id!r} at {attachment.path!r} received a {out.dim()}-d NestedTensor "
+            f"ragged along axes {ragged}; topology {topology.name!r} {topology.layout} accepts a "
+            f"NestedTensor only when it is ragged along its causal sequence axis ({allowed or 'none'}). "
+            "Give the slot regular tensors, e.g. build nn.TransformerEncoder(..., enable_nested_tensor=False)"
         )
     padded = out.to_padded_tensor(0.0)
-    result = slot(padded, override)
+    result = attachment.slot(padded, override)
     if result is padded:
         return out
     pieces = [result[(i, *(slice(0, n) for n in part.shape))] for i, part in enumerate(parts)]
+    if out.layout is torch.jagged and out.lengths() is None:
+        axis = ragged[0]
+        lengths = [part.shape[axis - 1] for part in parts]
+        return torch.nested.nested_tensor_from_jagged(
+            torch.cat(pieces, dim=axis - 1),
+            offsets=out.offsets(),
+            jagged_dim=axis,
+            min_seqlen=min(lengths),
+            max_seqlen=max(lengths),
+        )
     return torch.nested.as_nested_tensor(pieces, layout=out.layout)

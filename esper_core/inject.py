@@ -210,18 +210,38 @@ def _probed_dim(target: InjectionTarget, output: Any, ran: bool) -> int:
             f"target {target.path!r} returns {type(output).__name__}; a slot needs a module that returns one Tensor"
         )
     topology = get_topology(target.topology)
-    if output.ndim != topology.ndim:
+    if output.dim() != topology.ndim:
         raise HostError(
-            f"target {target.path!r} outputs shape {tuple(output.shape)} but topology {topology.name!r} "
+            f"target {target.path!r} outputs shape {_shape(output)} but topology {topology.name!r} "
             f"expects {topology.ndim}-d {topology.layout}"
         )
-    probed = int(output.shape[topology.feature_axis])
+    try:
+        probed = int(output.size(topology.feature_axis))
+    except RuntimeError:  # a NestedTensor ragged along the feature axis
+        raise HostError(
+            f"target {target.path!r} outputs a NestedTensor {_shape(output)} whose feature axis "
+            f"{topology.feature_axis} is ragged; a slot needs one feature width"
+        ) from None
     if target.dim is not None and target.dim != probed:
         raise HostError(
             f"dim {target.dim} given for {target.path!r} does not match the probe: its output has {probed} "
-            f"features on axis {topology.feature_axis} of {tuple(output.shape)}"
+            f"features on axis {topology.feature_axis} of {_shape(output)}"
         )
     return probed
+
+
+def _shape(tensor: Tensor) -> str:
+    """``tensor``'s shape for a message; a NestedTensor's ragged sizes show as ``*``."""
+    if not tensor.is_nested:
+        return str(tuple(tensor.shape))
+    parts = tensor.unbind()
+    if not parts:
+        return "(0, ...) nested"
+    sizes = [
+        str(parts[0].shape[a]) if len({p.shape[a] for p in parts}) == 1 else "*"
+        for a in range(tensor.dim() - 1)
+    ]
+    return f"({len(parts)}, {', '.join(sizes)}) nested"
 
 
 def get_injection(model: nn.Module) -> Injection | None:

@@ -160,6 +160,12 @@ def inject_slots(
         raise HostError(f"{type(model).__name__} already has injected slots; call remove_slots(model) first")
     if hasattr(model, SLOTS_ATTRIBUTE):
         raise HostError(f"{type(model).__name__} already has an attribute {SLOTS_ATTRIBUTE!r}; cannot inject")
+    clashing = sorted({"slot_id", "topology", "dim"} & slot_options.keys())
+    if clashing:
+        raise HostError(
+            f"slot options {clashing} are set per target; give them in InjectionTarget(path, topology, "
+            "dim=..., slot_id=...) instead"
+        )
     items = _normalise(targets)
     ids = [t.resolved_id for t in items]
     for t, slot_id in zip(items, ids, strict=True):

@@ -204,6 +204,7 @@ def test_injected_counterfactual_matches_manual_ablation(permissive: QualityGate
             "unique",
         ),
         ({}, {}, HostError, "at least one target"),
+        ({"layer1": "cnn"}, {"dim": 8}, HostError, r"slot options \['dim'\] are set per target"),
     ],
 )
 def test_bad_targets_leave_the_model_untouched(
@@ -212,8 +213,9 @@ def test_bad_targets_leave_the_model_untouched(
     model = TinyResNet()
     keys, hooks = list(model.state_dict()), _hooks(model)
     example = torch.randn(2, 3, 8, 8) if kwargs.get("example") else None
+    options = {k: v for k, v in kwargs.items() if k != "example"}
     with pytest.raises(error, match=message):
-        inject_slots(model, targets, example_input=example)
+        inject_slots(model, targets, example_input=example, **options)
     assert list(model.state_dict()) == keys and _hooks(model) == hooks
     assert get_injection(model) is None and not hasattr(model, SLOTS_ATTRIBUTE)
 

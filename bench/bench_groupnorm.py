@@ -1,4 +1,4 @@
-"""The GroupNorm channels_last workaround (``esper_core.isolation.GroupNorm``): its memory.
+"""The GroupNorm channels_last workaround (``esper_core.groupnorm``): its memory.
 
 * Bytes autograd keeps for backward when the CNN pack's ``norm`` seed (a GroupNorm on its
   input) runs on a channels_last activation that does not require grad - the case torch

@@ -3,7 +3,7 @@
 KNOWN-ISSUES: on torch 2.13 CPU, GroupNorm's backward segfaults when its input is
 channels_last and does not require grad - a seed's input under gradient isolation
 (``h.detach()``), behind a frozen host, or a blueprint module used on its own. Every norm in
-this pack is a ``SeedGroupNorm``, which is the core's ``esper_core.isolation.GroupNorm``
+this pack is a ``SeedGroupNorm``, which is the core's ``esper_core.groupnorm.GroupNorm``
 (the workaround lives there), so every blueprint must survive such a backward, in every
 layout that crashes torch. The cases run in a fresh interpreter so a segfault fails a test
 instead of killing the run; the child prints each case before running it, so a crash names

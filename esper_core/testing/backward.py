@@ -3,7 +3,7 @@
 In a slot a seed's input often does not require grad: the input is isolated
 (``h.detach()``), or the host in front of the slot is frozen. torch 2.13's GroupNorm
 segfaults in backward on exactly such an input when it is channels_last (the reproduction
-is in :mod:`esper_core.isolation`; the fix for authors is :class:`esper_core.isolation.GroupNorm`).
+and the fix for authors, :class:`esper_core.groupnorm.GroupNorm`, are in :mod:`esper_core.groupnorm`).
 A segfault cannot be caught, so the kit runs this backward pass in a child process: a
 crash becomes a failure naming the blueprint and the signal, and the run goes on.
 """
@@ -86,7 +86,7 @@ def check_backward_in_child(rec: Recorder, subject: Subject, dim: int, options: 
         name = signal.Signals(-process.exitcode).name
         actual = f"the process died with {name} (exit code {process.exitcode})"
         if subject.topology.channels_last:
-            actual += "; a plain nn.GroupNorm? use esper_core.isolation.GroupNorm (docs/writing-a-blueprint-pack.md)"
+            actual += "; a plain nn.GroupNorm? use esper_core.groupnorm.GroupNorm (docs/writing-a-blueprint-pack.md)"
     else:
         phase, actual = (
             receive.recv() if receive.poll() else ("", f"the child exited with code {process.exitcode}")

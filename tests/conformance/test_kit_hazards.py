@@ -158,7 +158,7 @@ def test_a_segfault_in_backward_is_a_failure_naming_the_blueprint_and_the_run_go
     (failure,) = [f for f in report.failures if f.check is Check.BACKWARD_NO_GRAD_INPUT]
     assert failure.blueprint == "cnn:kit_groupnorm_backward_crash"
     assert "the process died with SIGSEGV" in failure.actual
-    assert "use esper_core.isolation.GroupNorm" in failure.actual
+    assert "use esper_core.groupnorm.GroupNorm" in failure.actual
     assert Check.COMPILE in report.checks_run  # checks after it still ran
 
 
@@ -179,7 +179,7 @@ def test_a_hanging_backward_is_a_failure_after_the_timeout(monkeypatch: pytest.M
 
 
 def test_the_groupnorm_helper_makes_the_same_seed_pass() -> None:
-    from esper_core.isolation import GroupNorm
+    from esper_core.groupnorm import GroupNorm
 
     class HelperGroupNormOnInput(nn.Module):
         def __init__(self, dim: int) -> None:

@@ -13,7 +13,7 @@ The rule (kept from the earlier implementation so that behaviour and checkpoints
 
 The normalisation itself is :class:`SeedGroupNorm`, a GroupNorm that uses this rule, can start
 with a zero gain, and accepts inputs with a single value per group. It is the core's
-:class:`esper_core.isolation.GroupNorm`, so its backward survives channels_last inputs that do
+:class:`esper_core.groupnorm.GroupNorm`, so its backward survives channels_last inputs that do
 not require grad (torch 2.13 segfaults there; the workaround lives in the core).
 
 Consequences worth knowing: ``C`` = 8 gets 8 groups of one channel (an InstanceNorm), ``C`` = 16
@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from esper_core import RegistryError
-from esper_core.isolation import GroupNorm, groupnorm_input
+from esper_core.groupnorm import GroupNorm, groupnorm_input
 
 __all__ = ["GROUP_CANDIDATES", "MIN_GROUP_SIZE", "SeedGroupNorm", "check_channels", "get_num_groups"]
 
@@ -59,7 +59,7 @@ def get_num_groups(channels: int, min_group_size: int = MIN_GROUP_SIZE) -> int:
 class SeedGroupNorm(GroupNorm):
     """GroupNorm over ``channels`` with :func:`get_num_groups` groups, eps 1e-5, affine.
 
-    A :class:`esper_core.isolation.GroupNorm` (an ``nn.GroupNorm`` whose backward survives
+    A :class:`esper_core.groupnorm.GroupNorm` (an ``nn.GroupNorm`` whose backward survives
     channels_last inputs that do not require grad). Two differences from
     :class:`torch.nn.GroupNorm`, both for seeds:
 

@@ -27,7 +27,8 @@ While the slot holds a seed, a no-op forward pre-hook (:meth:`SlotAttachment._ke
 is attached to the target too: a fused path computes its whole block without calling its
 submodules, so a slot on such a submodule (``layers.0.linear2``) would be skipped. The hook
 is installed and removed by slot events and after ``load_state_dict``; an empty slot has
-none.
+none. A copied model reconnects each attachment to its copied slot
+(:meth:`SlotAttachment.connect`), whether or not the slot copies its observers.
 
 **Nested tensors.** ``nn.TransformerEncoder`` (``enable_nested_tensor=True``, the default)
 hands its layers a NestedTensor in inference with a ``src_key_padding_mask``. An empty slot
@@ -40,13 +41,14 @@ to change.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from esper_core.errors import HostError
+from esper_core.errors import HostError, LifecycleError
 from esper_core.registry import get_topology
 
 if TYPE_CHECKING:
@@ -80,8 +82,20 @@ class SlotAttachment:
     def attach(self) -> None:
         """Install the instance ``forward``, the slot observer and the post-load check."""
         self.module.__dict__["forward"] = self.forward
-        self.slot.add_observer(self.on_event)
         self.load_hook = self.slot.register_load_state_dict_post_hook(self.after_load)
+        self.connect()
+
+    def connect(self) -> None:
+        """Listen to the slot's events (exactly once) and bring the breaker in line with it.
+
+        A copy of the model (``copy.deepcopy``, ``pickle``) calls this again through
+        :class:`~esper_core.inject.Injection`: a slot need not carry its observers into a copy,
+        and this attachment's observer must be there.
+        """
+        # Not registered: a fresh attachment, or a copied slot that dropped its observers.
+        with contextlib.suppress(LifecycleError):
+            self.slot.remove_observer(self.on_event)
+        self.slot.add_observer(self.on_event)
         self.sync()
 
     def installed(self) -> bool:

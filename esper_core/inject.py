@@ -81,7 +81,7 @@ class InjectionTarget:
         return self.slot_id if self.slot_id is not None else self.path.replace(".", "_")
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, slots=False)
 class Injection:
     """What :func:`inject_slots` attached to a model: the slots, one attachment per target,
     and the per-sample alpha overrides shared by the attachments."""
@@ -90,6 +90,14 @@ class Injection:
     targets: tuple[InjectionTarget, ...]
     attachments: tuple[SlotAttachment, ...]
     overrides: dict[str, Tensor] = attrs.field(factory=dict)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A deep copy or an unpickled model: this value sits in the model's __dict__ after
+        # its children, so the copied slots and attachments are complete here. Reconnect
+        # each attachment to its slot's events (a slot may drop observers when copied).
+        self.__dict__.update(state)
+        for attachment in self.attachments:
+            attachment.connect()
 
 
 def _normalise(targets: Mapping[str, str] | Iterable[InjectionTarget]) -> list[InjectionTarget]:

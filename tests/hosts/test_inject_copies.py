@@ -20,12 +20,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from esper_core import load_checkpoint
 from esper_core.gates import QualityGates
 from esper_core.inject import get_injection, inject_slots, remove_slots
 from esper_core.optim import OptimizerBinding, host_parameters
 from esper_core.slot import SeedSlot
 from esper_core.stages import SeedStage
-from esper_core.state import load_checkpoint
 
 from .conftest import drive
 
@@ -36,9 +36,10 @@ def observer_copies(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
     one that drops them (an observer belongs to whoever registered it). The injection must
     reconnect its attachments either way."""
     if request.param == "slot_drops_observers":
+        own = SeedSlot.__getstate__
 
         def getstate(slot: SeedSlot) -> dict:
-            return {**nn.Module.__getstate__(slot), "_observers": []}
+            return {**own(slot), "_observers": []}
 
         monkeypatch.setattr(SeedSlot, "__getstate__", getstate, raising=False)
     return request.param

@@ -72,8 +72,7 @@ class SlotAttachment:
         self.slot = slot
         self.slot_id = slot.slot_id
         self.overrides = overrides
-        # An instance-level forward the module already had (another library's patch), kept.
-        self.inner: Any = module.__dict__.get("forward")
+        self.inner: Any = None
         self.breaker: RemovableHandle | None = None
         self.load_hook: RemovableHandle | None = None
 
@@ -81,6 +80,9 @@ class SlotAttachment:
 
     def attach(self) -> None:
         """Install the instance ``forward``, the slot observer and the post-load check."""
+        # An instance-level forward the module already has (another library's patch, or the
+        # attachment of another path to the same module) is kept and called.
+        self.inner = self.module.__dict__.get("forward")
         self.module.__dict__["forward"] = self.forward
         self.load_hook = self.slot.register_load_state_dict_post_hook(self.after_load)
         self.connect()

@@ -268,13 +268,16 @@ def remove_slots(model: nn.Module) -> nn.ModuleDict:
     state = get_injection(model)
     if state is None:
         raise HostError(f"{type(model).__name__} has no injected slots to remove")
-    replaced = [a.path for a in state.attachments if not a.installed()]
+    # A module reachable under two target paths carries two attachments, the later one
+    # wrapping the earlier: only the outermost is its forward, and they come off last first.
+    outermost = {id(a.module): a for a in state.attachments}
+    replaced = [a.path for a in outermost.values() if not a.installed()]
     if replaced:
         raise HostError(
             f"the forward of targets {replaced} was replaced after inject_slots; restore it before "
             "remove_slots (nothing was removed)"
         )
-    for attachment in state.attachments:
+    for attachment in reversed(state.attachments):
         attachment.detach()
     delattr(model, SLOTS_ATTRIBUTE)
     del model.__dict__[_STATE]

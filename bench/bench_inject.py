@@ -36,15 +36,21 @@ def _encoder_inference(masked: bool) -> Measurement:
         with torch.no_grad():
             model(x, src_key_padding_mask=mask)
 
-    return compare(
-        lambda: run(injected),
-        lambda: run(plain),
-        repeats=31,
-        number=5,
-        warmup=3,
-        detail=f"4 empty slots; d_model 128, 4 layers; batch {tuple(x.shape)}"
-        + ("; padding mask (nested tensors)" if masked else ""),
-    )
+    # One thread: ratios of CPU kernels are far steadier single-threaded on a shared machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return compare(
+            lambda: run(injected),
+            lambda: run(plain),
+            repeats=31,
+            number=5,
+            warmup=3,
+            detail=f"4 empty slots; d_model 128, 4 layers; batch {tuple(x.shape)}; 1 thread"
+            + ("; padding mask (nested tensors)" if masked else ""),
+        )
+    finally:
+        torch.set_num_threads(threads)
 
 
 BENCHMARKS = [

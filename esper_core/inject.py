@@ -1,11 +1,18 @@
 """Seed slots on any ``nn.Module``, without editing its code.
 
 :func:`inject_slots` puts a :class:`~esper_core.slot.SeedSlot` on the output of named
-submodules through forward hooks: when the submodule runs, its output is replaced by the
-slot's output (exactly the same tensor while the slot is empty). The slots are registered
-as a child ``esper_slots`` so they move with ``.to()``, appear in ``state_dict`` and in
-``parameters()``; :func:`remove_slots` deletes the hooks and that child, restoring the
-model exactly.
+submodules: each target gets an instance-level ``forward`` that runs its own forward and
+then the slot (exactly the same tensor while the slot is empty; see
+:mod:`esper_core.attachment` for why this, and not a forward hook, is what survives
+``torch.compile``, ``copy.deepcopy``, ``pickle`` and torch's fused inference paths). The
+slots are registered as a child ``esper_slots`` so they move with ``.to()``, appear in
+``state_dict`` and in ``parameters()``; :func:`remove_slots` restores the model exactly.
+
+Copies: ``copy.deepcopy(model)``, ``pickle`` and ``torch.save(model)`` +
+``torch.load(..., weights_only=False)`` give an independent model whose submodules call its
+own slots. ``copy.copy(model)`` is shallow, as for any ``nn.Module``: it shares submodules,
+slots and the injection with the original. A ``state_dict`` loads into a fresh model
+injected with the same targets.
 """
 
 from __future__ import annotations
@@ -18,8 +25,8 @@ from typing import Any
 import attrs
 import torch
 from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
 
+from esper_core.attachment import SlotAttachment
 from esper_core.hosts.base import HostError
 from esper_core.model import Evaluation, evaluate_slots
 from esper_core.modes import eval_mode
@@ -50,7 +57,7 @@ class InjectedSlots(nn.ModuleDict):
     Being a child makes the slots' parameters and checkpoint state part of the model's own.
     Its ``forward`` is the identity because containers such as ``nn.Sequential`` call every
     child in order: the slots, added last, must then pass the output through unchanged
-    (the slots themselves run inside forward hooks, never through this call).
+    (the slots themselves run from their targets' ``forward``, never through this call).
     """
 
     def forward(self, x: Any) -> Any:
@@ -75,14 +82,23 @@ class InjectionTarget:
         return self.slot_id if self.slot_id is not None else self.path.replace(".", "_")
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, slots=False)
 class Injection:
-    """What :func:`inject_slots` attached to a model: the slots and the hook handles."""
+    """What :func:`inject_slots` attached to a model: the slots, one attachment per target,
+    and the per-sample alpha overrides shared by the attachments."""
 
     slots: nn.ModuleDict
     targets: tuple[InjectionTarget, ...]
-    handles: list[RemovableHandle]
+    attachments: tuple[SlotAttachment, ...]
     overrides: dict[str, Tensor] = attrs.field(factory=dict)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A deep copy or an unpickled model: this value sits in the model's __dict__ after
+        # its children, so the copied slots and attachments are complete here. Reconnect
+        # each attachment to its slot's events (a slot may drop observers when copied).
+        self.__dict__.update(state)
+        for attachment in self.attachments:
+            attachment.connect()
 
 
 def _normalise(targets: Mapping[str, str] | Iterable[InjectionTarget]) -> list[InjectionTarget]:
@@ -149,6 +165,12 @@ def inject_slots(
         raise HostError(f"{type(model).__name__} already has injected slots; call remove_slots(model) first")
     if hasattr(model, SLOTS_ATTRIBUTE):
         raise HostError(f"{type(model).__name__} already has an attribute {SLOTS_ATTRIBUTE!r}; cannot inject")
+    clashing = sorted({"slot_id", "topology", "dim"} & slot_options.keys())
+    if clashing:
+        raise HostError(
+            f"slot options {clashing} are set per target; give them in InjectionTarget(path, topology, "
+            "dim=..., slot_id=...) instead"
+        )
     items = _normalise(targets)
     ids = [t.resolved_id for t in items]
     for t, slot_id in zip(items, ids, strict=True):
@@ -179,11 +201,15 @@ def inject_slots(
     reference = next(iter(model.parameters()), None)
     if reference is not None:
         slots.to(device=reference.device)
-    state = Injection(slots=slots, targets=tuple(items), handles=[])
+    overrides: dict[str, Tensor] = {}
+    attachments = tuple(
+        SlotAttachment(t.path, _submodule(model, t.path), slots[slot_id], overrides)
+        for t, slot_id in zip(items, ids, strict=True)
+    )
     model.add_module(SLOTS_ATTRIBUTE, slots)
-    for t, slot_id in zip(items, ids, strict=True):
-        state.handles.append(_submodule(model, t.path).register_forward_hook(_make_hook(state, slot_id)))
-    model.__dict__[_STATE] = state
+    for attachment in attachments:
+        attachment.attach()
+    model.__dict__[_STATE] = Injection(slots, tuple(items), attachments, overrides)
     return slots
 
 
@@ -195,28 +221,38 @@ def _probed_dim(target: InjectionTarget, output: Any, ran: bool) -> int:
             f"target {target.path!r} returns {type(output).__name__}; a slot needs a module that returns one Tensor"
         )
     topology = get_topology(target.topology)
-    if output.ndim != topology.ndim:
+    if output.dim() != topology.ndim:
         raise HostError(
-            f"target {target.path!r} outputs shape {tuple(output.shape)} but topology {topology.name!r} "
+            f"target {target.path!r} outputs shape {_shape(output)} but topology {topology.name!r} "
             f"expects {topology.ndim}-d {topology.layout}"
         )
-    probed = int(output.shape[topology.feature_axis])
+    try:
+        probed = int(output.size(topology.feature_axis))
+    except RuntimeError:  # a NestedTensor ragged along the feature axis
+        raise HostError(
+            f"target {target.path!r} outputs a NestedTensor {_shape(output)} whose feature axis "
+            f"{topology.feature_axis} is ragged; a slot needs one feature width"
+        ) from None
     if target.dim is not None and target.dim != probed:
         raise HostError(
             f"dim {target.dim} given for {target.path!r} does not match the probe: its output has {probed} "
-            f"features on axis {topology.feature_axis} of {tuple(output.shape)}"
+            f"features on axis {topology.feature_axis} of {_shape(output)}"
         )
     return probed
 
 
-def _make_hook(state: Injection, slot_id: str) -> Callable[[nn.Module, Any, Tensor], Tensor]:
-    def hook(_module: nn.Module, _args: Any, output: Tensor) -> Tensor:
-        slot = state.slots[slot_id]
-        if slot.seed is None and slot_id not in state.overrides:
-            return output
-        return slot(output, state.overrides.get(slot_id))
-
-    return hook
+def _shape(tensor: Tensor) -> str:
+    """``tensor``'s shape for a message; a NestedTensor's ragged sizes show as ``*``."""
+    if not tensor.is_nested:
+        return str(tuple(tensor.shape))
+    parts = tensor.unbind()
+    if not parts:
+        return "(0, ...) nested"
+    sizes = [
+        str(parts[0].shape[a]) if len({p.shape[a] for p in parts}) == 1 else "*"
+        for a in range(tensor.dim() - 1)
+    ]
+    return f"({len(parts)}, {', '.join(sizes)}) nested"
 
 
 def get_injection(model: nn.Module) -> Injection | None:
@@ -229,8 +265,17 @@ def remove_slots(model: nn.Module) -> nn.ModuleDict:
     state = get_injection(model)
     if state is None:
         raise HostError(f"{type(model).__name__} has no injected slots to remove")
-    for handle in state.handles:
-        handle.remove()
+    # A module reachable under two target paths carries two attachments, the later one
+    # wrapping the earlier: only the outermost is its forward, and they come off last first.
+    outermost = {id(a.module): a for a in state.attachments}
+    replaced = [a.path for a in outermost.values() if not a.installed()]
+    if replaced:
+        raise HostError(
+            f"the forward of targets {replaced} was replaced after inject_slots; restore it before "
+            "remove_slots (nothing was removed)"
+        )
+    for attachment in reversed(state.attachments):
+        attachment.detach()
     delattr(model, SLOTS_ATTRIBUTE)
     del model.__dict__[_STATE]
     return state.slots

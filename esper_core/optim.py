@@ -139,10 +139,7 @@ class OptimizerBinding:
             raise
 
     def _observer_for(self, slot_id: str) -> Any:
-        def observe(_event: object) -> None:
-            self.sync(slot_id)
-
-        return observe
+        return _BindingListener(self, slot_id)
 
     def _find(self, slot_id: str) -> dict[str, Any] | None:
         for group in self.optimizer.param_groups:
@@ -220,6 +217,33 @@ class OptimizerBinding:
         for slot_id, observer in self._observers.items():
             self.slots[slot_id].remove_observer(observer)
         self._observers.clear()
+
+
+class _BindingListener:
+    """The slot observer of one binding: re-syncs that slot's group on every event.
+
+    A copy of the model (``copy.deepcopy``, ``pickle``, ``torch.save``) is not bound to this
+    optimizer: in a copy the listener becomes :class:`_Unbound`, so the copy's seeds never
+    reach the original's optimizer and the optimizer is not serialised with the model. Bind
+    a copy with a new :class:`OptimizerBinding`.
+    """
+
+    def __init__(self, binding: OptimizerBinding, slot_id: str) -> None:
+        self.binding = binding
+        self.slot_id = slot_id
+
+    def __call__(self, _event: object) -> None:
+        self.binding.sync(self.slot_id)
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return (_Unbound, ())
+
+
+class _Unbound:
+    """What a :class:`_BindingListener` becomes in a copy of the model: it does nothing."""
+
+    def __call__(self, _event: object) -> None:
+        return None
 
 
 def host_parameters(model: nn.Module, slots: Mapping[str, SeedSlot]) -> list[nn.Parameter]:

@@ -169,7 +169,7 @@ def check_channels_last(
     ):
         fresh = subject.build(dim, options).eval()
         with torch.no_grad():
-            y = fresh(x_cl)
+            y = fresh(x_cl.clone())  # x_cl stays the pre-call reference
         rec.expect(
             y.is_contiguous(memory_format=cl),
             Check.MEMORY_FORMAT,

@@ -110,7 +110,7 @@ def check_blend(rec: Recorder, subject: Subject, dim: int, options: Mapping[str,
         alpha = 0.25 + 0.5 * torch.rand(shape, generator=generator)
         gate = 0.25 + 0.5 * torch.rand(shape, generator=generator)
         with torch.no_grad():
-            seed_out = module(host)
+            seed_out = module(host.clone())  # host stays the pre-call reference
         for algorithm in blending.BlendAlgorithm:
             with rec.guard(Check.BLEND, dim=dim, options=options, expected=f"blend({algorithm.name}) to run"):
                 uses_gate = algorithm is blending.BlendAlgorithm.GATE
@@ -176,7 +176,7 @@ def check_slot(rec: Recorder, subject: Subject, dim: int, options: Mapping[str, 
                 _advance(slot, SeedStage.TRAINING)
                 slot.eval()
                 with torch.no_grad():
-                    out = slot(host, alpha_override=alpha)
+                    out = slot(host.clone(), alpha_override=alpha)  # host: the pre-call reference
                 _compare(rec, out, host, f"{name} in TRAINING, per-sample alpha_override", dim, options)
                 if not any(True for _ in slot.seed.parameters()):
                     continue
@@ -185,7 +185,7 @@ def check_slot(rec: Recorder, subject: Subject, dim: int, options: Mapping[str, 
                 if not slot.alpha > 0.0:
                     raise AssertionError(f"alpha stayed {slot.alpha} after an epoch of BLENDING")
                 with torch.no_grad():
-                    out = slot(host)
+                    out = slot(host.clone())
                 _compare(rec, out, host, f"{name} in BLENDING, alpha={slot.alpha:.3g}", dim, options)
 
 

@@ -9,6 +9,7 @@ import torch
 
 from esper_core.errors import RegistryError
 from esper_core.spec import BlueprintSpec
+from esper_core.testing.backward import check_backward_in_child
 from esper_core.testing.deep import (
     check_bf16,
     check_causal,
@@ -17,6 +18,7 @@ from esper_core.testing.deep import (
     check_learns,
     check_state_dict,
 )
+from esper_core.testing.inputs import check_input_untouched
 from esper_core.testing.integration import check_blend, check_options, check_slot
 from esper_core.testing.plan import REAL_DIM_LIMIT, make_plan
 from esper_core.testing.recorder import Recorder, describe_exception
@@ -85,7 +87,10 @@ def _run(
         # blending needs seed and host of one shape; the shape failure is already reported
         check_blend(rec, subject, dim, base)
         check_slot(rec, subject, dim, base)
+    if not rec.has_failed(Check.FORWARD):
+        check_input_untouched(rec, subject, dim, base)
     check_learns(rec, subject, dim, base)
+    check_backward_in_child(rec, subject, dim, base)
     trained = check_state_dict(rec, subject, dim, base)
     check_bf16(rec, subject, dim, base)
     check_channels_last(rec, subject, dim, base, trained)

@@ -66,6 +66,11 @@ class Check(enum.StrEnum):
     """For sequence topologies, an output position never depends on later positions."""
     COMPILE = "compile"
     """``torch.compile(fullgraph=True)`` runs and matches eager within tolerance."""
+    INPUT_UNCHANGED = "input-unchanged"
+    """Forward never writes into its input (values and version counter), in train and eval mode."""
+    BACKWARD_NO_GRAD_INPUT = "backward-no-grad-input"
+    """Backward runs, in a child process, on an input that does not require grad (channels_last
+    where the topology uses it); a crash fails this check instead of killing the run."""
 
 
 def _freeze_options(options: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...] | None:

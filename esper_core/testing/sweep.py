@@ -51,7 +51,7 @@ def check_forward(
     y = None
     expected = f"forward in {mode} mode to run"
     with rec.guard(Check.FORWARD, dim=dim, options=options, expected=expected), torch.no_grad():
-        y = module(x)
+        y = module(x.clone())  # x stays the pre-call reference even if the seed writes into its input
     if y is None:
         return None
     if not isinstance(y, torch.Tensor):

@@ -211,6 +211,31 @@ class RejectsOddDimsLate(Pointwise):
         super().__init__(dim, **options)
 
 
+class MutatesInput(Pointwise):
+    """Issue 15 item 9's blueprint: ``x + delta(relu_(x))``, the delta zero at birth.
+
+    Python reads ``x`` before the in-place ReLU runs, but the addition sees the rewritten
+    tensor, so the output equals the (changed) input exactly: identity checks that compare
+    with the input after the call pass it.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.delta(torch.relu_(x))
+
+
+class PlainGroupNormOnInput(nn.Module):
+    """``x + scale * (GroupNorm(x) - x)`` with a plain ``nn.GroupNorm`` on the seed input: its
+    backward segfaults on a channels_last input that does not require grad (torch 2.13)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(1, dim)
+        self.scale = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.scale * (self.norm(x) - x)
+
+
 def validate_with_value_error(dim: int, **options: Any) -> None:
     if dim % 2:
         raise ValueError(f"odd dim {dim}")  # should be OptionError, naming what is accepted
@@ -266,6 +291,14 @@ BROKEN: dict[str, BlueprintSpec] = {
         "kit_validate_raises_value_error", validate=validate_with_value_error
     ),
     "kit_unknown_topology": cnn_spec("kit_unknown_topology", topology="no_such_topology"),
+    "kit_mutates_input": cnn_spec("kit_mutates_input", MutatesInput),
+    "kit_groupnorm_backward_crash": cnn_spec(
+        "kit_groupnorm_backward_crash",
+        PlainGroupNormOnInput,
+        param_count=lambda dim: 2 * dim + 1,
+        flop_count=None,
+        options=(),
+    ),
     "kit_three_faults": cnn_spec(
         "kit_three_faults",
         _multi_fault_factory,

@@ -204,6 +204,7 @@ def test_injected_counterfactual_matches_manual_ablation(permissive: QualityGate
             "unique",
         ),
         ({}, {}, HostError, "at least one target"),
+        ({"layer1": "cnn"}, {"dim": 8}, HostError, r"slot options \['dim'\] are set per target"),
     ],
 )
 def test_bad_targets_leave_the_model_untouched(
@@ -212,8 +213,9 @@ def test_bad_targets_leave_the_model_untouched(
     model = TinyResNet()
     keys, hooks = list(model.state_dict()), _hooks(model)
     example = torch.randn(2, 3, 8, 8) if kwargs.get("example") else None
+    options = {k: v for k, v in kwargs.items() if k != "example"}
     with pytest.raises(error, match=message):
-        inject_slots(model, targets, example_input=example)
+        inject_slots(model, targets, example_input=example, **options)
     assert list(model.state_dict()) == keys and _hooks(model) == hooks
     assert get_injection(model) is None and not hasattr(model, SLOTS_ATTRIBUTE)
 
@@ -247,3 +249,62 @@ def test_sequential_root_calls_the_slot_container_as_identity() -> None:
     assert torch.equal(model(x), before)  # TRAINING: straight-through, output unchanged
     remove_slots(model)
     assert torch.equal(model(x), before)
+
+
+def test_one_module_under_two_paths_carries_both_slots_and_comes_off_cleanly(
+    permissive: QualityGates,
+) -> None:
+    torch.manual_seed(0)
+    shared = nn.Linear(8, 8)
+    model = nn.Sequential(shared, nn.GELU(), shared)  # the same module at paths "0" and "2"
+    x = torch.randn(2, 3, 8)
+    before = model(x)
+    targets = [
+        InjectionTarget("0", "transformer", 8, "first"),
+        InjectionTarget("2", "transformer", 8, "second"),
+    ]
+    slots = inject_slots(model, targets, gates=permissive)
+    for slot_id in slots:
+        slots[slot_id].germinate("toy_linear")
+        drive(slots[slot_id], SeedStage.HOLDING)
+        _set_seed_weights(slots[slot_id], 0.05)
+    calls = []
+    for slot_id in slots:
+        slots[slot_id].register_forward_hook(lambda *_a, s=slot_id: calls.append(s))
+    assert not torch.equal(model(x), before)
+    assert calls == ["first", "second", "first", "second"]  # both slots at each call of the module
+    remove_slots(model)
+    assert "forward" not in vars(shared) and torch.equal(model(x), before)
+
+
+def test_remove_slots_refuses_when_a_target_forward_was_replaced_later() -> None:
+    model = TinyResNet()
+    x = torch.randn(2, 3, 8, 8)
+    inject_slots(model, {"layer1": "cnn"}, example_input=x)
+    model.layer1.forward = lambda h: h  # another library patches the target after injection
+    with pytest.raises(
+        HostError, match=r"the forward of targets \['layer1'\] was replaced after inject_slots"
+    ):
+        remove_slots(model)
+    assert get_injection(model) is not None and hasattr(model, SLOTS_ATTRIBUTE)
+
+
+def test_a_forward_patched_before_injection_is_kept_and_restored(permissive: QualityGates) -> None:
+    torch.manual_seed(0)
+    model = TinyResNet().eval()
+    x = torch.randn(2, 3, 8, 8)
+    original = model.layer1.forward
+
+    def patched(h: torch.Tensor) -> torch.Tensor:  # what accelerate-style wrappers do
+        return original(h) * 2.0
+
+    model.layer1.forward = patched
+    before = model(x)
+    slots = inject_slots(model, {"layer1": "cnn"}, example_input=x, gates=permissive)
+    assert torch.equal(model(x), before)  # the patch still runs, the empty slot adds nothing
+    slots["layer1"].germinate("toy_conv")
+    drive(slots["layer1"], SeedStage.HOLDING)
+    _set_seed_weights(slots["layer1"], 0.05)
+    assert not torch.equal(model(x), before)
+    remove_slots(model)
+    assert vars(model.layer1)["forward"] is patched and torch.equal(model(x), before)

@@ -12,7 +12,9 @@ The rule (kept from the earlier implementation so that behaviour and checkpoints
    candidate that divides ``C``; 1 always does.
 
 The normalisation itself is :class:`SeedGroupNorm`, a GroupNorm that uses this rule, can start
-with a zero gain, and accepts inputs with a single value per group.
+with a zero gain, and accepts inputs with a single value per group. It is the core's
+:class:`esper_core.groupnorm.GroupNorm`, so its backward survives channels_last inputs that do
+not require grad (torch 2.13 segfaults there; the workaround lives in the core).
 
 Consequences worth knowing: ``C`` = 8 gets 8 groups of one channel (an InstanceNorm), ``C`` = 16
 gets one group (a LayerNorm over C, H, W), and any odd ``C`` gets one group. The group count
@@ -25,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from esper_core import RegistryError
+from esper_core.groupnorm import GroupNorm, groupnorm_input
 
 __all__ = ["GROUP_CANDIDATES", "MIN_GROUP_SIZE", "SeedGroupNorm", "check_channels", "get_num_groups"]
 
@@ -53,10 +56,12 @@ def get_num_groups(channels: int, min_group_size: int = MIN_GROUP_SIZE) -> int:
     return next(groups for groups in GROUP_CANDIDATES if channels % groups == 0)
 
 
-class SeedGroupNorm(nn.GroupNorm):
+class SeedGroupNorm(GroupNorm):
     """GroupNorm over ``channels`` with :func:`get_num_groups` groups, eps 1e-5, affine.
 
-    Two differences from :class:`torch.nn.GroupNorm`, both for seeds:
+    A :class:`esper_core.groupnorm.GroupNorm` (an ``nn.GroupNorm`` whose backward survives
+    channels_last inputs that do not require grad). Two differences from
+    :class:`torch.nn.GroupNorm`, both for seeds:
 
     * ``zero_gain=True`` starts (and :meth:`reset_parameters` restarts) the gain at 0, so the
       output is exactly the bias, 0. Residual seeds end in such a norm to be the identity at
@@ -81,7 +86,9 @@ class SeedGroupNorm(nn.GroupNorm):
             nn.init.zeros_(self.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        # torch.group_norm is the op F.group_norm calls after its size check.
+        # torch.group_norm is the op F.group_norm calls after its size check; groupnorm_input
+        # is the core's channels_last backward workaround.
+        x = groupnorm_input(x, self.weight, self.bias)
         return torch.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:

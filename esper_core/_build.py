@@ -19,7 +19,7 @@ from esper_core.blend import GateModule
 from esper_core.commands import Germinate
 from esper_core.errors import EsperError, LifecycleError
 from esper_core.evidence import Evidence, Probe
-from esper_core.isolation import guard_groupnorms
+from esper_core.groupnorm import guard_groupnorms
 from esper_core.slot_state import Provenance, SlotConfig
 from esper_core.topology import Topology
 

@@ -45,7 +45,16 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["GroupNorm", "groupnorm_input", "guard_groupnorms"]
+__all__ = ["GROUPNORM_REPRODUCTION", "GroupNorm", "groupnorm_input", "guard_groupnorms"]
+
+#: The crash reproduction from the module docstring, runnable with ``python -c``.
+GROUPNORM_REPRODUCTION = (
+    "import torch\n"
+    "from torch import nn\n"
+    "gn = nn.GroupNorm(4, 16)\n"
+    "x = torch.randn(2, 16, 5, 7).to(memory_format=torch.channels_last).detach()\n"
+    "gn(x).sum().backward()\n"
+)
 
 
 def _channels_last_like(x: Tensor) -> bool:

@@ -122,7 +122,7 @@ def test_every_blend_algorithm_grows_causal_seeds_on_the_new_layout(installed) -
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     for name in ("causal_conv", "shift_mix"):
-        assert out[name]["kit"] == f"seq1d:{name} passed 19 conformance checks"  # no channels-last check
+        assert out[name]["kit"] == f"seq1d:{name} passed 21 conformance checks"  # every check but channels-last
         assert out[name]["slot_checked"]  # identity-in-slot ran, for ADD, MULTIPLY and GATE
         for algorithm in ("ADD", "MULTIPLY", "GATE"):
             run = out[f"{name}/{algorithm}"]

@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from esper_core.isolation import GROUPNORM_REPRODUCTION, seed_input, straight_through
+from esper_core.groupnorm import GROUPNORM_REPRODUCTION
+from esper_core.isolation import seed_input, straight_through
 from esper_core.stages import SeedStage
 from esper_core.telemetry import SeedWarning
 
@@ -125,7 +126,7 @@ def test_full_amplitude_cnn_seed_passes_gradient_upstream(lc, stage: SeedStage) 
 
 
 def test_groupnorm_guard_gives_a_view_that_requires_grad_and_no_copy() -> None:
-    from esper_core.isolation import _groupnorm_pre_hook
+    from esper_core.groupnorm import _groupnorm_pre_hook
 
     norm = nn.GroupNorm(2, 8)
     frozen = torch.randn(2, 8, 3, 3).to(memory_format=torch.channels_last)
@@ -165,7 +166,7 @@ WORKAROUND_CHILD = textwrap.dedent(
     import torch
     from torch import nn
     from esper_core.gates import QualityGates
-    from esper_core.isolation import guard_groupnorms
+    from esper_core.groupnorm import guard_groupnorms
     from esper_core.registry import temporary_blueprints
     from esper_core.slot import SeedSlot
     from esper_core.spec import BlueprintSpec

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from esper_core import isolation
+from esper_core import groupnorm
 from esper_core.blend import BlendAlgorithm
 from esper_core.checkpoint import load_checkpoint
 from esper_core.gates import QualityGates
@@ -94,7 +94,7 @@ def test_alpha_buffer_tracks_the_schedule_and_the_checkpoint(lc) -> None:  # typ
 def _guards(module: nn.Module) -> list[int]:
     """How many GroupNorm guards each GroupNorm of ``module`` carries."""
     return [
-        sum(hook is isolation._groupnorm_pre_hook for hook in m._forward_pre_hooks.values())
+        sum(hook is groupnorm._groupnorm_pre_hook for hook in m._forward_pre_hooks.values())
         for m in module.modules()
         if isinstance(m, nn.GroupNorm)
     ]
@@ -110,7 +110,7 @@ def test_every_groupnorm_of_a_seed_is_guarded_once(lc) -> None:  # type: ignore[
     fresh = lc.make_slot()
     fresh.load_state_dict(checkpoint)  # a rebuilt seed module is guarded too
     assert fresh.seed is not slot.seed and _guards(fresh.seed) == [1]
-    assert _guards(isolation.guard_groupnorms(fresh.seed)) == [1]  # idempotent
+    assert _guards(groupnorm.guard_groupnorms(fresh.seed)) == [1]  # idempotent
 
 
 def test_g0_probe_leaves_batchnorm_statistics_and_modes_alone() -> None:

@@ -157,7 +157,8 @@ def _one_seed(settings: DemoSettings, task: Task, seed: int, progress: Any, bar:
         def on_event(epoch: int, event: object, key: str = key, tracker: SeedTracker = tracker) -> None:
             line = tracker.on_event(epoch, event)
             if line is not None:
-                progress.console.print(f"  seed {seed}  {label(key)}  epoch {epoch:>3}  {line}")
+                text = f"  seed {seed}  {label(key)}  epoch {epoch:>3}  {line}"
+                progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
         grown, model = train_grown(
             task, settings, strategy, fresh_host(), label=key, on_epoch=on_epoch, on_event=on_event

@@ -1,8 +1,9 @@
 """The demo's outputs: event lines, per-seed records, the summary over seeds, ``report.json``.
 
 Epochs are numbered the same way everywhere: epoch ``k`` (from 1) is the ``k``-th pass
-over the training data, and an event "at epoch k" was caused by the lifecycle step at the
-end of that epoch (or, for the governor, during it); epoch 0 is the initial evaluation.
+over the training data; its metrics (and a grown model's alphas) are measured after that
+pass, and an event "at epoch k" was caused by the lifecycle step that follows the
+measurement (or, for the governor, by the pass itself); epoch 0 is the initial evaluation.
 """
 
 from __future__ import annotations

@@ -177,7 +177,9 @@ def train_grown(
     """Train ``host`` inside a morphogenetic model with the controller growing seeds.
 
     ``on_event(epoch, event)`` receives every lifecycle event with the number of the epoch
-    whose end-of-epoch step (or, for the governor, whose training) caused it.
+    whose end-of-epoch step (or, for the governor, whose training) caused it. Epoch ``k``'s
+    metrics, parameter count and alphas are taken after its training and before its
+    lifecycle step; the result's ``params`` is the model's count after the last step.
     """
     model = MorphogeneticModel(host, gates=settings.gates())
     host_per_sample = forward_flops(model.host, task.example)
@@ -198,14 +200,16 @@ def train_grown(
     ledger = _Ledger()
     eval_flops = 0
     val_samples = sum(x.shape[0] for x, _ in task.val_batches)
-    alphas: dict[str, list[float]] = {s: [float(model.slots[s].alpha)] for s in model.slot_ids}
+    alphas: dict[str, list[float]] = {s: [] for s in model.slot_ids}
 
     def close(epoch: int) -> None:
+        # Measured after the epoch's training and before the lifecycle step it informs, so
+        # the numbers describe the model that was trained (an alpha raised by the step
+        # has not been trained with yet); alpha is the value the epoch trained with.
         model.eval()
         entry = ledger.close_epoch(epoch, task.evaluate(model), model.total_param_count)
         for slot_id in model.slot_ids:
-            if epoch > 0:
-                alphas[slot_id].append(float(model.slots[slot_id].alpha))
+            alphas[slot_id].append(float(model.slots[slot_id].alpha))
         if on_epoch is not None:
             on_epoch(label, epoch, entry)
 
@@ -227,8 +231,8 @@ def train_grown(
             # One full forward per configuration: all seeds, then each blended seed at alpha 0.
             configurations = 1 + len(evaluation.contributions)
             eval_flops += configurations * val_samples * (host_per_sample + costs.running())
-            controller.step(evaluation, epoch)
             close(epoch)
+            controller.step(evaluation, epoch)
     finally:
         binding.close()
         for slot, observer in observers:

@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--epochs",
         type=int,
+        metavar="N",
         help=f"epochs per model (default: {cnn['epochs']} cnn, {lm['epochs']} transformer)",
     )
     parser.add_argument(
@@ -110,9 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "--lr", type=float, help=f"AdamW learning rate of the host and baselines (default: {cnn['lr']})"
+        "--lr",
+        type=float,
+        metavar="LR",
+        help=f"AdamW learning rate of the host and baselines (default: {cnn['lr']})",
     )
-    parser.add_argument("--seed-lr", type=float, help="AdamW learning rate of the seeds (default: --lr)")
+    parser.add_argument(
+        "--seed-lr", type=float, metavar="LR", help="AdamW learning rate of the seeds (default: --lr)"
+    )
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -120,12 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"samples per step: images or text windows (default: {cnn['batch_size']} cnn, {lm['batch_size']} transformer)",
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("esper-demo"), help="output folder (default: ./esper-demo/)"
+        "--out",
+        type=Path,
+        default=Path("esper-demo"),
+        metavar="DIR",
+        help="output folder (default: ./esper-demo/)",
     )
     parser.add_argument(
         "--threads",
         type=int,
         default=1,
+        metavar="T",
         help="torch intra-op threads (default: 1; the models are tiny, so more threads mostly add overhead)",
     )
     parser.add_argument("--size", choices=("default", "tiny"), default="default", help=argparse.SUPPRESS)

@@ -311,7 +311,9 @@ def test_runs_are_reproducible_and_independent_of_the_other_models(tmp_path: Pat
         )
         return run_demo(settings, tmp_path / out, console=Console(file=io.StringIO()))
 
+    threads = torch.get_num_threads()
     both = run("both", ("gain_per_param", "cheapest"))
+    assert torch.get_num_threads() == threads  # the run's --threads setting is undone
     one = run("one", ("gain_per_param",))
     for key in ("host_alone", "grown:gain_per_param", "static:gain_per_param"):
         assert both["runs"][0]["models"][key]["history"] == one["runs"][0]["models"][key]["history"]

@@ -5,8 +5,9 @@ and the generated tables of docs/evidence.md from the reports they wrote.
     .venv/bin/python scripts/make_evidence.py --topology cnn # run one, render both
     .venv/bin/python scripts/make_evidence.py --render-only  # only re-render from committed reports
 
-The runs take a few minutes (CNN) and a quarter of an hour (transformer) on two CPU cores.
+The runs take about a minute (CNN) and five to ten minutes (transformer) on two CPU cores.
 The figure in the README is ``docs/evidence/cnn/growth.png``, written by the CNN run itself.
+The hand-written "What this says" section of docs/evidence.md must be reread after a rerun.
 """
 
 from __future__ import annotations

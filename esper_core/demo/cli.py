@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             console=Console(),
             command=["esper", "demo", *(sys.argv[1:] if argv is None else argv)],
         )
+    except BrokenPipeError:  # stdout's reader left: not an --out problem; `esper` ends quietly
+        raise
     except OSError as exc:  # OutputError, or a write that failed at the end (disk full...)
         message = (
             str(exc) if isinstance(exc, OutputError) else f"cannot write to --out {str(args.out)!r}: {exc}"

@@ -7,9 +7,20 @@ score and each seed's counterfactual contribution in the slots, then decides:
   ``prune_patience`` measurements, or that sat in one stage longer than ``max_stage_epochs``;
 * **advance** a seed whose next quality gate passes (the gates, not the controller, say
   when; HOLDING -> FOSSILIZED is judged by G5);
-* **germinate** the cheapest blueprint that still fits the parameter budget when the
-  score has plateaued, at the slot where that blueprint is cheapest. Costs are exact
-  (the registry's closed-form counts for candidates, ``numel`` for seeds that exist).
+* **germinate**, when the score has plateaued, the affordable (slot, blueprint) candidate
+  that the configured selection strategy ranks first (see :func:`rank_candidates`). Costs
+  are exact (the registry's closed-form counts for candidates, ``numel`` for seeds that
+  exist), and the budget counts every seed that holds a module.
+
+Two selection strategies (``ControllerConfig.strategy``):
+
+* ``"gain_per_param"`` (default): every blueprint family is tried once before any is
+  repeated, largest affordable candidate first (with no measurement yet, equal gain per
+  parameter is assumed, so more parameters promise more gain); after that, families are
+  ranked by the gain per parameter their finished seeds measured (the counterfactual
+  contribution the gates judged, in pp, divided by the seed's parameters), and a family
+  whose seeds measured no gain is not germinated again.
+* ``"cheapest"``: the cheapest affordable candidate, at the slot where it is cheapest.
 
 Then it ticks every slot's epoch clock. Every threshold lives in :class:`ControllerConfig`.
 """
@@ -28,9 +39,21 @@ from esper_core.registry import list_blueprints
 from esper_core.slot import SeedSlot
 from esper_core.stages import SeedStage
 
-__all__ = ["ControllerConfig", "Decision", "HeuristicController", "plateaued"]
+__all__ = [
+    "STRATEGIES",
+    "Candidate",
+    "ControllerConfig",
+    "Decision",
+    "HeuristicController",
+    "Outcome",
+    "plateaued",
+    "rank_candidates",
+]
 
 _PROBATION = frozenset({SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING})
+
+#: Selection strategies of :class:`HeuristicController`; the first is the default.
+STRATEGIES = ("gain_per_param", "cheapest")
 
 
 def plateaued(history: Sequence[float], window: int, min_delta: float) -> bool:
@@ -48,6 +71,69 @@ def _non_negative(_instance: object, attribute: attrs.Attribute, value: float) -
 def _positive_int(_instance: object, attribute: attrs.Attribute, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise HostError(f"{attribute.name} must be an int >= 1, got {value!r}")
+
+
+def _strategy(_instance: object, attribute: attrs.Attribute, value: str) -> None:
+    if value not in STRATEGIES:
+        raise HostError(f"{attribute.name} must be one of {list(STRATEGIES)}, got {value!r}")
+
+
+@attrs.frozen
+class Candidate:
+    """An affordable germination: ``blueprint`` at ``slot_id`` (``order``: its execution index)."""
+
+    cost: int
+    order: int
+    slot_id: str
+    blueprint: str
+
+
+@attrs.frozen
+class Outcome:
+    """How a finished seed did: its last measured contribution and what became of it.
+
+    ``contribution`` is the last counterfactual contribution (pp) the controller saw for the
+    seed, or ``0.0`` when it was never measured (it left before blending in); ``fate`` is
+    ``"fossilized"`` or ``"pruned"``.
+    """
+
+    slot_id: str
+    blueprint: str
+    params: int
+    contribution: float
+    fate: str
+    epoch: int
+
+    @property
+    def gain_per_param(self) -> float:
+        """``contribution / params`` (pp per parameter; 0 for a parameter-free seed)."""
+        return self.contribution / self.params if self.params else 0.0
+
+
+def rank_candidates(
+    candidates: Sequence[Candidate], strategy: str, outcomes: Sequence[Outcome] = ()
+) -> list[Candidate]:
+    """Order ``candidates`` by ``strategy`` (best first); pure, so it is tested on its own.
+
+    * ``"cheapest"``: by cost, then execution order, then name.
+    * ``"gain_per_param"``: families (blueprint names) without an outcome first, largest
+      cost first (no evidence yet: assume equal gain per parameter, so a larger seed
+      promises more); then families whose outcomes average a positive gain per parameter,
+      highest first (ties: larger, then earlier). Families averaging <= 0 are dropped.
+    """
+    if strategy not in STRATEGIES:
+        raise HostError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
+    if strategy == "cheapest":
+        return sorted(candidates, key=lambda c: (c.cost, c.order, c.blueprint))
+    measured: dict[str, list[float]] = {}
+    for outcome in outcomes:
+        measured.setdefault(outcome.blueprint, []).append(outcome.gain_per_param)
+    mean = {name: sum(gains) / len(gains) for name, gains in measured.items()}
+    untried = [c for c in candidates if c.blueprint not in mean]
+    proven = [c for c in candidates if mean.get(c.blueprint, 0.0) > 0.0]
+    untried.sort(key=lambda c: (-c.cost, c.order, c.blueprint))
+    proven.sort(key=lambda c: (-mean[c.blueprint], -c.cost, c.order, c.blueprint))
+    return untried + proven
 
 
 @attrs.frozen
@@ -73,6 +159,8 @@ class ControllerConfig:
     tempo: int = attrs.field(default=3, validator=_positive_int)
     """Epochs of the alpha ramp of a new seed."""
     algorithm: BlendAlgorithm = attrs.field(default=BlendAlgorithm.ADD, converter=BlendAlgorithm)
+    strategy: str = attrs.field(default=STRATEGIES[0], validator=_strategy)
+    """How to choose what to germinate: one of :data:`STRATEGIES` (see :func:`rank_candidates`)."""
 
 
 @attrs.frozen
@@ -90,6 +178,9 @@ class _SlotMemory:
     stage: SeedStage = SeedStage.DORMANT
     age: int = 0
     below: int = 0
+    blueprint: str | None = None  # the seed on probation, until its outcome is recorded
+    params: int = 0
+    contribution: float | None = None  # last measured
 
 
 class HeuristicController:
@@ -102,6 +193,8 @@ class HeuristicController:
         self.config = config
         self.history: list[float] = []
         self.decisions: list[Decision] = []
+        self.outcomes: list[Outcome] = []
+        """Finished seeds (fossilized or pruned), in the order they finished."""
         self._memory = {s: _SlotMemory() for s in self.slots}
         self._tried: set[tuple[str, str]] = set()
         self._quiet_until = 0
@@ -124,8 +217,10 @@ class HeuristicController:
             slot.record_accuracy(evaluation.score)
             if slot_id in evaluation.contributions:
                 slot.record_counterfactual(evaluation.contributions[slot_id])
+                self._memory[slot_id].contribution = evaluation.contributions[slot_id]
         for slot_id, slot in self.slots.items():
             memory = self._memory[slot_id]
+            self._note_outcome(slot_id, slot, epoch)  # e.g. pruned by the governor since last epoch
             if slot.stage != memory.stage:
                 memory.stage, memory.age = slot.stage, 0
             memory.age += 1
@@ -133,6 +228,7 @@ class HeuristicController:
                 decision = self._review(slot_id, slot, evaluation, epoch)
                 if decision is not None:
                     decisions.append(decision)
+                self._note_outcome(slot_id, slot, epoch)
         germinated = self._maybe_germinate(epoch)
         if germinated is not None:
             decisions.append(germinated)
@@ -162,6 +258,16 @@ class HeuristicController:
             return None
         return Decision(epoch, slot_id, "advance", f"{before.name} -> {slot.stage.name}")
 
+    def _note_outcome(self, slot_id: str, slot: SeedSlot, epoch: int) -> None:
+        """Record the outcome of the seed this controller germinated once it left probation."""
+        memory = self._memory[slot_id]
+        if memory.blueprint is None or slot.stage in _PROBATION:
+            return
+        fate = "fossilized" if slot.stage == SeedStage.FOSSILIZED else "pruned"
+        contribution = 0.0 if memory.contribution is None else memory.contribution
+        self.outcomes.append(Outcome(slot_id, memory.blueprint, memory.params, contribution, fate, epoch))
+        memory.blueprint, memory.params, memory.contribution = None, 0, None
+
     def _prune(self, slot_id: str, slot: SeedSlot, reason: str, epoch: int) -> Decision | None:
         try:
             slot.prune(reason, "controller")
@@ -170,8 +276,11 @@ class HeuristicController:
         self._memory[slot_id].below = 0
         return Decision(epoch, slot_id, "prune", reason)
 
-    def candidates(self) -> list[tuple[int, int, str, str]]:
-        """Affordable ``(cost, slot order, slot id, blueprint)`` choices, cheapest first."""
+    def candidates(self) -> list[Candidate]:
+        """Affordable candidates at dormant slots, best first by the configured strategy.
+
+        A (slot, blueprint) pair germinated before is not offered again.
+        """
         cfg = self.config
         left = cfg.param_budget - self.seed_params()
         options = []
@@ -188,8 +297,8 @@ class HeuristicController:
                 except ValueError:  # not buildable at this dim (for example heads do not divide it)
                     continue
                 if cost <= left:
-                    options.append((cost, order, slot_id, spec.name))
-        return sorted(options)
+                    options.append(Candidate(cost, order, slot_id, spec.name))
+        return rank_candidates(options, cfg.strategy, self.outcomes)
 
     def _maybe_germinate(self, epoch: int) -> Decision | None:
         cfg = self.config
@@ -202,11 +311,24 @@ class HeuristicController:
         options = self.candidates()
         if not options:
             return None
-        cost, _order, slot_id, blueprint = options[0]
+        choice = options[0]
+        slot_id, blueprint = choice.slot_id, choice.blueprint
         self.slots[slot_id].germinate(
             blueprint, seed_id=f"{slot_id}-{blueprint}-e{epoch}", algorithm=cfg.algorithm, tempo=cfg.tempo
         )
         self._tried.add((slot_id, blueprint))
+        memory = self._memory[slot_id]
+        memory.blueprint, memory.params, memory.contribution = blueprint, choice.cost, None
         # A fresh seed needs time before the next plateau can be judged.
         self._quiet_until = len(self.history) + cfg.plateau_window
-        return Decision(epoch, slot_id, "germinate", f"{blueprint} ({cost} params)")
+        return Decision(
+            epoch, slot_id, "germinate", f"{blueprint} ({choice.cost} params; {self._why(choice)})"
+        )
+
+    def _why(self, choice: Candidate) -> str:
+        if self.config.strategy == "cheapest":
+            return "cheapest affordable"
+        gains = [o.gain_per_param for o in self.outcomes if o.blueprint == choice.blueprint]
+        if not gains:
+            return "untried family, largest affordable"
+        return f"measured {1000 * sum(gains) / len(gains):+.2f} pp per 1k params"

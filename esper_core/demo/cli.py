@@ -1,235 +1,227 @@
-"""``esper demo``: grow seeds in a small host and compare against two baselines."""
+"""``esper demo``: grow seeds in a small host and compare with two baselines over several seeds."""
 
 from __future__ import annotations
 
 import argparse
-import time
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["build_parser", "main", "run_demo"]
+from esper_core.control import STRATEGIES
+from esper_core.demo.settings import DEFAULTS, DemoSettings, SettingsError
+from esper_core.gates import POLICIES
+
+__all__ = ["OutputError", "build_parser", "main", "prepare_out", "run_demo"]
+
+
+class OutputError(OSError):
+    """The output folder cannot be created or written; the message names the path and why."""
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _threshold(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if not sep or not name.strip() or number is None:
+        raise argparse.ArgumentTypeError(
+            f"invalid threshold {text!r}: expected NAME=NUMBER, e.g. min_fossilize_contribution=0.5"
+        )
+    return name.strip(), number
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``esper demo`` (every option is described in ``docs/user-guide.md``)."""
+    cnn, lm = DEFAULTS["cnn"], DEFAULTS["transformer"]
     parser = argparse.ArgumentParser(
         prog="esper demo",
         description=(
-            "Train a deliberately small host, grow seeds in it with the heuristic controller, and compare "
-            "with the host trained alone and with a static model of the grown model's final size."
+            "Train a deliberately shallow host, grow seeds in it with the heuristic controller, and "
+            "compare with the host trained alone and with a static model of the grown model's final "
+            "architecture, over several random seeds, at equal epochs and at equal training compute."
         ),
     )
     parser.add_argument(
-        "--epochs", type=int, default=None, help="epochs per run (default: 24 cnn, 16 transformer)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument(
         "--topology",
-        choices=("cnn", "transformer"),
+        choices=sorted(DEFAULTS),
         default="cnn",
         help="cnn: scikit-learn digits; transformer: character LM on Python's pydoc topics (default: cnn)",
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("esper-demo"), help="output folder (default: ./esper-demo/)"
+        "--epochs",
+        type=int,
+        metavar="N",
+        help=f"epochs per model (default: {cnn['epochs']} cnn, {lm['epochs']} transformer)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help=f"number of random seeds, each training every model (default: {cnn['seeds']} cnn, {lm['seeds']} transformer)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="first random seed; seeds S..S+N-1 run (default: 0)"
+    )
+    parser.add_argument(
+        "--strategy",
+        type=_csv,
+        metavar="NAMES",
+        help=(
+            f"comma-separated controller selection strategies from {', '.join(STRATEGIES)}; each grows its own "
+            f"model (and static twin) per seed (default: {STRATEGIES[0]})"
+        ),
+    )
+    parser.add_argument(
+        "--gates",
+        choices=POLICIES,
+        default="strict",
+        help="quality-gate policy of the grown model (default: strict, the library's default)",
+    )
+    parser.add_argument(
+        "--gate-threshold",
+        type=_threshold,
+        action="append",
+        metavar="NAME=VALUE",
+        help="override one gate threshold (repeatable), e.g. min_fossilize_contribution=0.5",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        metavar="FRACTION",
+        help=f"seed parameter budget as a fraction of the host's parameters (default: {cnn['budget']})",
+    )
+    parser.add_argument(
+        "--include", type=_csv, metavar="NAMES", help="only these blueprints (comma-separated)"
+    )
+    parser.add_argument(
+        "--exclude",
+        type=_csv,
+        metavar="NAMES",
+        help=(
+            f"never these blueprints (comma-separated; replaces the default: {','.join(cnn['exclude'])} for cnn, "
+            f"{','.join(lm['exclude'])} for transformer)"
+        ),
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        metavar="LR",
+        help=f"AdamW learning rate of the host and baselines (default: {cnn['lr']})",
+    )
+    parser.add_argument(
+        "--seed-lr", type=float, metavar="LR", help="AdamW learning rate of the seeds (default: --lr)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="B",
+        help=f"samples per step: images or text windows (default: {cnn['batch_size']} cnn, {lm['batch_size']} transformer)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("esper-demo"),
+        metavar="DIR",
+        help="output folder (default: ./esper-demo/)",
     )
     parser.add_argument(
         "--threads",
         type=int,
         default=1,
+        metavar="T",
         help="torch intra-op threads (default: 1; the models are tiny, so more threads mostly add overhead)",
     )
     parser.add_argument("--size", choices=("default", "tiny"), default="default", help=argparse.SUPPRESS)
     return parser
 
 
+def prepare_out(out: Path) -> None:
+    """Create ``out`` and check that a file can be written in it; :class:`OutputError` if not."""
+    probe = out / f".esper-demo-write-test-{os.getpid()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        culprit = exc.filename if exc.filename not in (None, str(out), str(probe)) else None
+        detail = f"{reason} ({culprit})" if culprit else reason
+        raise OutputError(f"cannot write to --out {str(out)!r}: {detail}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``esper demo``; returns the process exit status."""
+    """Entry point of ``esper demo``; returns the process exit status (2 for bad input)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.epochs is not None and args.epochs < 1:
-        parser.error(f"--epochs must be >= 1, got {args.epochs}")
-    if args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
+    try:
+        settings = DemoSettings.resolve(
+            args.topology,
+            epochs=args.epochs,
+            seeds=args.seeds,
+            first_seed=args.seed,
+            strategies=args.strategy,
+            gate_policy=args.gates,
+            gate_thresholds=dict(args.gate_threshold or []),
+            budget=args.budget,
+            include=args.include,
+            exclude=args.exclude,
+            lr=args.lr,
+            seed_lr=args.seed_lr,
+            batch_size=args.batch_size,
+            threads=args.threads,
+            size=args.size,
+        )
+    except SettingsError as exc:
+        parser.error(str(exc))
     try:
         from rich.console import Console
     except ImportError as exc:  # the demo's dependencies are an optional extra
-        print(f"esper demo needs the 'demo' extra (scikit-learn, matplotlib, rich): {exc}")
+        print(
+            f"esper demo: error: needs the 'demo' extra (scikit-learn, matplotlib, rich): {exc}",
+            file=sys.stderr,
+        )
         return 2
-    run_demo(
-        topology=args.topology,
-        epochs=args.epochs if args.epochs is not None else (24 if args.topology == "cnn" else 16),
-        seed=args.seed,
-        out=args.out,
-        size=args.size,
-        console=Console(),
-        threads=args.threads,
-    )
+    try:
+        prepare_out(args.out)
+        run_demo(
+            settings,
+            args.out,
+            console=Console(),
+            command=["esper", "demo", *(sys.argv[1:] if argv is None else argv)],
+        )
+    except BrokenPipeError:  # stdout's reader left: not an --out problem; `esper` ends quietly
+        raise
+    except OSError as exc:  # OutputError, or a write that failed at the end (disk full...)
+        message = (
+            str(exc) if isinstance(exc, OutputError) else f"cannot write to --out {str(args.out)!r}: {exc}"
+        )
+        print(f"esper demo: error: {message}", file=sys.stderr)
+        return 2
     return 0
 
 
-def run_demo(
-    *,
-    topology: str,
-    epochs: int,
-    seed: int,
-    out: Path,
-    console: Any,
-    size: str = "default",
-    threads: int | None = 1,
-) -> dict:
-    """Run the three trainings, print the results, write ``report.json`` and ``growth.png``; return the report.
+def run_demo(settings: DemoSettings, out: Path, *, console: Any, command: list[str] | None = None) -> dict:
+    """Run every model for every seed, print the results, write ``report.json`` and ``growth.png``.
 
-    ``threads`` sets torch's intra-op threads for the run (restored afterwards); ``None``
-    leaves the setting alone.
+    ``settings.threads`` sets torch's intra-op threads for the run (restored afterwards;
+    ``None`` leaves them alone). Returns the report. Raises :class:`OutputError` when
+    ``out`` cannot be written (checked before any training).
     """
+    prepare_out(out)
     previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
     try:
-        return _run_demo(topology=topology, epochs=epochs, seed=seed, out=out, console=console, size=size)
+        from esper_core.demo.session import run_session
+
+        return run_session(settings, out, console, command or ["esper", "demo"])
     finally:
         torch.set_num_threads(previous)
-
-
-def _run_demo(*, topology: str, epochs: int, seed: int, out: Path, console: Any, size: str) -> dict:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
-
-    from esper_core.demo.plot import plot_growth
-    from esper_core.demo.report import REPORT_VERSION, describe_event, write_report
-    from esper_core.demo.tasks import make_task
-    from esper_core.demo.train import build_static, train_grown, train_plain
-    from esper_core.stages import SeedStage
-
-    started = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    task = make_task(topology, seed, size)
-    console.print(f"[bold]esper demo[/bold] ({topology}): {task.description}; {epochs} epochs, seed {seed}")
-
-    def fresh_host() -> Any:
-        torch.manual_seed(seed)
-        return task.make_host()
-
-    seeds: dict[str, dict[str, Any]] = {}
-    events: list[dict[str, Any]] = []
-
-    with Progress(
-        TextColumn("{task.description:<12}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[metric]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        bars = {
-            label: progress.add_task(label, total=epochs, metric="")
-            for label in ("grown", "host alone", "static")
-        }
-
-        def on_epoch(label: str, _epoch: int, metrics: dict[str, float]) -> None:
-            text = f"acc {metrics['accuracy']:.2f}%"
-            if "bits_per_char" in metrics:
-                text += f"  {metrics['bits_per_char']:.3f} bpc"
-            progress.update(bars[label], advance=1, metric=text)
-
-        def on_event(epoch: int, event: Any) -> None:
-            kind = type(event).__name__
-            if kind == "SeedGerminated":
-                seeds[event.seed_id] = {
-                    "slot_id": event.slot_id,
-                    "seed_id": event.seed_id,
-                    "blueprint": event.blueprint,
-                    "germinated_epoch": epoch,
-                    "param_count": event.param_count,
-                    "final_stage": "GERMINATED",
-                    "contribution": None,
-                }
-            elif kind in ("SeedPruned", "SeedFossilized") and event.seed_id in seeds:
-                seeds[event.seed_id]["contribution"] = event.counterfactual
-            if kind == "SeedPruned" and event.seed_id in seeds:
-                seeds[event.seed_id]["final_stage"] = "PRUNED"
-                seeds[event.seed_id]["reason"] = event.reason
-            line = describe_event(event)
-            if line is not None:
-                events.append({"epoch": epoch + 1, "event": kind, "slot_id": event.slot_id, "detail": line})
-                progress.console.print(f"  epoch {epoch + 1:>3}  {line}")
-
-        grown, model, _controller = train_grown(
-            task, epochs, fresh_host(), on_epoch=on_epoch, on_event=on_event
-        )
-        alone = train_plain("host alone", fresh_host(), task, epochs, on_epoch=on_epoch)
-        static_model = build_static(task, grown.seeds, fresh_host)
-        static = train_plain("static", static_model, task, epochs, on_epoch=on_epoch)
-
-    final_eval = model.evaluate(task.val_batches, task.score)
-    for record in seeds.values():
-        slot = model.slots[record["slot_id"]]
-        if record["final_stage"] != "PRUNED" and slot.seed is not None:
-            record["final_stage"] = SeedStage(slot.stage).name
-            record["contribution"] = final_eval.contributions.get(record["slot_id"], record["contribution"])
-        record["params_added"] = record["param_count"] if record["final_stage"] != "PRUNED" else 0
-
-    table = Table(title="seeds")
-    for column in ("slot", "blueprint", "final stage", "params added", "contribution"):
-        table.add_column(column, justify="right" if column in ("params added", "contribution") else "left")
-    for r in seeds.values():
-        c = r["contribution"]
-        table.add_row(
-            r["slot_id"],
-            r["blueprint"],
-            r["final_stage"],
-            str(r["params_added"]),
-            "-" if c is None else f"{c:+.2f} pp",
-        )
-    if not seeds:
-        table.add_row("-", "(no seed germinated)", "-", "0", "-")
-    console.print(table)
-
-    runs = {"grown": grown, "host_alone": alone, "static": static}
-    summary = Table(title="validation (final epoch)")
-    summary.add_column("model")
-    summary.add_column("parameters", justify="right")
-    summary.add_column("accuracy", justify="right")
-    if task.language_model:
-        summary.add_column("bits/char", justify="right")
-    for name, run in runs.items():
-        row = [name.replace("_", " "), f"{run.params:,}", f"{run.final['accuracy']:.2f}%"]
-        if task.language_model:
-            row.append(f"{run.final['bits_per_char']:.3f}")
-        summary.add_row(*row)
-    console.print(summary)
-
-    png = out / "growth.png"
-    plot_growth(
-        png,
-        grown.alphas,
-        {label.replace("_", " "): [h["accuracy"] for h in run.history] for label, run in runs.items()},
-        f"esper demo ({topology}, seed {seed})",
-    )
-    wall = time.perf_counter() - started
-    report = {
-        "version": REPORT_VERSION,
-        "topology": topology,
-        "task": task.name,
-        "data": task.description,
-        "epochs": epochs,
-        "seed": seed,
-        "wall_time_s": round(wall, 2),
-        "torch_threads": torch.get_num_threads(),
-        "metric": "bits_per_char" if task.language_model else "accuracy",
-        "host_params": model.host_param_count,
-        "runs": {
-            name: {"params": run.params, "final": run.final, "history": run.history}
-            for name, run in runs.items()
-        },
-        "seeds": list(seeds.values()),
-        "alpha": grown.alphas,
-        "events": events,
-        "governor": grown.governor,
-        "plot": png.name,
-    }
-    write_report(out, report)
-    console.print(f"wrote {out / 'report.json'} and {png} in {wall:.1f}s")
-    return report

@@ -1,4 +1,4 @@
-"""The demo's three training runs: the grown model, the host alone, and a static model.
+"""The demo's training runs: the grown model, the host alone, and a static model.
 
 * **grown**: the host inside a :class:`~esper_core.model.MorphogeneticModel`, with the
   heuristic controller germinating, advancing and pruning seeds, the optimizer binding
@@ -7,17 +7,24 @@
 * **static**: the grown model's final architecture (host plus every seed that is still
   there at the end, fully blended in) trained from scratch for the same epochs, so it has
   exactly the grown model's final parameter count.
+
+Epochs are numbered from 1; epoch 0 is the evaluation at initialisation. Each run records
+per epoch the validation metrics, the cumulative training FLOPs and samples, and the
+parameter count (see :mod:`esper_core.demo.compute`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import attrs
 import torch
 from torch import Tensor, nn
 
-from esper_core.control import Decision, HeuristicController
+from esper_core.control import HeuristicController, Outcome
+from esper_core.demo.compute import TRAIN_FLOPS_PER_FORWARD, SeedCosts, forward_flops, point_shapes
+from esper_core.demo.settings import DemoSettings
 from esper_core.demo.tasks import Task
 from esper_core.governor import Governor
 from esper_core.hosts import SegmentedHost, unique_param_count
@@ -25,8 +32,9 @@ from esper_core.model import MorphogeneticModel
 from esper_core.optim import OptimizerBinding
 from esper_core.registry import create_blueprint
 
-__all__ = ["RunResult", "SeedRecord", "StaticGrownModel", "train_grown", "train_plain"]
+__all__ = ["RunResult", "SeedRecord", "StaticGrownModel", "build_static", "train_grown", "train_plain"]
 
+#: ``on_epoch(label, epoch, metrics)`` after each epoch's evaluation (epoch 0 included).
 EpochCallback = Callable[[str, int, Mapping[str, float]], None]
 
 
@@ -41,19 +49,28 @@ class SeedRecord:
 
 @attrs.frozen
 class RunResult:
-    """One run's parameter count and per-epoch validation metrics."""
+    """One run: per-epoch history (epoch 0 = initialisation) and compute totals.
+
+    Each history entry has ``epoch``, the task's metrics, ``train_flops`` and ``samples``
+    (cumulative) and ``params`` (at the end of that epoch).
+    """
 
     label: str
     params: int
     history: list[dict[str, float]]
+    eval_flops: int = 0
     alphas: dict[str, list[float]] = attrs.field(factory=dict)
-    decisions: list[Decision] = attrs.field(factory=list)
     seeds: list[SeedRecord] = attrs.field(factory=list)
+    outcomes: list[Outcome] = attrs.field(factory=list)
     governor: list[str] = attrs.field(factory=list)
 
     @property
     def final(self) -> dict[str, float]:
         return self.history[-1]
+
+    @property
+    def train_flops(self) -> int:
+        return int(self.history[-1]["train_flops"])
 
 
 class StaticGrownModel(nn.Module):
@@ -73,11 +90,44 @@ class StaticGrownModel(nn.Module):
         return self.host.forward_segment(h, prev, None)
 
 
+class _Ledger:
+    """Cumulative training FLOPs and samples of one run, and its per-epoch history."""
+
+    def __init__(self) -> None:
+        self.flops = 0
+        self.samples = 0
+        self.history: list[dict[str, float]] = []
+
+    def step(self, samples: int, forward_per_sample: int) -> None:
+        self.samples += samples
+        self.flops += TRAIN_FLOPS_PER_FORWARD * forward_per_sample * samples
+
+    def close_epoch(self, epoch: int, metrics: Mapping[str, float], params: int) -> dict[str, float]:
+        entry = {
+            "epoch": epoch,
+            **metrics,
+            "train_flops": self.flops,
+            "samples": self.samples,
+            "params": params,
+        }
+        self.history.append(entry)
+        return entry
+
+
 def _fit_epoch(
-    model: nn.Module, task: Task, epoch: int, optimizer: torch.optim.Optimizer, governor: Governor | None
+    model: nn.Module,
+    task: Task,
+    epoch: int,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    ledger: _Ledger,
+    cost: Callable[[], int],
+    governor: Governor | None = None,
 ) -> None:
     model.train()
-    for x, y in task.train_batches(epoch):
+    for x, y in task.train_batches(epoch, batch_size):
+        # Charged before the step: what runs in this forward (a skipped step still spent it).
+        ledger.step(x.shape[0], cost())
         optimizer.zero_grad(set_to_none=True)
         loss = task.loss(model(x), y)
         replay = lambda x=x, y=y: task.loss(model(x), y)  # noqa: E731 - reruns this step's forward
@@ -90,67 +140,128 @@ def _fit_epoch(
 
 
 def train_plain(
-    label: str, model: nn.Module, task: Task, epochs: int, on_epoch: EpochCallback | None = None
+    label: str,
+    model: nn.Module,
+    task: Task,
+    settings: DemoSettings,
+    on_epoch: EpochCallback | None = None,
 ) -> RunResult:
-    """Train ``model`` with AdamW for ``epochs`` epochs, recording validation metrics each epoch."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=task.lr)
-    history = []
-    for epoch in range(epochs):
-        _fit_epoch(model, task, epoch, optimizer, None)
+    """Train ``model`` with AdamW at ``settings.lr`` for ``settings.epochs`` epochs."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr)
+    per_sample = forward_flops(model, task.example)
+    params = unique_param_count(model)
+    ledger = _Ledger()
+
+    def close(epoch: int) -> None:
         model.eval()
-        history.append(task.metrics(model))
+        entry = ledger.close_epoch(epoch, task.evaluate(model), params)
         if on_epoch is not None:
-            on_epoch(label, epoch, history[-1])
-    return RunResult(label, unique_param_count(model), history)
+            on_epoch(label, epoch, entry)
+
+    close(0)
+    for epoch in range(1, settings.epochs + 1):
+        _fit_epoch(model, task, epoch, settings.batch_size, optimizer, ledger, lambda: per_sample)
+        close(epoch)
+    return RunResult(label, params, ledger.history)
 
 
 def train_grown(
     task: Task,
-    epochs: int,
+    settings: DemoSettings,
+    strategy: str,
     host: SegmentedHost,
     *,
+    label: str = "grown",
     on_epoch: EpochCallback | None = None,
     on_event: Callable[[int, object], None] | None = None,
-) -> tuple[RunResult, MorphogeneticModel, HeuristicController]:
-    """Train ``host`` inside a morphogenetic model with the controller growing seeds."""
-    model = MorphogeneticModel(host, gates=task.gates)
-    optimizer = torch.optim.AdamW(model.host.parameters(), lr=task.lr)
-    binding = OptimizerBinding(optimizer, model.slots, lr=task.seed_lr)
-    controller = HeuristicController(model.slots, task.controller(model.host_param_count))
+) -> tuple[RunResult, MorphogeneticModel]:
+    """Train ``host`` inside a morphogenetic model with the controller growing seeds.
+
+    ``on_event(epoch, event)`` receives every lifecycle event with the number of the epoch
+    whose end-of-epoch step (or, for the governor, whose training) caused it. Epoch ``k``'s
+    metrics, parameter count and alphas are taken after its training and before its
+    lifecycle step; the result's ``params`` is the model's count after the last step.
+    """
+    model = MorphogeneticModel(host, gates=settings.gates())
+    host_per_sample = forward_flops(model.host, task.example)
+    costs = SeedCosts(model.slots, point_shapes(model.host, task.example))
+    optimizer = torch.optim.AdamW(model.host.parameters(), lr=settings.lr)
+    binding = OptimizerBinding(optimizer, model.slots, lr=settings.seed_lr)
+    controller = HeuristicController(
+        model.slots, settings.controller_config(model.host_param_count, strategy)
+    )
     governor = Governor(model, model.slots)
     epoch_box = [0]
+    observers: list[tuple[Any, Any]] = []
     if on_event is not None:
         for slot in model.slots.values():
-            slot.add_observer(lambda event: on_event(epoch_box[0], event))
-    history: list[dict[str, float]] = []
+            observer = _forward_events(on_event, epoch_box)
+            slot.add_observer(observer)
+            observers.append((slot, observer))
+    ledger = _Ledger()
+    eval_flops = 0
+    val_samples = sum(x.shape[0] for x, _ in task.val_batches)
     alphas: dict[str, list[float]] = {s: [] for s in model.slot_ids}
-    for epoch in range(epochs):
-        epoch_box[0] = epoch
-        _fit_epoch(model, task, epoch, optimizer, governor)
-        evaluation = model.evaluate(task.val_batches, task.score)
-        controller.step(evaluation, epoch)
+
+    def close(epoch: int) -> None:
+        # Measured after the epoch's training and before the lifecycle step it informs, so
+        # the numbers describe the model that was trained (an alpha raised by the step
+        # has not been trained with yet); alpha is the value the epoch trained with.
         model.eval()
-        metrics = task.metrics(model)
-        history.append(metrics)
+        entry = ledger.close_epoch(epoch, task.evaluate(model), model.total_param_count)
         for slot_id in model.slot_ids:
             alphas[slot_id].append(float(model.slots[slot_id].alpha))
         if on_epoch is not None:
-            on_epoch("grown", epoch, metrics)
-    binding.close()
+            on_epoch(label, epoch, entry)
+
+    close(0)
+    try:
+        for epoch in range(1, settings.epochs + 1):
+            epoch_box[0] = epoch
+            _fit_epoch(
+                model,
+                task,
+                epoch,
+                settings.batch_size,
+                optimizer,
+                ledger,
+                lambda: host_per_sample + costs.running(),
+                governor,
+            )
+            evaluation = model.evaluate(task.val_batches, task.score)
+            # One full forward per configuration: all seeds, then each blended seed at alpha 0.
+            configurations = 1 + len(evaluation.contributions)
+            eval_flops += configurations * val_samples * (host_per_sample + costs.running())
+            close(epoch)
+            controller.step(evaluation, epoch)
+    finally:
+        binding.close()
+        for slot, observer in observers:
+            slot.remove_observer(observer)
     seeds = [
         SeedRecord(s, model.slots[s].report().blueprint, dict(model.slots[s].report().options))
         for s in model.live_slots()
     ]
     result = RunResult(
-        "grown",
+        label,
         model.total_param_count,
-        history,
+        ledger.history,
+        eval_flops=eval_flops,
         alphas=alphas,
-        decisions=list(controller.decisions),
         seeds=seeds,
+        outcomes=list(controller.outcomes),
         governor=[v.reason for v in governor.interventions],
     )
-    return result, model, controller
+    return result, model
+
+
+def _forward_events(
+    on_event: Callable[[int, object], None], epoch_box: list[int]
+) -> Callable[[object], None]:
+    def observe(event: object) -> None:
+        on_event(epoch_box[0], event)
+
+    return observe
 
 
 def build_static(

@@ -141,7 +141,7 @@ def test_controller_and_conformance_cases_are_untouched_by_another_packs_broken_
         "from esper_core.slot import SeedSlot\n"
         "from esper_core.testing import conformance_cases, conformance_report\n"
         "slots = {'s0': SeedSlot('s0', topology='cnn', dim=64)}\n"
-        "candidates = HeuristicController(slots, ControllerConfig(param_budget=100)).candidates()\n"
+        "candidates = [(c.cost, c.blueprint) for c in HeuristicController(slots, ControllerConfig(param_budget=100, strategy='cheapest')).candidates()]\n"
         "good = [p.id for p in conformance_cases(distribution='esper-fixture-good')]\n"
         "bad = {p.id: p.values[0] for p in conformance_cases(distribution='esper-fixture-bad-counts')}\n"
         "kit = {i: sorted(c.value for c in conformance_report(s, dims=[8, 9]).failed_checks)\n"
@@ -151,7 +151,7 @@ def test_controller_and_conformance_cases_are_untouched_by_another_packs_broken_
     allow = "esper-fixture-bad-counts esper-fixture-good esper-blueprints-cnn"
     out = child.json(code, ESPER_LOAD_PLUGINS=allow)
     # count_negative's -10**9 would have been first; it is not a candidate at all
-    assert [(c[0], c[3]) for c in out["candidates"]] == [
+    assert [tuple(c) for c in out["candidates"]] == [
         (1, "fixture_gain"),
         (64, "count_odd_float"),
         (64, "count_ok"),

@@ -53,7 +53,7 @@ def _new_model() -> MorphogeneticModel:
 
 def _germinate(model: MorphogeneticModel) -> None:
     for slot_id, blueprint, algorithm, _ in SEEDS:
-        model.slot(slot_id).germinate(blueprint, algorithm=algorithm, tempo=4)
+        model.slot(slot_id).germinate(blueprint, algorithm=algorithm, ramp_epochs=4)
 
 
 def _grown_model() -> MorphogeneticModel:
@@ -177,7 +177,7 @@ def many_seeds() -> Measurement:
     torch.manual_seed(0)
     grown = _ManySlots()
     for i, slot in enumerate(grown.slots.values()):
-        slot.germinate("conv_light" if i % 2 else "norm", tempo=2)
+        slot.germinate("conv_light" if i % 2 else "norm", ramp_epochs=2)
         slot.advance()
     data = _to_file(grown)
     plain_file = io.BytesIO()

@@ -50,7 +50,7 @@ def _fossilized_model() -> MorphogeneticModel:
                                gates=QualityGates("permissive"))  # fmt: skip
     for slot_id in SEEDED:
         slot = model.slot(slot_id)
-        slot.germinate(BLUEPRINT, tempo=1)
+        slot.germinate(BLUEPRINT, ramp_epochs=1)
         slot.advance(SeedStage.TRAINING)
         slot.record_accuracy(50.0)
         slot.advance(SeedStage.BLENDING)

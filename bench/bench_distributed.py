@@ -62,7 +62,7 @@ def _commands() -> dict:
             seed_id="r0c1-seed-7",
             algorithm=BlendAlgorithm.GATE,
             curve=AlphaCurve.SIGMOID,
-            tempo=5,
+            ramp_epochs=5,
             alpha_target=1.0,
         ),
     }

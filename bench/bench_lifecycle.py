@@ -97,7 +97,7 @@ def _slot(blueprint: str, stage: SeedStage) -> SeedSlot:
     slot = SeedSlot("bench", topology="cnn", dim=DIM, gates=QualityGates("permissive"))
     if stage is SeedStage.DORMANT:
         return slot
-    slot.germinate(blueprint, tempo=2)
+    slot.germinate(blueprint, ramp_epochs=2)
     slot.advance(SeedStage.TRAINING)
     if stage is SeedStage.TRAINING:
         return slot

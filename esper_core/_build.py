@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from esper_core.alpha import BlendAlgorithm
-from esper_core.blend import GateModule
+from esper_core.blend import BlendGate
 from esper_core.commands import Germinate
 from esper_core.errors import EsperError, LifecycleError
 from esper_core.evidence import Evidence, Probe
@@ -100,9 +100,9 @@ def build_seed(
     return guard_groupnorms(_place(module, anchor))
 
 
-def build_gate(topology: Topology, dim: int, anchor: Tensor) -> GateModule:
+def build_gate(topology: Topology, dim: int, anchor: Tensor) -> BlendGate:
     """A fresh blend gate for the GATE algorithm, on ``anchor``'s device and dtype."""
-    return _place(GateModule.for_topology(topology, dim), anchor)
+    return _place(BlendGate.for_topology(topology, dim), anchor)
 
 
 def parameter_count(*modules: nn.Module | None) -> int:

@@ -21,7 +21,7 @@ from esper_core._steps import (
     stage_changed,
     warn_once,
 )
-from esper_core.alpha import ALPHA_TOLERANCE, AlphaController
+from esper_core.alpha import ALPHA_TOLERANCE, AlphaSchedule
 from esper_core.commands import (
     Advance,
     Germinate,
@@ -78,10 +78,10 @@ def germinate(state: SlotState, config: SlotConfig, cmd: Germinate, ev: Evidence
         options=cmd.options,
         provenance=ev.provenance,
         algorithm=cmd.algorithm,
-        tempo=cmd.tempo,
+        ramp_epochs=cmd.ramp_epochs,
         curve=cmd.curve,
         germination_target=cmd.alpha_target,
-        alpha=AlphaController(curve=cmd.curve),
+        schedule=AlphaSchedule(curve=cmd.curve),
         history=(_S.GERMINATED,),
     )
     new = SlotState(
@@ -99,7 +99,7 @@ def germinate(state: SlotState, config: SlotConfig, cmd: Germinate, ev: Evidence
         options=cmd.options,
         algorithm=cmd.algorithm,
         curve=cmd.curve,
-        tempo=cmd.tempo,
+        ramp_epochs=cmd.ramp_epochs,
         alpha_target=cmd.alpha_target,
         param_count=ev.param_count,
     )
@@ -123,16 +123,14 @@ def gated_entry(
     seed = seed_of(state)
     old = state.stage
     blending = old is _S.TRAINING and target is _S.BLENDING
-    schedule = seed.alpha
+    schedule = seed.schedule
     if blending:
-        schedule = AlphaController(curve=seed.curve).retarget(seed.germination_target, seed.tempo)
+        schedule = AlphaSchedule(curve=seed.curve).retarget(seed.germination_target, seed.ramp_epochs)
     elif target is _S.HOLDING:
-        schedule = AlphaController(alpha=1.0, start=1.0, target=1.0, curve=schedule.curve)
-    entered = attrs.evolve(seed, metrics=seed.metrics.enter_stage(blending=blending), alpha=schedule)
+        schedule = AlphaSchedule(alpha=1.0, start=1.0, target=1.0, curve=schedule.curve)
+    entered = attrs.evolve(seed, metrics=seed.metrics.enter_stage(blending=blending), schedule=schedule)
     new = enter(state, target, entered)
-    events: list[SeedEvent] = [
-        stage_changed(config, state, target, seed.metrics.epochs_in_stage, schedule.alpha)
-    ]
+    events: list[SeedEvent] = [stage_changed(config, state, target, schedule.alpha)]
     if target is _S.TRAINING and not ev.trainable_params:
         warned, extra = warn_once(
             config,
@@ -151,7 +149,7 @@ def gated_entry(
                 param_count=ev.param_count,
                 counterfactual=m.counterfactual,
                 total_improvement=m.total_improvement,
-                epochs_total=m.epochs_total,
+                evaluations_total=m.evaluations_total,
             )
         )
     return new, tuple(events)
@@ -170,7 +168,7 @@ def prune(state: SlotState, config: SlotConfig, cmd: Prune, ev: Evidence, decide
         )
     seed = seed_of(state)
     m = seed.metrics
-    changed = stage_changed(config, state, _S.PRUNED, m.epochs_in_stage)
+    changed = stage_changed(config, state, _S.PRUNED)
     pruned = SeedPruned(
         slot_id=config.slot_id,
         seed_id=seed.seed_id,
@@ -180,9 +178,9 @@ def prune(state: SlotState, config: SlotConfig, cmd: Prune, ev: Evidence, decide
         initiator=cmd.initiator,
         counterfactual=m.counterfactual,
         total_improvement=m.total_improvement,
-        epochs_total=m.epochs_total,
+        evaluations_total=m.evaluations_total,
     )
-    emptied = attrs.evolve(seed, alpha=AlphaController(curve=seed.alpha.curve), pending_prune=None)
+    emptied = attrs.evolve(seed, schedule=AlphaSchedule(curve=seed.schedule.curve), pending_prune=None)
     return Outcome(enter(state, _S.PRUNED, emptied), (changed, pruned))
 
 
@@ -194,27 +192,27 @@ def schedule_prune(
     if stage not in _PRUNABLE:
         return prune(state, config, now, ev, decide)  # raises with the precise reason
     seed = seed_of(state)
-    a = seed.alpha
-    if cmd.steps == 0 or stage not in _RETARGETABLE or a.alpha <= ALPHA_TOLERANCE:
+    a = seed.schedule
+    if cmd.epochs == 0 or stage not in _RETARGETABLE or a.alpha <= ALPHA_TOLERANCE:
         return prune(state, config, now, ev, decide)
     if not a.at_rest:
         raise LifecycleError(
             f"cannot schedule a prune while the schedule is ramping {a.mode.name} "
-            f"({a.remaining_steps} steps left); wait for it to reach its target"
+            f"({a.remaining_epochs} epochs left); wait for it to reach its target"
         )
-    schedule = a.retarget(0.0, cmd.steps, cmd.curve)
+    schedule = a.retarget(0.0, cmd.epochs, cmd.curve)
     events: list[SeedEvent] = []
     new = state
     if stage is _S.HOLDING:
-        events.append(stage_changed(config, state, _S.BLENDING, seed.metrics.epochs_in_stage))
+        events.append(stage_changed(config, state, _S.BLENDING))
         new = enter(state, _S.BLENDING, attrs.evolve(seed, metrics=seed.metrics.enter_stage()))
     pending = PendingPrune(reason=cmd.reason, initiator=cmd.initiator)
-    new = attrs.evolve(new, seed=attrs.evolve(seed_of(new), alpha=schedule, pending_prune=pending))
+    new = attrs.evolve(new, seed=attrs.evolve(seed_of(new), schedule=schedule, pending_prune=pending))
     events.append(
         PruneScheduled(
             slot_id=config.slot_id,
             seed_id=seed.seed_id,
-            steps=cmd.steps,
+            epochs=cmd.epochs,
             curve=cmd.curve,
             reason=cmd.reason,
             initiator=cmd.initiator,
@@ -232,21 +230,21 @@ def set_alpha_target(
             f"set_alpha_target needs BLENDING or HOLDING; slot {config.slot_id!r} is {stage.name}"
         )
     seed = seed_of(state)
-    schedule = seed.alpha.retarget(cmd.target, cmd.steps, cmd.curve)  # raises unless at rest
+    schedule = seed.schedule.retarget(cmd.target, cmd.epochs, cmd.curve)  # raises unless at rest
     algorithm = seed.algorithm if cmd.algorithm is None else cmd.algorithm
     switched = algorithm is not seed.algorithm and "gate" in (algorithm.value, seed.algorithm.value)
     events: list[SeedEvent] = []
     new = state
     if stage is _S.HOLDING and cmd.target < 1.0 - ALPHA_TOLERANCE:
-        events.append(stage_changed(config, state, _S.BLENDING, seed.metrics.epochs_in_stage))
+        events.append(stage_changed(config, state, _S.BLENDING))
         new = enter(state, _S.BLENDING, attrs.evolve(seed, metrics=seed.metrics.enter_stage()))
-    new = attrs.evolve(new, seed=attrs.evolve(seed_of(new), alpha=schedule, algorithm=algorithm))
+    new = attrs.evolve(new, seed=attrs.evolve(seed_of(new), schedule=schedule, algorithm=algorithm))
     events.append(
         AlphaTargetSet(
             slot_id=config.slot_id,
             seed_id=seed.seed_id,
             target=cmd.target,
-            steps=cmd.steps,
+            epochs=cmd.epochs,
             curve=cmd.curve,
             algorithm=algorithm,
             previous_algorithm=seed.algorithm,
@@ -261,19 +259,19 @@ def set_alpha_target(
 
 def step_epoch(state: SlotState, config: SlotConfig, cmd: StepEpoch, ev: Evidence, decide: Decide) -> Outcome:
     stage = state.stage
-    ticked = attrs.evolve(state, ticks_in_stage=min(state.ticks_in_stage + 1, INT32_MAX))
+    ticked = attrs.evolve(state, epochs_in_stage=min(state.epochs_in_stage + 1, INT32_MAX))
     if stage is _S.BLENDING:
         seed = seed_of(ticked)
-        schedule = seed.alpha.step()
+        schedule = seed.schedule.step()
         if schedule.at_rest and schedule.target <= ALPHA_TOLERANCE:  # a finished blend-out: prune
             pending = seed.pending_prune or PendingPrune(reason="scheduled_prune", initiator="policy")
-            ended = attrs.evolve(ticked, seed=attrs.evolve(seed, alpha=schedule, pending_prune=None))
+            ended = attrs.evolve(ticked, seed=attrs.evolve(seed, schedule=schedule, pending_prune=None))
             return prune(ended, config, Prune(reason=pending.reason, initiator=pending.initiator), ev, decide)
-        ticked = attrs.evolve(ticked, seed=attrs.evolve(seed, alpha=schedule))
+        ticked = attrs.evolve(ticked, seed=attrs.evolve(seed, schedule=schedule))
     elif stage is _S.PRUNED:
         return cool(ticked, config, _S.EMBARGOED)
     elif stage is _S.EMBARGOED:
-        if ticked.ticks_in_stage >= config.embargo_ticks:
+        if ticked.epochs_in_stage >= config.embargo_epochs:
             return cool(ticked, config, _S.RESETTING)
         return Outcome(ticked)
     elif stage is _S.RESETTING:
@@ -282,7 +280,7 @@ def step_epoch(state: SlotState, config: SlotConfig, cmd: StepEpoch, ev: Evidenc
 
 
 def cool(state: SlotState, config: SlotConfig, target: SeedStage) -> Outcome:
-    event = stage_changed(config, state, target, state.ticks_in_stage)
+    event = stage_changed(config, state, target)
     if target is _S.DORMANT:
         return Outcome(SlotState(previous_stage=state.stage, germinations=state.germinations), (event,))
     return Outcome(enter(state, target, seed_of(state)), (event,))
@@ -294,6 +292,6 @@ def auto_advance(state: SlotState, config: SlotConfig, ev: Evidence, decide: Dec
     gate = None if successor is None else EDGE_GATES.get((stage, successor))
     if gate is None or gate not in config.auto_advance or stage not in st.LIVE:
         return Outcome(state)
-    if stage is _S.BLENDING and not seed_of(state).alpha.at_rest:
+    if stage is _S.BLENDING and not seed_of(state).schedule.at_rest:
         return Outcome(state)  # G3 cannot pass mid-ramp; skip the noise
     return advance(state, config, Advance(target=successor), ev, decide)

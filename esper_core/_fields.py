@@ -12,7 +12,7 @@ have exactly the declared JSON type (``bool`` is not an ``int``, an ``int`` is n
 ``None``, ``list`` and ``dict`` ever appear, so the data survives
 ``torch.load(weights_only=True)`` and never needs pickle. After the kinds, the value's own
 validators run (its invariants); a failure anywhere raises :class:`FieldError` with the
-dotted path (``seed.alpha.steps_done``), which the codec turns into the library's error.
+dotted path (``seed.alpha.epochs_done``), which the codec turns into the library's error.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Version 1 was written by the library until a slot's lifecycle became one state value
 (``tests/fixtures/checkpoints_v1`` holds files it wrote, and a test loads each of them
 exactly). Its layout held the state's fields at the top level and the seed's history as
-``{"bound": 100, "stages": [...]}``; it had no blueprint provenance. The conversion checks
+``{"bound": 100, "stages": [...]}``; it had no blueprint provenance, and some fields had the
+names of an older vocabulary (``ticks_in_stage``, ``tempo``, ``alpha`` for the schedule with
+``steps_*``, metrics ``epochs_*`` for what version 2 calls evaluations). The conversion checks
 version 1's own key sets exactly (so a malformed version-1 file is reported as such), moves
 the fields into version 2's places and leaves every value to version 2's strict reader.
 """
@@ -15,7 +17,7 @@ from typing import Any
 from esper_core._fields import FieldError
 from esper_core.slot_state import HISTORY_BOUND
 
-__all__ = ["convert_v1"]
+__all__ = ["LEGACY_MODULE_NAMES", "convert_v1", "rename_legacy_keys"]
 
 _TOP = [
     "version",
@@ -69,8 +71,13 @@ def _join(path: str, name: str) -> str:
 def convert_v1(data: dict[str, Any]) -> dict[str, Any]:
     """The version-2 form of a version-1 envelope (raises :class:`FieldError` on a bad layout)."""
     _keys(data, _TOP, "")
-    state = {key: data[key] for key in ("stage", "previous_stage", "ticks_in_stage", "germinations")}
-    state["seed"] = None if data["seed"] is None else _seed(data["seed"])
+    state = {
+        "stage": data["stage"],
+        "previous_stage": data["previous_stage"],
+        "epochs_in_stage": data["ticks_in_stage"],
+        "germinations": data["germinations"],
+        "seed": None if data["seed"] is None else _seed(data["seed"]),
+    }
     return {
         "version": 2,
         "slot_id": data["slot_id"],
@@ -78,6 +85,17 @@ def convert_v1(data: dict[str, Any]) -> dict[str, Any]:
         "dim": data["dim"],
         "state": state,
     }
+
+
+#: Version 1's name -> version 2's name, per record (fields not listed keep their name).
+_ALPHA = {"steps_total": "epochs_total", "steps_done": "epochs_done"}
+_METRICS = {"epochs_total": "evaluations_total", "epochs_in_stage": "evaluations_in_stage"}
+
+
+def _renamed(record: object, names: dict[str, str]) -> object:
+    if type(record) is not dict:
+        return record  # version 2's reader reports it
+    return {names.get(key, key): value for key, value in record.items()}
 
 
 def _seed(seed: object) -> dict[str, Any]:
@@ -91,13 +109,37 @@ def _seed(seed: object) -> dict[str, Any]:
             f"by the library have bound {HISTORY_BOUND})",
         )
     warned = seed["warned"]
-    converted = {key: seed[key] for key in _SEED if key not in ("history", "warned")}
-    converted["provenance"] = None  # version 1 did not record where a blueprint came from
-    converted["warned"] = sorted(set(warned)) if _all_text(warned) else warned
-    converted["history"] = stages
-    order = [*_SEED[:3], "provenance", *_SEED[3:]]
-    return {key: converted[key] for key in order}
+    return {
+        "seed_id": seed["seed_id"],
+        "blueprint": seed["blueprint"],
+        "options": seed["options"],
+        "provenance": None,  # version 1 did not record where a blueprint came from
+        "algorithm": seed["algorithm"],
+        "ramp_epochs": seed["tempo"],
+        "curve": seed["curve"],
+        "germination_target": seed["germination_target"],
+        "schedule": _renamed(seed["alpha"], _ALPHA),
+        "metrics": _renamed(seed["metrics"], _METRICS),
+        "activity": seed["activity"],
+        "health_issues": seed["health_issues"],
+        "warned": sorted(set(warned)) if _all_text(warned) else warned,
+        "output_requires_grad": seed["output_requires_grad"],
+        "pending_prune": seed["pending_prune"],
+        "history": stages,
+    }
 
 
 def _all_text(value: object) -> bool:
     return type(value) is list and all(type(v) is str for v in value)
+
+
+#: Submodule names of a slot that version-1 checkpoints used, and today's names.
+LEGACY_MODULE_NAMES = {"gate_module.": "blend_gate."}
+
+
+def rename_legacy_keys(state_dict: dict[str, Any], prefix: str) -> None:
+    """Rename, in place, a slot's version-1 tensor keys under ``prefix`` to today's names."""
+    for old, new in LEGACY_MODULE_NAMES.items():
+        start = prefix + old
+        for key in [k for k in state_dict if k.startswith(start)]:
+            state_dict[prefix + new + key[len(start) :]] = state_dict.pop(key)

@@ -40,12 +40,12 @@ def judge(
 
 def gate_evidence(state: SlotState, evidence: Evidence) -> GateEvidence:
     seed = seed_of(state)
-    m, a = seed.metrics, seed.alpha
+    m, a = seed.metrics, seed.schedule
     return GateEvidence(
         stage=state.stage,
         seed_id=seed.seed_id,
         blueprint=seed.blueprint,
-        epochs_in_stage=m.epochs_in_stage,
+        evaluations_in_stage=m.evaluations_in_stage,
         improvement=m.improvement_since_stage_start,
         activity=seed.activity.ema,
         trainable=evidence.trainable_params and seed.output_requires_grad is not False,
@@ -58,7 +58,7 @@ def gate_evidence(state: SlotState, evidence: Evidence) -> GateEvidence:
 
 
 def stage_changed(
-    config: SlotConfig, state: SlotState, new: SeedStage, epochs: int, alpha: float | None = None
+    config: SlotConfig, state: SlotState, new: SeedStage, alpha: float | None = None
 ) -> StageChanged:
     """The event for leaving ``state`` for ``new`` (alpha: the leaving one unless given)."""
     seed = seed_of(state)
@@ -67,8 +67,8 @@ def stage_changed(
         seed_id=seed.seed_id,
         from_stage=state.stage,
         to_stage=new,
-        blending_progress=seed.alpha.alpha if alpha is None else alpha,
-        epochs_in_stage=epochs,
+        alpha=seed.schedule.alpha if alpha is None else alpha,
+        epochs_in_stage=state.epochs_in_stage,
     )
 
 
@@ -78,7 +78,7 @@ def enter(state: SlotState, stage: SeedStage, seed: SeedState) -> SlotState:
     return SlotState(
         stage=stage,
         previous_stage=state.stage,
-        ticks_in_stage=0,
+        epochs_in_stage=0,
         germinations=state.germinations,
         seed=attrs.evolve(seed, history=history),
     )

@@ -1,6 +1,6 @@
 """The blending-progress schedule: an immutable controller ticked once per epoch.
 
-:class:`AlphaController` is a frozen value. ``step()`` and ``retarget()`` return a new
+:class:`AlphaSchedule` is a frozen value. ``step()`` and ``retarget()`` return a new
 controller instead of mutating, so a slot can compute the next schedule, validate it and
 only then commit it (a rejected call leaves nothing half-changed), and two controllers
 compare equal exactly when they will produce the same future.
@@ -27,9 +27,9 @@ __all__ = [
     "ALPHA_TOLERANCE",
     "DEFAULT_STEEPNESS",
     "MIN_STEEPNESS",
-    "AlphaController",
     "AlphaCurve",
     "AlphaMode",
+    "AlphaSchedule",
     "BlendAlgorithm",
     "curve_progress",
 ]
@@ -101,12 +101,12 @@ def _unit(name: str, value: object) -> float:
     return check_float(name, value, minimum=0.0, maximum=1.0)
 
 
-def _steps(name: str, value: object) -> int:
+def _epochs(name: str, value: object) -> int:
     return check_int(name, value)
 
 
 @attrs.frozen
-class AlphaController:
+class AlphaSchedule:
     """An immutable alpha schedule. Build new ones with :meth:`retarget` and :meth:`step`.
 
     ``alpha`` is the blending progress (the amplitude schedule), not the realised
@@ -127,13 +127,13 @@ class AlphaController:
         default=DEFAULT_STEEPNESS,
         converter=lambda v: check_float("steepness", v, minimum=MIN_STEEPNESS, maximum=MAX_STEEPNESS),
     )
-    steps_total: int = entry(Int(), default=0, converter=lambda v: _steps("steps_total", v))
-    steps_done: int = entry(Int(), default=0, converter=lambda v: _steps("steps_done", v))
+    epochs_total: int = entry(Int(), default=0, converter=lambda v: _epochs("epochs_total", v))
+    epochs_done: int = entry(Int(), default=0, converter=lambda v: _epochs("epochs_done", v))
 
     def __attrs_post_init__(self) -> None:
-        if self.steps_done > self.steps_total:
+        if self.epochs_done > self.epochs_total:
             raise LifecycleError(
-                f"steps_done ({self.steps_done}) must not exceed steps_total ({self.steps_total})"
+                f"epochs_done ({self.epochs_done}) must not exceed epochs_total ({self.epochs_total})"
             )
         if self.mode is AlphaMode.HOLD and abs(self.alpha - self.target) > ALPHA_TOLERANCE:
             raise LifecycleError(
@@ -141,11 +141,11 @@ class AlphaController:
             )
         expected = AlphaMode.UP if self.target > self.start else AlphaMode.DOWN
         if self.mode is not AlphaMode.HOLD and (
-            self.mode is not expected or self.steps_done >= self.steps_total
+            self.mode is not expected or self.epochs_done >= self.epochs_total
         ):
             raise LifecycleError(
                 f"inconsistent ramp: mode {self.mode.name} from {self.start} to {self.target} "
-                f"at step {self.steps_done}/{self.steps_total}"
+                f"at step {self.epochs_done}/{self.epochs_total}"
             )
 
     # ---- queries --------------------------------------------------------------------------
@@ -156,49 +156,49 @@ class AlphaController:
         return self.mode is AlphaMode.HOLD
 
     @property
-    def remaining_steps(self) -> int:
-        return 0 if self.at_rest else self.steps_total - self.steps_done
+    def remaining_epochs(self) -> int:
+        return 0 if self.at_rest else self.epochs_total - self.epochs_done
 
     # ---- transitions (pure) ------------------------------------------------------------------
 
     def retarget(
-        self, target: float, steps: int, curve: AlphaCurve | None = None, steepness: float | None = None
-    ) -> AlphaController:
-        """A controller ramping from the current alpha to ``target`` over ``steps`` ticks.
+        self, target: float, epochs: int, curve: AlphaCurve | None = None, steepness: float | None = None
+    ) -> AlphaSchedule:
+        """A controller ramping from the current alpha to ``target`` over ``epochs`` epochs.
 
         Only allowed at rest (HOLD): changing course mid-ramp would make the schedule
-        dither. ``steps == 0`` or ``target == alpha`` jumps straight to HOLD at ``target``.
+        dither. ``epochs == 0`` or ``target == alpha`` jumps straight to HOLD at ``target``.
         """
         if not self.at_rest:
             raise LifecycleError(
                 f"retarget is only allowed from HOLD; the controller is ramping {self.mode.name} "
-                f"to {self.target} ({self.remaining_steps} steps left)"
+                f"to {self.target} ({self.remaining_epochs} epochs left)"
             )
         target = _unit("target", target)
-        steps = _steps("steps", steps)
+        epochs = _epochs("epochs", epochs)
         if curve is not None and not isinstance(curve, AlphaCurve):
             raise LifecycleError(f"curve must be an AlphaCurve, got {curve!r}; accepted: {list(AlphaCurve)}")
         new_curve = self.curve if curve is None else curve
         new_steepness = self.steepness if steepness is None else steepness
-        if steps == 0 or abs(target - self.alpha) <= ALPHA_TOLERANCE:
-            return AlphaController(
+        if epochs == 0 or abs(target - self.alpha) <= ALPHA_TOLERANCE:
+            return AlphaSchedule(
                 alpha=target, start=target, target=target, mode=AlphaMode.HOLD, curve=new_curve,
-                steepness=new_steepness, steps_total=steps, steps_done=steps,
+                steepness=new_steepness, epochs_total=epochs, epochs_done=epochs,
             )  # fmt: skip
         mode = AlphaMode.UP if target > self.alpha else AlphaMode.DOWN
-        return AlphaController(
+        return AlphaSchedule(
             alpha=self.alpha, start=self.alpha, target=target, mode=mode, curve=new_curve,
-            steepness=new_steepness, steps_total=steps, steps_done=0,
+            steepness=new_steepness, epochs_total=epochs, epochs_done=0,
         )  # fmt: skip
 
-    def step(self) -> AlphaController:
+    def step(self) -> AlphaSchedule:
         """The controller one tick later. At rest, the same controller."""
         if self.at_rest:
             return self
-        done = self.steps_done + 1
-        if done >= self.steps_total:
-            return attrs.evolve(self, alpha=self.target, steps_done=self.steps_total, mode=AlphaMode.HOLD)
-        p = curve_progress(self.curve, done / self.steps_total, self.steepness)
+        done = self.epochs_done + 1
+        if done >= self.epochs_total:
+            return attrs.evolve(self, alpha=self.target, epochs_done=self.epochs_total, mode=AlphaMode.HOLD)
+        p = curve_progress(self.curve, done / self.epochs_total, self.steepness)
         value = self.start + (self.target - self.start) * p
         low, high = sorted((self.start, self.target))
-        return attrs.evolve(self, alpha=min(high, max(low, value)), steps_done=done)
+        return attrs.evolve(self, alpha=min(high, max(low, value)), epochs_done=done)

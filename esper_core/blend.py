@@ -13,7 +13,7 @@ the common same-dtype path allocates nothing extra). ``alpha`` is clamped to [0,
 
 With ``seed == host`` (every blueprint at birth) all three return ``host`` exactly.
 
-:class:`GateModule` computes ``g``. For sequence topologies it is **causal**: the gate at
+:class:`BlendGate` computes ``g``. For sequence topologies it is **causal**: the gate at
 position ``t`` is computed from the running mean of positions ``0..t`` only, so no
 information flows from future tokens into earlier outputs. Its final layer starts with
 zero weights and zero bias, so at birth the gate is exactly :data:`INITIAL_GATE` (0.5)
@@ -32,13 +32,13 @@ from esper_core.errors import LifecycleError
 __all__ = [
     "INITIAL_GATE",
     "BlendAlgorithm",
-    "GateModule",
+    "BlendGate",
     "blend",
     "check_alpha_override",
     "gate_hidden_width",
 ]
 
-#: The value every :class:`GateModule` outputs at birth.
+#: The value every :class:`BlendGate` outputs at birth.
 INITIAL_GATE = 0.5
 
 
@@ -98,7 +98,7 @@ def gate_hidden_width(dim: int) -> int:
     return max(8, dim // 4)
 
 
-class GateModule(nn.Module):
+class BlendGate(nn.Module):
     """A per-sample (per-position for sequences) gate in [0, 1], causal along sequences.
 
     ``feature_axis`` is the axis of size ``dim``; ``sequence_axis`` (if any) is pooled with a
@@ -111,14 +111,14 @@ class GateModule(nn.Module):
     def __init__(self, dim: int, *, ndim: int, feature_axis: int, sequence_axis: int | None = None) -> None:
         super().__init__()
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise LifecycleError(f"GateModule dim must be a positive int, got {dim!r}")
+            raise LifecycleError(f"BlendGate dim must be a positive int, got {dim!r}")
         self.dim = dim
         self.ndim = ndim
         self.feature_axis = feature_axis % ndim
         self.sequence_axis = None if sequence_axis is None else sequence_axis % ndim
         if self.feature_axis == 0 or self.sequence_axis in (0, self.feature_axis):
             raise LifecycleError(
-                f"GateModule needs distinct non-batch feature and sequence axes of a {ndim}-d input; "
+                f"BlendGate needs distinct non-batch feature and sequence axes of a {ndim}-d input; "
                 f"got feature_axis={feature_axis}, sequence_axis={sequence_axis}"
             )
         # Where the sequence axis lands once the feature axis is moved last: one place
@@ -135,7 +135,7 @@ class GateModule(nn.Module):
         nn.init.zeros_(self.out.bias)  # sigmoid(0) == INITIAL_GATE
 
     @classmethod
-    def for_topology(cls, topology: object, dim: int) -> GateModule:
+    def for_topology(cls, topology: object, dim: int) -> BlendGate:
         """Build from a :class:`~esper_core.topology.Topology` (duck-typed)."""
         return cls(
             dim,
@@ -146,7 +146,7 @@ class GateModule(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != self.ndim:
-            raise LifecycleError(f"GateModule expects {self.ndim}-d input, got shape {tuple(x.shape)}")
+            raise LifecycleError(f"BlendGate expects {self.ndim}-d input, got shape {tuple(x.shape)}")
         features = x.movedim(self.feature_axis, -1)
         sequence = self._pooled_sequence_axis
         keep = {0} if sequence is None else {0, sequence}

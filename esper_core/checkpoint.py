@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from esper_core._legacy import LEGACY_MODULE_NAMES, rename_legacy_keys
 from esper_core.errors import CheckpointError
 from esper_core.restore import RestorePlan, build_modules, check_envelope, forked_rng
 
@@ -85,6 +86,11 @@ def load_checkpoint(model: nn.Module, state_dict: Mapping[str, Any], *, strict: 
     if not isinstance(state_dict, Mapping):
         raise CheckpointError(f"a state dict must be a mapping, got {type(state_dict).__name__}")
     entries = find_slots(model)
+    legacy = tuple(LEGACY_MODULE_NAMES)
+    if any(key.startswith(legacy) or any(f".{old}" in key for old in legacy) for key in state_dict):
+        state_dict = dict(state_dict)  # a version-1 file: today's key names, on a copy
+        for prefix, _ in entries:
+            rename_legacy_keys(state_dict, prefix)
     tensors = _by_slot([prefix for prefix, _ in entries], state_dict)
     checked = []
     for prefix, slot in entries:
@@ -114,13 +120,13 @@ def load_checkpoint(model: nn.Module, state_dict: Mapping[str, Any], *, strict: 
 
 
 def _by_slot(prefixes: list[str], state_dict: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{slot prefix: {"seed": {key: value}, "gate_module": {...}}}`` in one pass over the keys."""
+    """``{slot prefix: {"seed": {key: value}, "blend_gate": {...}}}`` in one pass over the keys."""
     known = set(prefixes)
-    found: dict[str, dict[str, dict[str, Any]]] = {p: {"seed": {}, "gate_module": {}} for p in prefixes}
+    found: dict[str, dict[str, dict[str, Any]]] = {p: {"seed": {}, "blend_gate": {}} for p in prefixes}
     for key, value in state_dict.items():
         parts = key.split(".")
         for i, part in enumerate(parts[:-1]):
-            if part in ("seed", "gate_module"):
+            if part in ("seed", "blend_gate"):
                 prefix = ".".join(parts[:i]) + "." if i else ""
                 if prefix in known:
                     found[prefix][part][key] = value
@@ -144,7 +150,7 @@ def _check_declared_size(prefix: str, plan: RestorePlan, seed_tensors: Mapping[s
 def _check_module_tensors(
     prefix: str, plan: RestorePlan, tensors: Mapping[str, Mapping[str, Any]], strict: bool
 ) -> None:
-    for name, module in (("seed", plan.seed), ("gate_module", plan.gate)):
+    for name, module in (("seed", plan.seed), ("blend_gate", plan.gate)):
         sub = f"{prefix}{name}."
         expected = {} if module is None else {sub + k: v for k, v in module.state_dict().items()}
         found = tensors[name]
@@ -168,7 +174,7 @@ def _check_other_keys(
     model: nn.Module, slot_prefixes: list[str], state_dict: Mapping[str, Any], strict: bool
 ) -> None:
     """Every key outside the slots' seed and gate modules, as ``load_state_dict`` would copy it."""
-    owned = tuple(f"{p}{name}." for p in slot_prefixes for name in ("seed", "gate_module"))
+    owned = tuple(f"{p}{name}." for p in slot_prefixes for name in ("seed", "blend_gate"))
     envelopes = {p + EXTRA_STATE_SUFFIX for p in slot_prefixes}
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith(owned) and k not in envelopes}
     for key, target in expected.items():

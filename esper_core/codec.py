@@ -10,9 +10,9 @@ second list of fields to keep in step.
 Envelope, version 2 (``state_text`` writes it compactly, keys in this order)::
 
     {"version": 2, "slot_id": str, "topology": str, "dim": int,
-     "state": {"stage": int, "previous_stage": int, "ticks_in_stage": int, "germinations": int,
+     "state": {"stage": int, "previous_stage": int, "epochs_in_stage": int, "germinations": int,
                "seed": null | {"seed_id", "blueprint", "options": {...}, "provenance": null |
-                               {"distribution", "version"}, "algorithm", "tempo", "curve",
+                               {"distribution", "version"}, "algorithm", "ramp_epochs", "curve",
                                "germination_target", "alpha": {...}, "metrics": {...},
                                "activity": {...}, "health_issues": [...], "warned": [...],
                                "output_requires_grad", "pending_prune": null | {...},

@@ -84,7 +84,7 @@ def _stage(value: object) -> SeedStage | None:
 class Germinate:
     """Build ``blueprint`` (with ``options``) into a DORMANT slot; G0 decides.
 
-    ``tempo`` is the length in epochs of the first alpha ramp, ``curve`` its shape and
+    ``ramp_epochs`` is the length in epochs of the first alpha ramp, ``curve`` its shape and
     ``alpha_target`` where it stops, in (0, 1]. ``seed_id`` defaults to
     ``"<slot_id>-<blueprint>-<n>"``.
     """
@@ -99,7 +99,7 @@ class Germinate:
         default=BlendAlgorithm.ADD,
         converter=lambda v: check_enum("algorithm", v, BlendAlgorithm),
     )
-    tempo: int = entry(Int(1), default=5, converter=_epochs("tempo", 1))
+    ramp_epochs: int = entry(Int(1), default=5, converter=_epochs("ramp_epochs", 1))
     curve: AlphaCurve = entry(
         EnumOf(AlphaCurve), default=AlphaCurve.LINEAR, converter=lambda v: check_enum("curve", v, AlphaCurve)
     )
@@ -127,9 +127,9 @@ class Prune:
 
 @attrs.frozen(kw_only=True)
 class SchedulePrune:
-    """Ramp alpha down to 0 over ``steps`` epochs, then prune (immediately when nothing is blended in)."""
+    """Ramp alpha down to 0 over ``epochs`` epochs, then prune (immediately when nothing is blended in)."""
 
-    steps: int = entry(Int(), converter=_epochs("steps", 0))
+    epochs: int = entry(Int(), converter=_epochs("epochs", 0))
     curve: AlphaCurve = entry(
         EnumOf(AlphaCurve), default=AlphaCurve.LINEAR, converter=lambda v: check_enum("curve", v, AlphaCurve)
     )
@@ -142,7 +142,7 @@ class SetAlphaTarget:
     """Retarget alpha (BLENDING or HOLDING, schedule at rest), optionally switching the blend algorithm."""
 
     target: float = entry(Float(0.0, 1.0), converter=_alpha_target)
-    steps: int = entry(Int(), converter=_epochs("steps", 0))
+    epochs: int = entry(Int(), converter=_epochs("epochs", 0))
     curve: AlphaCurve = entry(
         EnumOf(AlphaCurve), default=AlphaCurve.LINEAR, converter=lambda v: check_enum("curve", v, AlphaCurve)
     )

@@ -156,7 +156,7 @@ class ControllerConfig:
     """Blueprint names never germinated (``noop`` adds nothing to learn)."""
     include: tuple[str, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(tuple))
     """When set, only these blueprint names are candidates."""
-    tempo: int = attrs.field(default=3, validator=_positive_int)
+    ramp_epochs: int = attrs.field(default=3, validator=_positive_int)
     """Epochs of the alpha ramp of a new seed."""
     algorithm: BlendAlgorithm = attrs.field(default=BlendAlgorithm.ADD, converter=BlendAlgorithm)
     strategy: str = attrs.field(default=STRATEGIES[0], validator=_strategy)
@@ -314,7 +314,10 @@ class HeuristicController:
         choice = options[0]
         slot_id, blueprint = choice.slot_id, choice.blueprint
         self.slots[slot_id].germinate(
-            blueprint, seed_id=f"{slot_id}-{blueprint}-e{epoch}", algorithm=cfg.algorithm, tempo=cfg.tempo
+            blueprint,
+            seed_id=f"{slot_id}-{blueprint}-e{epoch}",
+            algorithm=cfg.algorithm,
+            ramp_epochs=cfg.ramp_epochs,
         )
         self._tried.add((slot_id, blueprint))
         memory = self._memory[slot_id]

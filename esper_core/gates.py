@@ -108,13 +108,15 @@ class GateThresholds:
     #: G2 strict: accuracy gained since TRAINING began.
     min_training_improvement: float = attrs.field(default=0.5, validator=_number("min_training_improvement"))
     #: G2 strict: recorded epochs in TRAINING.
-    min_training_epochs: int = attrs.field(default=3, validator=_count("min_training_epochs"))
+    min_training_evaluations: int = attrs.field(default=3, validator=_count("min_training_evaluations"))
     #: G2 permissive: recorded epochs in TRAINING.
-    permissive_training_epochs: int = attrs.field(default=1, validator=_count("permissive_training_epochs"))
+    permissive_training_evaluations: int = attrs.field(
+        default=1, validator=_count("permissive_training_evaluations")
+    )
     #: G2 strict: smoothed seed activity (relative parameter change per epoch, see activity.py).
     min_activity: float = attrs.field(default=1e-3, validator=_number("min_activity"))
     #: G3 strict: recorded epochs in BLENDING.
-    min_blending_epochs: int = attrs.field(default=3, validator=_count("min_blending_epochs"))
+    min_blending_evaluations: int = attrs.field(default=3, validator=_count("min_blending_evaluations"))
     #: G5 strict: measured counterfactual contribution.
     min_fossilize_contribution: float = attrs.field(
         default=1.0, validator=_number("min_fossilize_contribution", minimum=-math.inf)
@@ -135,7 +137,7 @@ class GateEvidence:
     shape_preserved: bool = True
     dtype_preserved: bool = True
     input_preserved: bool = True
-    epochs_in_stage: int = 0
+    evaluations_in_stage: int = 0
     improvement: float | None = None
     activity: float | None = None
     trainable: bool = True
@@ -293,9 +295,9 @@ class QualityGates:
                     f"improvement_insufficient_{imp:.2f}pp_below_{t.min_training_improvement:.2f}pp",
                 )
             c.add(
-                ev.epochs_in_stage >= t.min_training_epochs,
+                ev.evaluations_in_stage >= t.min_training_evaluations,
                 "training_dwell_met",
-                f"training_dwell_{ev.epochs_in_stage}_of_{t.min_training_epochs}",
+                f"training_dwell_{ev.evaluations_in_stage}_of_{t.min_training_evaluations}",
             )
             if ev.activity is None:
                 c.add(False, "", "activity_unmeasured")
@@ -307,9 +309,9 @@ class QualityGates:
                 )
         else:
             c.add(
-                ev.epochs_in_stage >= t.permissive_training_epochs,
+                ev.evaluations_in_stage >= t.permissive_training_evaluations,
                 "training_dwell_met",
-                f"training_dwell_{ev.epochs_in_stage}_of_{t.permissive_training_epochs}",
+                f"training_dwell_{ev.evaluations_in_stage}_of_{t.permissive_training_evaluations}",
             )
         score = 0.0 if imp is None or imp <= 0 else min(1.0, imp / 5.0)
         shown = "unmeasured" if imp is None else f"{imp:.2f}pp"
@@ -330,9 +332,9 @@ class QualityGates:
         c.add(not ev.nonfinite, "finite", "nonfinite_" + "_".join(ev.nonfinite))
         if self.strict:
             c.add(
-                ev.epochs_in_stage >= t.min_blending_epochs,
+                ev.evaluations_in_stage >= t.min_blending_evaluations,
                 "blending_dwell_met",
-                f"blending_dwell_{ev.epochs_in_stage}_of_{t.min_blending_epochs}",
+                f"blending_dwell_{ev.evaluations_in_stage}_of_{t.min_blending_evaluations}",
             )
         return ev.alpha, f"holding readiness ({self._policy})"
 

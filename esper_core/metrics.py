@@ -62,8 +62,8 @@ def check_contribution(value: object) -> float:
 class SeedMetrics:
     """Accuracy history and counterfactual contribution of one seed."""
 
-    epochs_total: int = entry(Int(), default=0)
-    epochs_in_stage: int = entry(Int(), default=0)
+    evaluations_total: int = entry(Int(), default=0)
+    evaluations_in_stage: int = entry(Int(), default=0)
     initial_accuracy: float | None = entry(_ACC, default=None)
     current_accuracy: float | None = entry(_ACC, default=None)
     best_accuracy: float | None = entry(_ACC, default=None)
@@ -74,10 +74,10 @@ class SeedMetrics:
     contribution_velocity: float | None = entry(Nullable(Float(-200.0, 200.0)), default=None)
 
     def __attrs_post_init__(self) -> None:
-        if self.epochs_in_stage > self.epochs_total:
+        if self.evaluations_in_stage > self.evaluations_total:
             raise InvalidState(
-                "epochs_in_stage",
-                f"got {self.epochs_in_stage}; accepted: at most epochs_total ({self.epochs_total})",
+                "evaluations_in_stage",
+                f"got {self.evaluations_in_stage}; accepted: at most evaluations_total ({self.evaluations_total})",
             )
         measured = {self.initial_accuracy is None, self.current_accuracy is None, self.best_accuracy is None}
         if len(measured) != 1:
@@ -116,8 +116,8 @@ class SeedMetrics:
         first = self.initial_accuracy is None
         return attrs.evolve(
             self,
-            epochs_total=min(self.epochs_total + 1, INT32_MAX),
-            epochs_in_stage=min(self.epochs_in_stage + 1, INT32_MAX),
+            evaluations_total=min(self.evaluations_total + 1, INT32_MAX),
+            evaluations_in_stage=min(self.evaluations_in_stage + 1, INT32_MAX),
             initial_accuracy=acc if first else self.initial_accuracy,
             accuracy_at_stage_start=acc
             if self.accuracy_at_stage_start is None
@@ -130,7 +130,7 @@ class SeedMetrics:
         """Reset the per-stage baseline; at BLENDING entry also snapshot the accuracy."""
         return attrs.evolve(
             self,
-            epochs_in_stage=0,
+            evaluations_in_stage=0,
             accuracy_at_stage_start=self.current_accuracy,
             accuracy_at_blending_start=self.current_accuracy if blending else self.accuracy_at_blending_start,
         )
@@ -183,7 +183,7 @@ class ActivityState:
 class SlotReport:
     """A snapshot of one slot for controllers, observations and telemetry.
 
-    ``blending_progress`` is the amplitude schedule (what the controller steers), not the
+    ``alpha`` is the amplitude schedule (what the controller steers), not the
     realised per-sample weight of a gated blend. Parameter counts include every parameter
     whether or not it currently requires grad, so a temporary freeze never changes rent.
     """
@@ -193,17 +193,17 @@ class SlotReport:
     dim: int
     stage: SeedStage
     previous_stage: SeedStage
-    ticks_in_stage: int
+    epochs_in_stage: int
     seed_id: str | None
     blueprint: str | None
     options: tuple[tuple[str, Any], ...]
     algorithm: BlendAlgorithm | None
-    blending_progress: float
+    alpha: float
     alpha_target: float
     alpha_mode: AlphaMode
     alpha_curve: AlphaCurve
-    alpha_steps_done: int
-    alpha_steps_total: int
+    alpha_epochs_done: int
+    alpha_epochs_total: int
     isolated: bool
     metrics: SeedMetrics
     activity: float | None

@@ -67,7 +67,7 @@ class MorphogeneticModel(nn.Module):
     """``host`` plus one :class:`~esper_core.slot.SeedSlot` per requested injection point.
 
     ``slots`` names the injection points to equip (default: all of them); ``slot_options``
-    are passed to every ``SeedSlot`` (``gates``, ``embargo_ticks``, ``auto_advance``). With
+    are passed to every ``SeedSlot`` (``gates``, ``embargo_epochs``, ``auto_advance``). With
     no seed germinated the output is exactly the host's output.
     """
 

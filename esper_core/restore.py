@@ -137,7 +137,7 @@ def build_modules(slot: Any, plan: RestorePlan) -> RestorePlan:
     seed = slot.seed if reuse and slot.seed is not None else _build(slot, "seed", state)
     gate = None
     if _needs_gate(state):
-        gate = slot.gate_module if slot.gate_module is not None else _build(slot, "gate", state)
+        gate = slot.blend_gate if slot.blend_gate is not None else _build(slot, "gate", state)
     return attrs.evolve(plan, seed=seed, gate=gate)
 
 

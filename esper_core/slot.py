@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from esper_core import _build
 from esper_core import stages as st
 from esper_core._freeze import StageFreeze, unused_modules
+from esper_core._legacy import rename_legacy_keys
 from esper_core.activity import ActivityMeter
 from esper_core.alpha import AlphaCurve, AlphaMode, BlendAlgorithm
 from esper_core.blend import blend, check_alpha_override
@@ -73,7 +74,7 @@ __all__ = ["AUTO_ADVANCE_GATES", "HISTORY_BOUND", "Decider", "Observer", "SeedSl
 Decider = Callable[["SeedSlot", GateResult], bool]
 Observer = Callable[[SeedEvent], None]
 _S = SeedStage
-_GERMINATE_KEYWORDS = ("options", "seed_id", "algorithm", "tempo", "curve", "alpha_target")
+_GERMINATE_KEYWORDS = ("options", "seed_id", "algorithm", "ramp_epochs", "curve", "alpha_target")
 
 
 class SeedSlot(nn.Module):
@@ -92,7 +93,7 @@ class SeedSlot(nn.Module):
         topology: str,
         dim: int,
         gates: QualityGates | None = None,
-        embargo_ticks: int = 5,
+        embargo_epochs: int = 5,
         auto_advance: Collection[GateLevel] = (),
         isolate_blending: bool | None = None,
         activity_decay: float = DEFAULT_ACTIVITY_DECAY,
@@ -107,7 +108,7 @@ class SeedSlot(nn.Module):
             topology=topo.name,
             dim=dim,
             gates=QualityGates("strict") if gates is None else gates,
-            embargo_ticks=embargo_ticks,
+            embargo_epochs=embargo_epochs,
             auto_advance=auto_advance,
             isolate_blending=topo.sequence_axis is None if isolate_blending is None else isolate_blending,
             activity_decay=activity_decay,
@@ -121,7 +122,7 @@ class SeedSlot(nn.Module):
         # alpha as forward reads it (see module docstring); not in state_dict.
         self.register_buffer("_alpha_value", torch.zeros(()), persistent=False)
         self.register_module("seed", None)
-        self.register_module("gate_module", None)
+        self.register_module("blend_gate", None)
         self._meter = ActivityMeter()
         self._freeze = StageFreeze()
         self._text: tuple[SlotState, str] | None = None
@@ -131,6 +132,7 @@ class SeedSlot(nn.Module):
         self._alpha_seen = 0.0  # the value in _alpha_value (read without a device sync)
         self._mirror(SlotState())
         self.register_load_state_dict_post_hook(_after_load)
+        self.register_load_state_dict_pre_hook(_legacy_keys)
 
     # ---- configuration and state (read-only) --------------------------------------------------
 
@@ -140,17 +142,16 @@ class SeedSlot(nn.Module):
     topology = property(lambda self: self._config.topology)
     dim = property(lambda self: self._config.dim)
     gates = property(lambda self: self._config.gates)
-    embargo_ticks = property(lambda self: self._config.embargo_ticks)
+    embargo_epochs = property(lambda self: self._config.embargo_epochs)
     auto_advance = property(lambda self: self._config.auto_advance)
     isolate_blending = property(lambda self: self._config.isolate_blending)
     activity_decay = property(lambda self: self._config.activity_decay)
     stage = property(lambda self: self._state.stage)
 
-    controller = property(lambda self: self._state.schedule, doc="The seed's alpha schedule.")
+    schedule = property(lambda self: self._state.schedule, doc="The seed's alpha schedule.")
     alpha = property(
         lambda self: self._state.alpha, doc="The alpha schedule's current value (0 without a seed)."
     )
-    blending_progress = alpha
     metrics = property(lambda self: self._state.metrics)
     seed_id = property(lambda self: self._state.seed_id)
     blueprint = property(lambda self: self._state.blueprint)
@@ -163,7 +164,7 @@ class SeedSlot(nn.Module):
 
     def seed_parameters(self) -> list[nn.Parameter]:
         """Seed and blend-gate parameters, whether or not they currently require grad."""
-        return [p for m in (self.seed, self.gate_module) if m is not None for p in m.parameters()]
+        return [p for m in (self.seed, self.blend_gate) if m is not None for p in m.parameters()]
 
     def trainable(self) -> bool:
         """Whether the seed can learn: a parameter you left trainable, and an output that requires grad."""
@@ -195,7 +196,7 @@ class SeedSlot(nn.Module):
         try:
             outcome = transition(state, self._config, command, evidence, self._decide)
             if outcome.state is not state:
-                seed, gate = built if built is not None else (self.seed, self.gate_module)
+                seed, gate = built if built is not None else (self.seed, self.blend_gate)
                 seed, gate = self._modules_for(outcome.state, seed, gate)
         except BaseException:
             if rng is not None:
@@ -231,7 +232,7 @@ class SeedSlot(nn.Module):
             activity = self._measure_activity()
         return Evidence(
             trainable_params=self._trainable_params(),
-            param_count=_build.parameter_count(self.seed, self.gate_module),
+            param_count=_build.parameter_count(self.seed, self.blend_gate),
             activity=activity,
         )
 
@@ -264,8 +265,8 @@ class SeedSlot(nn.Module):
     def _commit(self, old: SlotState, new: SlotState, seed: nn.Module | None, gate: nn.Module | None) -> None:
         if self.seed is not seed:
             self.seed = seed
-        if self.gate_module is not gate:
-            self.gate_module = gate
+        if self.blend_gate is not gate:
+            self.blend_gate = gate
         self._mirror(new)
         if new.stage is not old.stage:
             self._output_checked = False
@@ -278,7 +279,7 @@ class SeedSlot(nn.Module):
     def _mirror(self, state: SlotState) -> None:
         """Set the plain attributes and the buffer ``forward`` reads, and the stage freeze."""
         stage, seed = state.stage, state.seed
-        down = seed is not None and seed.alpha.mode is AlphaMode.DOWN
+        down = seed is not None and seed.schedule.mode is AlphaMode.DOWN
         # Plain attributes, written straight into __dict__: nn.Module.__setattr__ would test
         # each value against parameters, buffers and modules first.
         self.__dict__.update(
@@ -289,12 +290,12 @@ class SeedSlot(nn.Module):
             _down=down,
             _algorithm=BlendAlgorithm.ADD if seed is None else seed.algorithm,
         )
-        alpha = 0.0 if seed is None else seed.alpha.alpha
+        alpha = 0.0 if seed is None else seed.schedule.alpha
         if self._alpha_seen != alpha:
             self.__dict__["_alpha_seen"] = alpha
             with torch.no_grad():
                 self._alpha_value.fill_(alpha)
-        self._freeze.update(unused_modules(stage, down, self.seed, self.gate_module))
+        self._freeze.update(unused_modules(stage, down, self.seed, self.blend_gate))
 
     def reconfigure(self, **changes: Any) -> None:
         """Replace configuration values (e.g. ``gates=QualityGates("strict")``), checked like the constructor's.
@@ -322,14 +323,14 @@ class SeedSlot(nn.Module):
         options: Mapping[str, Any] | None = None,
         seed_id: str | None = None,
         algorithm: BlendAlgorithm = BlendAlgorithm.ADD,
-        tempo: int = 5,
+        ramp_epochs: int = 5,
         curve: AlphaCurve = AlphaCurve.LINEAR,
         alpha_target: float = 1.0,
         **unexpected: Any,
     ) -> None:
         """Build ``blueprint`` into this DORMANT slot (G0 must pass); the stage becomes GERMINATED.
 
-        Blueprint options go in ``options={...}``. ``tempo`` is the first alpha ramp's length in
+        Blueprint options go in ``options={...}``. ``ramp_epochs`` is the first alpha ramp's length in
         epochs, ``curve`` its shape, ``alpha_target`` where it stops in (0, 1]. Raises
         :class:`LifecycleError` (slot unavailable, bad argument, seed too large, G0 refused) or a
         registry error (unknown blueprint, bad option); the slot and the RNG are then unchanged.
@@ -345,7 +346,7 @@ class SeedSlot(nn.Module):
             options=options or {},
             seed_id=seed_id,
             algorithm=algorithm,
-            tempo=tempo,
+            ramp_epochs=ramp_epochs,
             curve=curve,
             alpha_target=alpha_target,
         )
@@ -370,15 +371,15 @@ class SeedSlot(nn.Module):
         self.apply(Prune(reason=reason, initiator=initiator))
 
     def schedule_prune(
-        self, steps: int, curve: AlphaCurve = AlphaCurve.LINEAR, *, reason: str, initiator: str
+        self, epochs: int, curve: AlphaCurve = AlphaCurve.LINEAR, *, reason: str, initiator: str
     ) -> None:
-        """Ramp alpha down to 0 over ``steps`` epochs, then prune (at once if nothing is blended in)."""
-        self.apply(SchedulePrune(steps=steps, curve=curve, reason=reason, initiator=initiator))
+        """Ramp alpha down to 0 over ``epochs`` epochs, then prune (at once if nothing is blended in)."""
+        self.apply(SchedulePrune(epochs=epochs, curve=curve, reason=reason, initiator=initiator))
 
     def set_alpha_target(
         self,
         target: float,
-        steps: int,
+        epochs: int,
         curve: AlphaCurve = AlphaCurve.LINEAR,
         *,
         algorithm: BlendAlgorithm | None = None,
@@ -388,7 +389,7 @@ class SeedSlot(nn.Module):
         Switching to GATE adds a fresh blend gate (new parameters: the :class:`AlphaTargetSet`
         event's ``parameters_changed`` says so); switching away removes it.
         """
-        self.apply(SetAlphaTarget(target=target, steps=steps, curve=curve, algorithm=algorithm))
+        self.apply(SetAlphaTarget(target=target, epochs=epochs, curve=curve, algorithm=algorithm))
 
     def step_epoch(self) -> None:
         """One tick: ramp alpha, finish a scheduled prune, run the cooldown, try automatic advances."""
@@ -430,7 +431,7 @@ class SeedSlot(nn.Module):
         if self._down:  # seed and gate must not learn to fight their own removal
             with torch.no_grad():
                 s = seed(x)
-                gate = self.gate_module(x) if self.gate_module is not None else None
+                gate = self.blend_gate(x) if self.blend_gate is not None else None
             return blend(self._algorithm, h, s, alpha, gate, reference=x)
         s = seed(x)
         tracking = torch.is_grad_enabled() and not torch.compiler.is_compiling()
@@ -439,7 +440,7 @@ class SeedSlot(nn.Module):
             self.apply(ObserveOutput(requires_grad=bool(s.requires_grad)))
         if self._straight and alpha_override is None:
             return straight_through(h, s)
-        gate = self.gate_module(x) if self.gate_module is not None else None
+        gate = self.blend_gate(x) if self.blend_gate is not None else None
         if tracking and self.training:
             self._last_output = s.detach()
         return blend(self._algorithm, h, s, alpha, gate, reference=x)
@@ -471,7 +472,7 @@ class SeedSlot(nn.Module):
             self._config,
             self._state,
             seed_params=_build.parameter_count(self.seed),
-            gate_params=_build.parameter_count(self.gate_module),
+            gate_params=_build.parameter_count(self.blend_gate),
             trainable=self.trainable(),
         )
 
@@ -515,7 +516,7 @@ class SeedSlot(nn.Module):
                 f"{type(seed).__name__} and {type(gate).__name__}"
             )
         old = self._state
-        if old == state and seed is self.seed and gate is self.gate_module:
+        if old == state and seed is self.seed and gate is self.blend_gate:
             self._source = (source, state)
             return
         self._commit(old, state, seed, gate)
@@ -583,6 +584,12 @@ class SeedSlot(nn.Module):
         return (
             f"slot_id={self.slot_id!r}, topology={self.topology!r}, dim={self.dim}, stage={self.stage.name}"
         )
+
+
+def _legacy_keys(_slot: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    # Version-1 checkpoints named the blend gate "gate_module"; load_state_dict works on its
+    # own copy of the dict, so renaming in place is safe.
+    rename_legacy_keys(state_dict, prefix)
 
 
 def _after_load(slot: nn.Module, _incompatible: object) -> None:

@@ -40,7 +40,7 @@ from esper_core._fields import (
     Str,
     entry,
 )
-from esper_core.alpha import ALPHA_TOLERANCE, AlphaController, AlphaCurve, AlphaMode, BlendAlgorithm
+from esper_core.alpha import ALPHA_TOLERANCE, AlphaCurve, AlphaMode, AlphaSchedule, BlendAlgorithm
 from esper_core.errors import LifecycleError
 from esper_core.gates import GateLevel, QualityGates
 from esper_core.metrics import ActivityState, SeedMetrics, SlotReport, check_activity_decay
@@ -112,12 +112,12 @@ class SeedState:
     """Resolved blueprint options (every declared option, defaults filled in), sorted by name."""
     provenance: Provenance | None = entry(Nullable(Record(Provenance)), default=None)
     algorithm: BlendAlgorithm = entry(EnumOf(BlendAlgorithm))
-    tempo: int = entry(Int(1))
+    ramp_epochs: int = entry(Int(1))
     """Length in epochs of the first alpha ramp (at BLENDING entry)."""
     curve: AlphaCurve = entry(EnumOf(AlphaCurve))
     germination_target: float = entry(Float(0.0, 1.0))
     """Where the first ramp stops, in (0, 1]."""
-    alpha: AlphaController = entry(Record(AlphaController), factory=AlphaController)
+    schedule: AlphaSchedule = entry(Record(AlphaSchedule), factory=AlphaSchedule)
     metrics: SeedMetrics = entry(Record(SeedMetrics), factory=SeedMetrics)
     activity: ActivityState = entry(Record(ActivityState), factory=ActivityState)
     health_issues: tuple[str, ...] = entry(ListOf(Str(pattern=_NAME, max_length=64), 16), default=())
@@ -154,7 +154,7 @@ class SlotState:
 
     stage: SeedStage = entry(EnumOf(SeedStage, exclude=(0,)), default=_S.DORMANT)
     previous_stage: SeedStage = entry(EnumOf(SeedStage), default=_S.UNKNOWN)
-    ticks_in_stage: int = entry(Int(), default=0)
+    epochs_in_stage: int = entry(Int(), default=0)
     """``step_epoch`` calls since the stage was entered (the cooldown clock)."""
     germinations: int = entry(Int(), default=0)
     """Seeds germinated in this slot so far (default seed ids count them)."""
@@ -181,9 +181,9 @@ class SlotState:
                 "seed.history",
                 f"last entry {seed.history[-1].name}; accepted: the current stage {stage.name}",
             )
-        _check_alpha(stage, seed.alpha)
+        _check_alpha(stage, seed.schedule)
         pending = seed.pending_prune
-        a = seed.alpha
+        a = seed.schedule
         if pending is not None and (
             stage is not _S.BLENDING or a.mode is not AlphaMode.DOWN or a.target != 0.0
         ):
@@ -196,9 +196,9 @@ class SlotState:
     # ---- derived views (what a slot reports; "no seed" has a value for each) ----------------------
 
     @property
-    def schedule(self) -> AlphaController:
+    def schedule(self) -> AlphaSchedule:
         """The seed's alpha schedule (at rest at 0 without a seed)."""
-        return _AT_REST if self.seed is None else self.seed.alpha
+        return _AT_REST if self.seed is None else self.seed.schedule
 
     @property
     def alpha(self) -> float:
@@ -229,20 +229,20 @@ class SlotState:
         return not self.seed.health_issues and (cf is None or cf >= 0.0)
 
 
-_AT_REST = AlphaController()
+_AT_REST = AlphaSchedule()
 _NO_METRICS = SeedMetrics()
 
 
-def _check_alpha(stage: SeedStage, a: AlphaController) -> None:
+def _check_alpha(stage: SeedStage, a: AlphaSchedule) -> None:
     if stage in _AT_ZERO and not (a.at_rest and a.alpha == 0.0):
         raise InvalidState(
-            "seed.alpha",
+            "seed.schedule",
             f"in {stage.name} nothing is blended in; accepted: mode 'hold' at alpha 0.0, "
             f"got mode {a.mode.value!r} at alpha {a.alpha}",
         )
     if stage in _AT_ONE and not (a.at_rest and a.alpha >= 1.0 - ALPHA_TOLERANCE):
         raise InvalidState(
-            "seed.alpha",
+            "seed.schedule",
             f"{stage.name} holds full alpha; accepted: mode 'hold' at alpha 1.0, "
             f"got mode {a.mode.value!r} at alpha {a.alpha}",
         )
@@ -270,7 +270,7 @@ def _gates(_instance: object, _attribute: object, value: object) -> None:
 class SlotConfig:
     """What a slot is, fixed for its whole life. Built by :class:`~esper_core.slot.SeedSlot`.
 
-    ``embargo_ticks``: ``step_epoch`` calls a pruned slot stays EMBARGOED (int >= 1).
+    ``embargo_epochs``: ``step_epoch`` calls a pruned slot stays EMBARGOED (int >= 1).
     ``auto_advance``: gates among G1, G2, G3 that ``step_epoch`` tries on its own.
     ``isolate_blending``: keep the seed input isolated from the host while BLENDING.
     ``activity_decay``: weight of the previous activity EMA value, in [0, 1).
@@ -284,7 +284,9 @@ class SlotConfig:
     topology: str = attrs.field(converter=lambda v: check_text("topology", v, max_length=64))
     dim: int = attrs.field(converter=lambda v: check_int("dim", v, minimum=1, maximum=MAX_DIM))
     gates: QualityGates = attrs.field(validator=_gates)
-    embargo_ticks: int = attrs.field(default=5, converter=lambda v: check_int("embargo_ticks", v, minimum=1))
+    embargo_epochs: int = attrs.field(
+        default=5, converter=lambda v: check_int("embargo_epochs", v, minimum=1)
+    )
     auto_advance: frozenset[GateLevel] = attrs.field(default=frozenset(), converter=_auto_advance)
     isolate_blending: bool = attrs.field(default=True, converter=lambda v: check_bool("isolate_blending", v))
     activity_decay: float = attrs.field(default=0.5, converter=check_activity_decay)
@@ -300,7 +302,7 @@ def slot_report(
     """The :class:`SlotReport` of a slot in ``state`` (parameter counts and trainability measured by the slot)."""
     seed = state.seed
     live = state.stage in LIVE
-    a = AlphaController() if seed is None else seed.alpha
+    a = AlphaSchedule() if seed is None else seed.schedule
     m = SeedMetrics() if seed is None else seed.metrics
     issues = () if seed is None else seed.health_issues
     issues += ("negative_contribution",) if m.counterfactual is not None and m.counterfactual < 0 else ()
@@ -310,17 +312,17 @@ def slot_report(
         dim=config.dim,
         stage=state.stage,
         previous_stage=state.previous_stage,
-        ticks_in_stage=state.ticks_in_stage,
+        epochs_in_stage=state.epochs_in_stage,
         seed_id=None if seed is None else seed.seed_id,
         blueprint=None if seed is None else seed.blueprint,
         options=() if seed is None else seed.options,
         algorithm=seed.algorithm if live and seed is not None else None,
-        blending_progress=a.alpha,
+        alpha=a.alpha,
         alpha_target=a.target,
         alpha_mode=a.mode,
         alpha_curve=a.curve,
-        alpha_steps_done=a.steps_done,
-        alpha_steps_total=a.steps_total,
+        alpha_epochs_done=a.epochs_done,
+        alpha_epochs_total=a.epochs_total,
         isolated=live and isolated_in(state.stage, isolate_blending=config.isolate_blending),
         metrics=m,
         activity=None if seed is None else seed.activity.ema,

@@ -61,7 +61,7 @@ class SeedGerminated(SeedEvent):
     options: tuple[tuple[str, Any], ...]
     algorithm: BlendAlgorithm
     curve: AlphaCurve
-    tempo: int
+    ramp_epochs: int
     alpha_target: float
     param_count: int
 
@@ -99,15 +99,15 @@ class GateEvaluated(SeedEvent):
 class StageChanged(SeedEvent):
     from_stage: SeedStage
     to_stage: SeedStage
-    blending_progress: float
+    alpha: float
     epochs_in_stage: int
-    """Recorded epochs (or, in cooldown stages, ticks) spent in the stage being left."""
+    """Epochs (``step_epoch`` calls) spent in the stage being left."""
 
 
 @attrs.frozen(kw_only=True)
 class AlphaTargetSet(SeedEvent):
     target: float
-    steps: int
+    epochs: int
     curve: AlphaCurve
     algorithm: BlendAlgorithm
     previous_algorithm: BlendAlgorithm
@@ -117,7 +117,7 @@ class AlphaTargetSet(SeedEvent):
 
 @attrs.frozen(kw_only=True)
 class PruneScheduled(SeedEvent):
-    steps: int
+    epochs: int
     curve: AlphaCurve
     reason: str
     initiator: str
@@ -129,7 +129,7 @@ class SeedFossilized(SeedEvent):
     param_count: int
     counterfactual: float | None
     total_improvement: float | None
-    epochs_total: int
+    evaluations_total: int
 
 
 @attrs.frozen(kw_only=True)
@@ -140,7 +140,7 @@ class SeedPruned(SeedEvent):
     initiator: str
     counterfactual: float | None
     total_improvement: float | None
-    epochs_total: int
+    evaluations_total: int
 
 
 @attrs.frozen(kw_only=True)

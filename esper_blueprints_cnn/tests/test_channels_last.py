@@ -84,7 +84,7 @@ for target in (S.TRAINING, S.BLENDING, S.HOLDING, S.FOSSILIZED):
     if target is S.BLENDING:
         slot.record_accuracy(41.0)
     if target is S.HOLDING:
-        while not (slot.controller.at_rest and slot.alpha == 1.0):
+        while not (slot.schedule.at_rest and slot.alpha == 1.0):
             slot.step_epoch()
         slot.record_accuracy(43.0)
     if target is S.FOSSILIZED:

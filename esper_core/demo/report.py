@@ -53,7 +53,7 @@ def describe_event(event: object) -> str | None:
     if kind == "SeedPruned":
         return f"{slot}: pruned {event.blueprint} by {event.initiator}: {event.reason}"
     if kind == "PruneScheduled":
-        return f"{slot}: prune scheduled over {event.steps} epochs: {event.reason}"
+        return f"{slot}: prune scheduled over {event.epochs} epochs: {event.reason}"
     return f"{slot}: warning {event.code}: {event.message}"
 
 

@@ -51,14 +51,14 @@ CONTROLLER: Mapping[str, Mapping[str, Any]] = {
         "warmup_epochs": 3,
         "plateau_window": 2,
         "plateau_min_delta": 0.5,
-        "tempo": 3,
+        "ramp_epochs": 3,
         "prune_patience": 3,
     },
     "tiny": {
         "warmup_epochs": 1,
         "plateau_window": 1,
         "plateau_min_delta": 1e9,
-        "tempo": 1,
+        "ramp_epochs": 1,
         "prune_patience": 3,
     },
 }

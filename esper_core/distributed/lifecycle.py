@@ -247,7 +247,7 @@ class DistributedLifecycle:
         options: Mapping[str, Any] | None = None,
         seed_id: str | None = None,
         algorithm: BlendAlgorithm = BlendAlgorithm.ADD,
-        tempo: int = 5,
+        ramp_epochs: int = 5,
         curve: AlphaCurve = AlphaCurve.LINEAR,
         alpha_target: float = 1.0,
     ) -> None:
@@ -260,7 +260,7 @@ class DistributedLifecycle:
                 options=options or {},
                 seed_id=seed_id,
                 algorithm=algorithm,
-                tempo=tempo,
+                ramp_epochs=ramp_epochs,
                 curve=curve,
                 alpha_target=alpha_target,
             ),
@@ -283,20 +283,20 @@ class DistributedLifecycle:
         self._call(CallOp.PRUNE, slot_id, lambda: Prune(reason=reason, initiator=initiator))
 
     def schedule_prune(
-        self, slot_id: str, steps: int, curve: AlphaCurve = AlphaCurve.LINEAR, *, reason: str, initiator: str
+        self, slot_id: str, epochs: int, curve: AlphaCurve = AlphaCurve.LINEAR, *, reason: str, initiator: str
     ) -> None:
-        """Ramp rank 0's choice of slot down to zero over ``steps`` epochs, then prune it."""
+        """Ramp rank 0's choice of slot down to zero over ``epochs`` epochs, then prune it."""
         self._call(
             CallOp.SCHEDULE_PRUNE,
             slot_id,
-            lambda: SchedulePrune(steps=steps, curve=curve, reason=reason, initiator=initiator),
+            lambda: SchedulePrune(epochs=epochs, curve=curve, reason=reason, initiator=initiator),
         )
 
     def set_alpha_target(
         self,
         slot_id: str,
         target: float,
-        steps: int,
+        epochs: int,
         curve: AlphaCurve = AlphaCurve.LINEAR,
         *,
         algorithm: BlendAlgorithm | None = None,
@@ -305,7 +305,7 @@ class DistributedLifecycle:
         self._call(
             CallOp.SET_ALPHA_TARGET,
             slot_id,
-            lambda: SetAlphaTarget(target=target, steps=steps, curve=curve, algorithm=algorithm),
+            lambda: SetAlphaTarget(target=target, epochs=epochs, curve=curve, algorithm=algorithm),
         )
 
     def step_epoch(self) -> None:

@@ -158,7 +158,7 @@ def check_slot(rec: Recorder, subject: Subject, dim: int, options: Mapping[str, 
     # A renamed copy: the original may already be registered (it usually is), and a second
     # registration of the same key would be a conflict.
     probe = attrs.evolve(subject.spec, name=_PROBE_PREFIX + subject.spec.name)
-    gates = QualityGates("permissive", permissive_training_epochs=0)
+    gates = QualityGates("permissive", permissive_training_evaluations=0)
     host = subject.input(dim, seed=12)
     alpha = 0.25 + 0.5 * torch.rand(
         subject.topology.alpha_shape(BATCH), generator=torch.Generator().manual_seed(13)
@@ -171,7 +171,11 @@ def check_slot(rec: Recorder, subject: Subject, dim: int, options: Mapping[str, 
             ):
                 slot = slot_module.SeedSlot("r0c0", topology=subject.topology.name, dim=dim, gates=gates)
                 slot.germinate(
-                    probe.name, options=dict(options), seed_id="conformance", algorithm=algorithm, tempo=2
+                    probe.name,
+                    options=dict(options),
+                    seed_id="conformance",
+                    algorithm=algorithm,
+                    ramp_epochs=2,
                 )
                 _advance(slot, SeedStage.TRAINING)
                 slot.eval()

@@ -105,7 +105,7 @@ def checkpoint_blueprints() -> Iterator[None]:
 
 
 def new_slot(topology: str = "cnn", dim: int = 6, slot_id: str = "s0") -> SeedSlot:
-    return SeedSlot(slot_id, topology=topology, dim=dim, gates=QualityGates("permissive"), embargo_ticks=2)
+    return SeedSlot(slot_id, topology=topology, dim=dim, gates=QualityGates("permissive"), embargo_epochs=2)
 
 
 def example(slot: SeedSlot, seed: int = 0) -> torch.Tensor:
@@ -140,7 +140,7 @@ def build_scenario(name: str, topology: str = "cnn") -> SeedSlot:
         name, BlendAlgorithm.ADD
     )
     options = {"hidden": 3}
-    slot.germinate(blueprint, options=options, algorithm=algorithm, tempo=3)
+    slot.germinate(blueprint, options=options, algorithm=algorithm, ramp_epochs=3)
     if name == "germinated":
         return slot
     _train_epoch(slot, 40.0)

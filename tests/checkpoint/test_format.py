@@ -53,10 +53,10 @@ def test_state_dict_stores_the_envelope_as_its_json_text(scenario):
 
 def test_reloading_the_own_text_keeps_seed_gate_and_meter(scenario):
     slot = scenario("blending_gate")
-    seed, gate = slot.seed, slot.gate_module
+    seed, gate = slot.seed, slot.blend_gate
     reference = slot._meter._reference
     slot.load_state_dict(slot.state_dict())
-    assert slot.seed is seed and slot.gate_module is gate
+    assert slot.seed is seed and slot.blend_gate is gate
     # The weights may have changed with the tensors, so the meter's reference is taken again.
     assert slot._meter._reference is not reference and slot._meter.started
 
@@ -64,12 +64,12 @@ def test_reloading_the_own_text_keeps_seed_gate_and_meter(scenario):
 def test_number_types_stay_apart_and_floats_round_trip_exactly():
     metrics = SeedMetrics().record_accuracy(0.1 + 0.2)
     data = to_data(metrics)
-    assert type(data["epochs_total"]) is int and type(data["current_accuracy"]) is float
+    assert type(data["evaluations_total"]) is int and type(data["current_accuracy"]) is float
     assert from_data(SeedMetrics, json.loads(json.dumps(data))) == metrics
-    with pytest.raises(CheckpointError, match="epochs_total"):
-        from_data(SeedMetrics, {**data, "epochs_total": 1.0})
-    with pytest.raises(CheckpointError, match="epochs_total"):
-        from_data(SeedMetrics, {**data, "epochs_total": True})
+    with pytest.raises(CheckpointError, match="evaluations_total"):
+        from_data(SeedMetrics, {**data, "evaluations_total": 1.0})
+    with pytest.raises(CheckpointError, match="evaluations_total"):
+        from_data(SeedMetrics, {**data, "evaluations_total": True})
 
 
 @pytest.mark.parametrize("text", ["", "{", '{"version": 1,}', "not json", "[1, 2"])
@@ -103,7 +103,7 @@ def test_missing_and_extra_keys_are_listed_with_what_is_accepted(scenario):
     with pytest.raises(CheckpointError) as info:
         decode_envelope(envelope)
     assert "'state.germinations' is missing" in str(info.value)
-    assert "ticks_in_stage" in str(info.value)  # the accepted keys are listed
+    assert "epochs_in_stage" in str(info.value)  # the accepted keys are listed
     envelope = slot_envelope(scenario("dormant"))
     envelope["state"]["extra"] = 1
     with pytest.raises(CheckpointError, match=r"'state\.extra' is an unexpected key"):

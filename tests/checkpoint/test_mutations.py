@@ -99,7 +99,7 @@ def source_envelope(scenario: Any, name: str) -> dict[str, Any]:
 
 def state_of(slot: Any) -> tuple[Any, ...]:
     tensors = {k: v.clone() for k, v in slot.state_dict().items() if isinstance(v, torch.Tensor)}
-    return slot_envelope(slot), id(slot.seed), id(slot.gate_module), tensors
+    return slot_envelope(slot), id(slot.seed), id(slot.blend_gate), tensors
 
 
 @settings(max_examples=120)

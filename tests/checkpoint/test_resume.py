@@ -65,8 +65,8 @@ def lifecycle(model: TinyNet, epoch: int) -> None:
     a, b = model.slots["a"], model.slots["b"]
     blueprint = "ckpt_conv" if model.topology == "cnn" else "ckpt_token"
     if epoch == 0:
-        a.germinate(blueprint, tempo=3)
-        b.germinate(blueprint, options={"hidden": 5}, algorithm=BlendAlgorithm.GATE, tempo=4)
+        a.germinate(blueprint, ramp_epochs=3)
+        b.germinate(blueprint, options={"hidden": 5}, algorithm=BlendAlgorithm.GATE, ramp_epochs=4)
     elif epoch == 1:
         a.advance()
         b.advance()
@@ -84,7 +84,7 @@ def lifecycle(model: TinyNet, epoch: int) -> None:
         b.record_counterfactual(3.0)
         b.advance()
     elif epoch == 12:
-        a.germinate(blueprint, algorithm=BlendAlgorithm.MULTIPLY, tempo=2)
+        a.germinate(blueprint, algorithm=BlendAlgorithm.MULTIPLY, ramp_epochs=2)
     elif epoch == 13:
         a.advance()
 

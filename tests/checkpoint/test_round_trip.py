@@ -48,7 +48,7 @@ def test_fresh_slot_restores_every_lifecycle_state(
     assert slot_envelope(target) == slot_envelope(source)
     assert target.report() == source.report()
     assert (target.seed is None) == (source.seed is None)
-    assert (target.gate_module is None) == (source.gate_module is None)
+    assert (target.blend_gate is None) == (source.blend_gate is None)
     assert_same_tensors(tensors(target), tensors(source))
     x = example_input(source)
     assert torch.equal(target(x), source(x))
@@ -85,12 +85,12 @@ def test_scheduled_prune_keeps_reason_and_initiator(scenario, fresh_slot):
 def test_gate_module_is_rebuilt_with_its_weights(scenario, fresh_slot):
     source = scenario("blending_gate")
     with torch.no_grad():
-        for p in source.gate_module.parameters():
+        for p in source.blend_gate.parameters():
             p.add_(0.25)  # away from the gate's birth values, so a rebuilt default would differ
     target = fresh_slot()
     target.load_state_dict(through_file(source.state_dict()))
-    assert target.gate_module is not None
-    assert_same_tensors(tensors(target.gate_module), tensors(source.gate_module))
+    assert target.blend_gate is not None
+    assert_same_tensors(tensors(target.blend_gate), tensors(source.blend_gate))
 
 
 @pytest.mark.parametrize("live", ["holding", "blending_gate", "embargoed"])
@@ -99,7 +99,7 @@ def test_dormant_entry_clears_a_live_slot(scenario, example_input, live):
     empty = scenario("dormant").state_dict()
     slot.load_state_dict(through_file(empty))
     assert slot.stage is SeedStage.DORMANT
-    assert slot.seed is None and slot.gate_module is None
+    assert slot.seed is None and slot.blend_gate is None
     assert list(slot.parameters()) == []
     x = example_input(slot)
     assert slot(x) is x
@@ -161,7 +161,7 @@ def test_stage_history_bound_survives_a_round_trip(scenario, fresh_slot):
     seed = source.state.seed
     full = (SeedStage.BLENDING, SeedStage.HOLDING) * (HISTORY_BOUND // 2)
     source.restore_state(
-        attrs.evolve(source.state, seed=attrs.evolve(seed, history=full)), source.seed, source.gate_module
+        attrs.evolve(source.state, seed=attrs.evolve(seed, history=full)), source.seed, source.blend_gate
     )
     target = fresh_slot()
     target.load_state_dict(through_file(source.state_dict()))

@@ -75,19 +75,19 @@ def drive(
     slot_id: str,
     target: SeedStage,
     algorithm: BlendAlgorithm = BlendAlgorithm.ADD,
-    tempo: int = 3,
+    ramp_epochs: int = 3,
 ) -> SeedSlot:
     """Germinate the topology's test blueprint in ``slot_id`` and advance it to ``target``.
 
     BLENDING stops right after entering the stage (alpha still 0, ramp ahead).
     """
     slot = model.slot(slot_id)
-    slot.germinate(BLUEPRINT[model.topology], algorithm=algorithm, tempo=tempo)
+    slot.germinate(BLUEPRINT[model.topology], algorithm=algorithm, ramp_epochs=ramp_epochs)
     for stage in _ORDER[1 : _ORDER.index(target) + 1]:
         if stage is _S.BLENDING:
             _epoch(model, slot, 41.0)
         elif stage is _S.HOLDING:
-            while not slot.controller.at_rest or slot.alpha < 1.0:
+            while not slot.schedule.at_rest or slot.alpha < 1.0:
                 slot.step_epoch()
             _epoch(model, slot, 43.0)
         elif stage is _S.FOSSILIZED:

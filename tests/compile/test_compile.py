@@ -79,7 +79,7 @@ def test_every_stage_configuration_compiles_in_one_graph(topology: str, name: st
 def test_alpha_ramp_reuses_one_graph_and_stage_changes_recompile_at_most_once(topology: str) -> None:
     model = build_model(topology)
     slot_id = model.slot_ids[0]
-    slot = drive(model, slot_id, _S.BLENDING, _B.ADD, tempo=6)
+    slot = drive(model, slot_id, _S.BLENDING, _B.ADD, ramp_epochs=6)
     model.eval()
     x = example(topology, seed=3)
     backend = CountingBackend()
@@ -91,7 +91,7 @@ def test_alpha_ramp_reuses_one_graph_and_stage_changes_recompile_at_most_once(to
             got = compiled(x)
             torch.testing.assert_close(got, model(x))
             outputs.append(got)
-            if slot.controller.at_rest and slot.alpha == 1.0:
+            if slot.schedule.at_rest and slot.alpha == 1.0:
                 break
             slot.step_epoch()
         assert len(outputs) == 7  # alpha 0, 1/6, ..., 1
@@ -121,7 +121,7 @@ def test_alpha_ramp_reuses_one_graph_and_stage_changes_recompile_at_most_once(to
 
 def test_alpha_buffer_follows_dtype_casts_and_is_not_in_the_state_dict() -> None:
     model = build_model("transformer")
-    slot = drive(model, model.slot_ids[0], _S.BLENDING, _B.ADD, tempo=4)
+    slot = drive(model, model.slot_ids[0], _S.BLENDING, _B.ADD, ramp_epochs=4)
     slot.step_epoch()
     assert not any("_alpha_value" in key for key in model.state_dict())
     model.double()

@@ -91,7 +91,7 @@ def _grow(slot: SeedSlot, blueprint: str, target: SeedStage = _S.HOLDING) -> Non
     assert slot.advance(_S.TRAINING).passed
     slot.record_accuracy(40.0)
     assert slot.advance(_S.BLENDING).passed
-    while not (slot.controller.at_rest and slot.alpha == 1.0):
+    while not (slot.schedule.at_rest and slot.alpha == 1.0):
         slot.step_epoch()
     if target is _S.HOLDING:
         slot.record_accuracy(45.0)

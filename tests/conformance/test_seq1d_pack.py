@@ -87,12 +87,12 @@ for name in ("causal_conv", "shift_mix"):
     out[name] = {"kit": report.format(), "slot_checked": Check.SLOT in report.checks_run}
     for algorithm in BlendAlgorithm:
         torch.manual_seed(0)
-        slot = SeedSlot("s0", topology="seq1d", dim=8, gates=QualityGates("permissive", permissive_training_epochs=0))
-        slot.germinate(name, algorithm=algorithm, tempo=2)
+        slot = SeedSlot("s0", topology="seq1d", dim=8, gates=QualityGates("permissive", permissive_training_evaluations=0))
+        slot.germinate(name, algorithm=algorithm, ramp_epochs=2)
         slot.advance(SeedStage.TRAINING)
         slot.advance(SeedStage.BLENDING)
         slot.step_epoch()
-        modules = [slot.seed] + ([slot.gate_module] if slot.gate_module is not None else [])
+        modules = [slot.seed] + ([slot.blend_gate] if slot.blend_gate is not None else [])
         with torch.no_grad():  # a trained seed and gate: outputs now depend on the weights
             for module in modules:
                 for p in module.parameters():
@@ -103,7 +103,7 @@ for name in ("causal_conv", "shift_mix"):
         later[..., 6:] += 3.0
         with torch.no_grad():
             y, y_later = slot(x), slot(later)
-            gate = None if slot.gate_module is None else list(slot.gate_module(x).shape)
+            gate = None if slot.blend_gate is None else list(slot.blend_gate(x).shape)
         out[f"{name}/{algorithm.name}"] = {
             "stage": slot.stage.name,
             "alpha": slot.alpha,
@@ -122,7 +122,9 @@ def test_every_blend_algorithm_grows_causal_seeds_on_the_new_layout(installed) -
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     for name in ("causal_conv", "shift_mix"):
-        assert out[name]["kit"] == f"seq1d:{name} passed 21 conformance checks"  # every check but channels-last
+        assert (
+            out[name]["kit"] == f"seq1d:{name} passed 21 conformance checks"
+        )  # every check but channels-last
         assert out[name]["slot_checked"]  # identity-in-slot ran, for ADD, MULTIPLY and GATE
         for algorithm in ("ADD", "MULTIPLY", "GATE"):
             run = out[f"{name}/{algorithm}"]

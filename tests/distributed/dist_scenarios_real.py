@@ -70,12 +70,12 @@ def real_all_ops(rank: int, group) -> dict:
         "dist_probe" if lead else "noop",
         options={"hidden": 3, "act": "relu"} if lead else {},
         algorithm=BlendAlgorithm.GATE if lead else BlendAlgorithm.ADD,
-        tempo=2 if lead else 9,
+        ramp_epochs=2 if lead else 9,
     )
     dl.advance("a")
     slots[0].record_accuracy(10.0)
     dl.advance("a")  # TRAINING -> BLENDING creates the GATE module: random init, forked RNG
-    gate_params = _values(slots[0].gate_module.parameters()) if slots[0].gate_module is not None else []
+    gate_params = _values(slots[0].blend_gate.parameters()) if slots[0].blend_gate is not None else []
     checksums = []
     for _ in range(2):
         dl.step_epoch()

@@ -48,7 +48,7 @@ def commands(rank: int, group) -> dict:
         options={"hidden": 3, "gain": 0.25, "act": "relu", "bias": False} if lead else {},
         seed_id="seed-a" if lead else "other",
         algorithm=BlendAlgorithm.GATE if lead else BlendAlgorithm.ADD,
-        tempo=7 if lead else 1,
+        ramp_epochs=7 if lead else 1,
         curve=AlphaCurve.SIGMOID if lead else AlphaCurve.LINEAR,
         alpha_target=0.75 if lead else 1.0,
     )

@@ -41,13 +41,13 @@ class StandInSlot(nn.Module):
     def seed_parameters(self) -> list[nn.Parameter]:
         return [] if self.seed is None else list(self.seed.parameters())
 
-    def germinate(self, blueprint: str, *, options=None, seed_id=None, algorithm=None, tempo=5, curve=None,
+    def germinate(self, blueprint: str, *, options=None, seed_id=None, algorithm=None, ramp_epochs=5, curve=None,
                   alpha_target=1.0) -> None:  # fmt: skip
         if self.stage is not SeedStage.DORMANT:
             raise LifecycleError(f"slot {self.slot_id!r} is {self.stage.name}, not DORMANT")
         self.seed = nn.Linear(self.dim, self.dim)  # random init: must match across ranks
         self.stage = SeedStage.GERMINATED
-        self.calls.append(("germinate", blueprint, dict(options or {}), seed_id, algorithm, tempo, curve,
+        self.calls.append(("germinate", blueprint, dict(options or {}), seed_id, algorithm, ramp_epochs, curve,
                            alpha_target))  # fmt: skip
 
     def evaluate(self, target: SeedStage | None = None) -> GateResult:
@@ -116,7 +116,7 @@ class StandInSlot(nn.Module):
                 options=command.options_dict,
                 seed_id=command.seed_id,
                 algorithm=command.algorithm,
-                tempo=command.tempo,
+                ramp_epochs=command.ramp_epochs,
                 curve=command.curve,
                 alpha_target=command.alpha_target,
             )
@@ -126,10 +126,10 @@ class StandInSlot(nn.Module):
             self.prune(command.reason, command.initiator)
         elif name == "SchedulePrune":
             self.schedule_prune(
-                command.steps, command.curve, reason=command.reason, initiator=command.initiator
+                command.epochs, command.curve, reason=command.reason, initiator=command.initiator
             )
         elif name == "SetAlphaTarget":
-            self.set_alpha_target(command.target, command.steps, command.curve, algorithm=command.algorithm)
+            self.set_alpha_target(command.target, command.epochs, command.curve, algorithm=command.algorithm)
         else:
             raise LifecycleError(f"the stand-in does not apply {name}")
         return _Outcome(result)

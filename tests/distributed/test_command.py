@@ -57,7 +57,7 @@ commands = st.one_of(
         options=st.dictionaries(st.text(max_size=30), _OPTION, max_size=20),
         seed_id=st.none() | _TEXT,
         algorithm=st.sampled_from(BlendAlgorithm),
-        tempo=st.integers(1, 2**31 - 1),
+        ramp_epochs=st.integers(1, 2**31 - 1),
         curve=st.sampled_from(AlphaCurve),
         alpha_target=st.floats(min_value=1e-9, max_value=1.0),
     ),
@@ -65,7 +65,7 @@ commands = st.one_of(
     st.builds(Prune, reason=_TEXT, initiator=_TEXT),
     st.builds(
         SchedulePrune,
-        steps=st.integers(0, 2**31 - 1),
+        epochs=st.integers(0, 2**31 - 1),
         curve=st.sampled_from(AlphaCurve),
         reason=_TEXT,
         initiator=_TEXT,
@@ -73,7 +73,7 @@ commands = st.one_of(
     st.builds(
         SetAlphaTarget,
         target=st.floats(min_value=1e-9, max_value=1.0),
-        steps=st.integers(0, 2**31 - 1),
+        epochs=st.integers(0, 2**31 - 1),
         curve=st.sampled_from(AlphaCurve),
         algorithm=st.none() | st.sampled_from(BlendAlgorithm),
     ),
@@ -101,8 +101,8 @@ def _minimal(cls: type) -> dict:
     return {
         Germinate: {"blueprint": "x"},
         Prune: {"reason": "r", "initiator": "i"},
-        SchedulePrune: {"steps": 1, "reason": "r", "initiator": "i"},
-        SetAlphaTarget: {"target": 0.5, "steps": 1},
+        SchedulePrune: {"epochs": 1, "reason": "r", "initiator": "i"},
+        SetAlphaTarget: {"target": 0.5, "epochs": 1},
         RecordAccuracy: {"accuracy": 1.0},
     }.get(cls, {"contribution": 1.0} if cls.__name__ == "RecordCounterfactual" else
           {"requires_grad": True} if cls.__name__ == "ObserveOutput" else {})  # fmt: skip
@@ -143,9 +143,9 @@ def test_what_works_locally_works_on_the_wire() -> None:
         {"codec": COMMAND_CODEC_VERSION, "command": "advance", "args": {"target": 5}},  # reserved stage
         {"codec": COMMAND_CODEC_VERSION, "command": "prune", "args": {"reason": " ", "initiator": "i"}},
         {"codec": COMMAND_CODEC_VERSION, "command": "set_alpha_target",
-         "args": {"target": float("nan"), "steps": 1, "curve": "linear", "algorithm": None}},
+         "args": {"target": float("nan"), "epochs": 1, "curve": "linear", "algorithm": None}},
         {"codec": COMMAND_CODEC_VERSION, "command": "schedule_prune",
-         "args": {"steps": 2**40, "curve": "linear", "reason": "r", "initiator": "i"}},
+         "args": {"epochs": 2**40, "curve": "linear", "reason": "r", "initiator": "i"}},
         [1, 2],
         "not json",
         b"\xff\xfe",
@@ -157,18 +157,18 @@ def test_bad_records_raise_distributed_error(data) -> None:
 
 
 def test_commands_check_their_arguments_on_construction() -> None:
-    with pytest.raises(LifecycleError, match="steps"):
-        SchedulePrune(steps=-1, reason="r", initiator="i")
+    with pytest.raises(LifecycleError, match="epochs"):
+        SchedulePrune(epochs=-1, reason="r", initiator="i")
     with pytest.raises(LifecycleError, match="alpha_target"):
         Germinate(blueprint="x", alpha_target=10**400)
-    with pytest.raises(LifecycleError, match="tempo"):
-        Germinate(blueprint="x", tempo=2**31)
+    with pytest.raises(LifecycleError, match="ramp_epochs"):
+        Germinate(blueprint="x", ramp_epochs=2**31)
 
 
 @given(st.data())
 def test_any_corruption_decodes_or_raises_distributed_error(data: st.DataObject) -> None:
     raw = bytearray(
-        encode_command(Germinate(blueprint="dist_probe", options={"act": "relu"}, seed_id="s", tempo=3))
+        encode_command(Germinate(blueprint="dist_probe", options={"act": "relu"}, seed_id="s", ramp_epochs=3))
     )
     for _ in range(data.draw(st.integers(1, 6))):
         raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))

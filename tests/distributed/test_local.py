@@ -48,7 +48,10 @@ def test_local_run_matches_direct_calls() -> None:
     dl = DistributedLifecycle([driven])
     assert (dl.rank, dl.world_size, dl.is_leader, dl.slot_ids) == (0, 1, True, ("a",))
     steps = [
-        (lambda s: s.germinate("dist_probe", tempo=2), lambda: dl.germinate("a", "dist_probe", tempo=2)),
+        (
+            lambda s: s.germinate("dist_probe", ramp_epochs=2),
+            lambda: dl.germinate("a", "dist_probe", ramp_epochs=2),
+        ),
         (lambda s: s.advance(), lambda: dl.advance("a")),
         (lambda s: s.record_accuracy(5.0), lambda: driven.record_accuracy(5.0)),
         (lambda s: s.advance(), lambda: dl.advance("a")),

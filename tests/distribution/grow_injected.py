@@ -56,7 +56,7 @@ def grow_cnn(events_path: Path) -> dict:
     slot = slots["features"]
     with JsonlSink(events_path, mode="w"):
         before = model(x).detach()
-        slot.germinate("conv_light", tempo=2)
+        slot.germinate("conv_light", ramp_epochs=2)
         identity_at_birth = torch.equal(model(x).detach(), before)
         in_optimizer = all(
             any(p is q for group in optimizer.param_groups for q in group["params"])

@@ -31,7 +31,7 @@ def _config(**kwargs: object) -> ControllerConfig:
         "plateau_window": 2,
         "plateau_min_delta": 0.5,
         "warmup_epochs": 2,
-        "tempo": 2,
+        "ramp_epochs": 2,
     }
     base.update(kwargs)
     return ControllerConfig(**base)

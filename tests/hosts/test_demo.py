@@ -61,7 +61,7 @@ def test_report_records_every_setting_and_version(demo_run: tuple[str, Path, str
     assert settings["include"] is None and "noop" in settings["exclude"]
     assert settings["lr"] == settings["seed_lr"] == 3e-3
     assert settings["batch_size"] == (64 if topology == "cnn" else 24)
-    assert set(settings["controller"]) >= {"warmup_epochs", "plateau_window", "tempo", "prune_patience"}
+    assert set(settings["controller"]) >= {"warmup_epochs", "plateau_window", "ramp_epochs", "prune_patience"}
     env = report["environment"]
     assert env["torch"] == torch.__version__
     pack = f"esper-blueprints-{topology}"

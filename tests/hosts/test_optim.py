@@ -83,8 +83,8 @@ def test_gate_module_parameters_join_too(permissive: QualityGates) -> None:
     binding = OptimizerBinding(optimizer, model.slots)
     model.germinate("r1c0", "toy_conv", algorithm=BlendAlgorithm.GATE)
     slot = model.slots["r1c0"]
-    assert slot.gate_module is not None
-    gate_ids = {id(p) for p in slot.gate_module.parameters()}
+    assert slot.blend_gate is not None
+    gate_ids = {id(p) for p in slot.blend_gate.parameters()}
     assert gate_ids and gate_ids <= {id(p) for p in binding.group("r1c0")["params"]}
     assert binding.group("r1c0")["lr"] == 0.1  # default: the optimizer's lr
 

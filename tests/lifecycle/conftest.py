@@ -147,7 +147,7 @@ def snapshot(slot) -> dict:  # type: ignore[no-untyped-def]
 
     return {
         "state": slot.state,
-        "modules": (slot.seed is not None, slot.gate_module is not None),
+        "modules": (slot.seed is not None, slot.blend_gate is not None),
         "requires_grad": tuple(p.requires_grad for p in slot.seed_parameters()),
         "tensors": {
             k: v.detach().clone() for k, v in slot.state_dict().items() if isinstance(v, torch.Tensor)
@@ -178,13 +178,13 @@ def drive(slot, stage, blueprint: str = "lc_conv", **germinate_kwargs):  # type:
 
     if stage is S.DORMANT:
         return slot
-    germinate_kwargs.setdefault("tempo", 2)
+    germinate_kwargs.setdefault("ramp_epochs", 2)
     slot.germinate(blueprint, **germinate_kwargs)
     if stage is S.GERMINATED:
         return slot
     if stage in (S.PRUNED, S.EMBARGOED, S.RESETTING):
         slot.prune("test", "test")
-        ticks = {S.PRUNED: 0, S.EMBARGOED: 1, S.RESETTING: 1 + slot.embargo_ticks}[stage]
+        ticks = {S.PRUNED: 0, S.EMBARGOED: 1, S.RESETTING: 1 + slot.embargo_epochs}[stage]
         for _ in range(ticks):
             slot.step_epoch()
         assert slot.stage is stage
@@ -196,7 +196,7 @@ def drive(slot, stage, blueprint: str = "lc_conv", **germinate_kwargs):  # type:
     assert slot.advance(S.BLENDING).passed
     if stage is S.BLENDING:
         return slot
-    while not slot.controller.at_rest or slot.alpha < 1.0:
+    while not slot.schedule.at_rest or slot.alpha < 1.0:
         slot.step_epoch()
     assert slot.advance(S.HOLDING).passed
     if stage is S.HOLDING:

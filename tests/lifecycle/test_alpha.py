@@ -1,4 +1,4 @@
-"""AlphaController: pure schedule, property-tested."""
+"""AlphaSchedule: pure schedule, property-tested."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from esper_core.alpha import AlphaController, AlphaCurve, AlphaMode, curve_progress
+from esper_core.alpha import AlphaCurve, AlphaMode, AlphaSchedule, curve_progress
 from esper_core.codec import from_data, to_data
 from esper_core.errors import CheckpointError, LifecycleError
 
@@ -19,10 +19,8 @@ curves = hs.sampled_from(list(AlphaCurve))
 steepness = hs.floats(min_value=0.1, max_value=60.0)
 
 
-def ramp(start: float, target: float, n: int, curve: AlphaCurve, k: float) -> AlphaController:
-    return AlphaController(alpha=start, start=start, target=start, curve=curve, steepness=k).retarget(
-        target, n
-    )
+def ramp(start: float, target: float, n: int, curve: AlphaCurve, k: float) -> AlphaSchedule:
+    return AlphaSchedule(alpha=start, start=start, target=start, curve=curve, steepness=k).retarget(target, n)
 
 
 @settings(max_examples=60)
@@ -52,7 +50,7 @@ def test_round_trip_mid_ramp_continues_on_the_same_trajectory(
     c = ramp(start, target, n, curve, k)
     for _ in range(min(cut, n)):
         c = c.step()
-    resumed = from_data(AlphaController, to_data(c))
+    resumed = from_data(AlphaSchedule, to_data(c))
     assert resumed == c
     for _ in range(n + 1):
         c, resumed = c.step(), resumed.step()
@@ -62,12 +60,12 @@ def test_round_trip_mid_ramp_continues_on_the_same_trajectory(
 @settings(max_examples=30)
 @given(unit, unit, curves)
 def test_zero_steps_jumps(start: float, target: float, curve: AlphaCurve) -> None:
-    c = AlphaController(alpha=start, start=start, target=start).retarget(target, 0, curve)
+    c = AlphaSchedule(alpha=start, start=start, target=start).retarget(target, 0, curve)
     assert (c.alpha, c.mode) == (target, AlphaMode.HOLD)
 
 
 def test_retarget_only_from_hold() -> None:
-    c = AlphaController().retarget(1.0, 4).step()
+    c = AlphaSchedule().retarget(1.0, 4).step()
     assert c.mode is AlphaMode.UP
     with pytest.raises(LifecycleError, match="only allowed from HOLD"):
         c.retarget(0.5, 2)
@@ -76,13 +74,13 @@ def test_retarget_only_from_hold() -> None:
 @pytest.mark.parametrize("bad", [-0.1, 1.5, math.nan, True, "1"])
 def test_bad_targets_raise(bad: object) -> None:
     with pytest.raises(LifecycleError):
-        AlphaController().retarget(bad, 3)  # type: ignore[arg-type]
+        AlphaSchedule().retarget(bad, 3)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True])
 def test_bad_steps_raise(bad: object) -> None:
     with pytest.raises(LifecycleError):
-        AlphaController().retarget(1.0, bad)  # type: ignore[arg-type]
+        AlphaSchedule().retarget(1.0, bad)  # type: ignore[arg-type]
 
 
 def test_curves_follow_their_formulas() -> None:
@@ -102,39 +100,39 @@ def test_steep_sigmoid_does_not_overflow() -> None:
 
 def test_steepness_is_validated_and_persisted() -> None:
     with pytest.raises(LifecycleError, match="steepness"):
-        AlphaController(steepness=0.01)
-    c = AlphaController(steepness=3.5, curve=AlphaCurve.SIGMOID).retarget(1.0, 4)
-    assert from_data(AlphaController, to_data(c)).steepness == 3.5
+        AlphaSchedule(steepness=0.01)
+    c = AlphaSchedule(steepness=3.5, curve=AlphaCurve.SIGMOID).retarget(1.0, 4)
+    assert from_data(AlphaSchedule, to_data(c)).steepness == 3.5
 
 
 def test_last_tick_snaps_to_target() -> None:
-    c = AlphaController().retarget(0.7, 3, AlphaCurve.SIGMOID)
+    c = AlphaSchedule().retarget(0.7, 3, AlphaCurve.SIGMOID)
     c = c.step().step().step()
-    assert c.alpha == 0.7 and c.steps_done == 3
+    assert c.alpha == 0.7 and c.epochs_done == 3
 
 
 def test_from_dict_is_strict() -> None:
-    good = to_data(AlphaController().retarget(1.0, 3).step())
+    good = to_data(AlphaSchedule().retarget(1.0, 3).step())
     for key in good:
         broken = dict(good)
         del broken[key]
         with pytest.raises(CheckpointError, match=key):
-            from_data(AlphaController, broken)
+            from_data(AlphaSchedule, broken)
     with pytest.raises(CheckpointError, match="unexpected"):
-        from_data(AlphaController, {**good, "extra": 1})
+        from_data(AlphaSchedule, {**good, "extra": 1})
     with pytest.raises(CheckpointError, match="mode"):
-        from_data(AlphaController, {**good, "mode": "sideways"})
+        from_data(AlphaSchedule, {**good, "mode": "sideways"})
     with pytest.raises(CheckpointError, match="curve"):
-        from_data(AlphaController, {**good, "curve": 2})
+        from_data(AlphaSchedule, {**good, "curve": 2})
     with pytest.raises(CheckpointError):
-        from_data(AlphaController, {**good, "steps_done": 9})
+        from_data(AlphaSchedule, {**good, "epochs_done": 9})
     with pytest.raises(CheckpointError):
-        from_data(AlphaController, [])
+        from_data(AlphaSchedule, [])
     assert all(type(v) in (int, float, str) for v in good.values())
 
 
 def test_inconsistent_controllers_cannot_be_built() -> None:
     with pytest.raises(LifecycleError):
-        AlphaController(alpha=0.3, target=0.5, mode=AlphaMode.HOLD)
+        AlphaSchedule(alpha=0.3, target=0.5, mode=AlphaMode.HOLD)
     with pytest.raises(LifecycleError):
-        AlphaController(alpha=0.3, start=0.3, target=0.1, mode=AlphaMode.UP, steps_total=3)
+        AlphaSchedule(alpha=0.3, start=0.3, target=0.1, mode=AlphaMode.UP, epochs_total=3)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from esper_core.blend import INITIAL_GATE, BlendAlgorithm, GateModule, blend
+from esper_core.blend import INITIAL_GATE, BlendAlgorithm, BlendGate, blend
 from esper_core.errors import LifecycleError
 from esper_core.registry import get_topology
 
@@ -109,7 +109,7 @@ def test_compiles_fullgraph(algorithm: BlendAlgorithm) -> None:
 def test_gate_initial_value_is_exact_for_both_topologies() -> None:
     for name, dim in (("cnn", 8), ("transformer", 12)):
         topo = get_topology(name)
-        module = GateModule.for_topology(topo, dim)
+        module = BlendGate.for_topology(topo, dim)
         x = topo.example_input(dim, batch=3)
         g = module(x)
         assert g.shape == ((3, 1, 1, 1) if name == "cnn" else (3, x.shape[1], 1))
@@ -119,7 +119,7 @@ def test_gate_initial_value_is_exact_for_both_topologies() -> None:
 def test_gate_is_causal_along_the_sequence() -> None:
     torch.manual_seed(0)
     topo = get_topology("transformer")
-    module = GateModule.for_topology(topo, 8)
+    module = BlendGate.for_topology(topo, 8)
     torch.nn.init.normal_(module.out.weight)  # a trained gate, not the constant birth value
     x = topo.example_input(8, batch=2, extent=(7,))
     changed = x.clone()
@@ -130,7 +130,7 @@ def test_gate_is_causal_along_the_sequence() -> None:
 
 
 def test_gate_is_per_sample_for_images() -> None:
-    module = GateModule(6, ndim=4, feature_axis=1)
+    module = BlendGate(6, ndim=4, feature_axis=1)
     torch.nn.init.normal_(module.out.weight)
     x = torch.randn(2, 6, 3, 3)
     y = x.clone()
@@ -140,13 +140,13 @@ def test_gate_is_per_sample_for_images() -> None:
 
 
 def test_gate_learns_from_the_first_step() -> None:
-    module = GateModule(6, ndim=4, feature_axis=1)
+    module = BlendGate(6, ndim=4, feature_axis=1)
     module(torch.randn(2, 6, 3, 3)).sum().backward()
     assert module.out.weight.grad is not None and module.out.weight.grad.abs().sum() > 0
 
 
 def test_gate_validates_input() -> None:
     with pytest.raises(LifecycleError):
-        GateModule(0, ndim=4, feature_axis=1)
+        BlendGate(0, ndim=4, feature_axis=1)
     with pytest.raises(LifecycleError, match="4-d"):
-        GateModule(6, ndim=4, feature_axis=1)(torch.randn(2, 6, 3))
+        BlendGate(6, ndim=4, feature_axis=1)(torch.randn(2, 6, 3))

@@ -13,7 +13,7 @@ import itertools
 import pytest
 import torch
 
-from esper_core.blend import INITIAL_GATE, BlendAlgorithm, GateModule, blend
+from esper_core.blend import INITIAL_GATE, BlendAlgorithm, BlendGate, blend
 from esper_core.errors import LifecycleError, RegistryError
 from esper_core.topology import Topology
 
@@ -48,8 +48,8 @@ def test_every_accepted_layout_gates_and_blends_causally(
 ) -> None:
     topology = _topology(ndim, feature, sequence)
     host = topology.example_input(6, batch=3, generator=torch.Generator().manual_seed(0))
-    gate_module = GateModule.for_topology(topology, 6)
-    gate = gate_module(host)
+    blend_gate = BlendGate.for_topology(topology, 6)
+    gate = blend_gate(host)
     assert torch.equal(gate, torch.full_like(gate, INITIAL_GATE))  # exactly 0.5 at birth
     expected = [3 if axis == 0 else 1 for axis in range(ndim)]
     if sequence is not None:
@@ -63,12 +63,12 @@ def test_every_accepted_layout_gates_and_blends_causally(
         return
     torch.manual_seed(1)
     with torch.no_grad():
-        for p in gate_module.parameters():
+        for p in blend_gate.parameters():
             p.normal_()
         later = host.clone()
         length = host.shape[sequence]
         later.narrow(sequence, length // 2, length - length // 2).add_(3.0)
-        before, after = gate_module(host), gate_module(later)
+        before, after = blend_gate(host), blend_gate(later)
     half = length // 2
     assert torch.equal(before.narrow(sequence, 0, half), after.narrow(sequence, 0, half))  # causal
     assert not torch.equal(before, after)  # and it does look at the sequence
@@ -92,10 +92,10 @@ def test_a_layout_no_gate_can_serve_is_refused_at_registration(
 
 def test_gate_module_refuses_the_same_axis_twice() -> None:
     with pytest.raises(LifecycleError, match="distinct non-batch feature and sequence axes"):
-        GateModule(6, ndim=3, feature_axis=1, sequence_axis=1)
+        BlendGate(6, ndim=3, feature_axis=1, sequence_axis=1)
 
 
 def test_channels_first_sequence_regression() -> None:
     """Issue 17.6: (B, C, L) with feature axis 1 and sequence axis 2 was refused by GATE."""
-    gate = GateModule(8, ndim=3, feature_axis=1, sequence_axis=2)
+    gate = BlendGate(8, ndim=3, feature_axis=1, sequence_axis=2)
     assert gate(torch.randn(2, 8, 11)).shape == (2, 1, 11)

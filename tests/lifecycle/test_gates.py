@@ -19,8 +19,8 @@ POLICIES = ["strict", "permissive"]
 GOOD = {
     GateLevel.G0: GateEvidence(stage=S.DORMANT, seed_id="s", blueprint="b"),
     GateLevel.G1: GateEvidence(stage=S.GERMINATED),
-    GateLevel.G2: GateEvidence(stage=S.TRAINING, epochs_in_stage=3, improvement=0.5, activity=1e-3),
-    GateLevel.G3: GateEvidence(stage=S.BLENDING, epochs_in_stage=3, alpha=1.0, alpha_target=1.0),
+    GateLevel.G2: GateEvidence(stage=S.TRAINING, evaluations_in_stage=3, improvement=0.5, activity=1e-3),
+    GateLevel.G3: GateEvidence(stage=S.BLENDING, evaluations_in_stage=3, alpha=1.0, alpha_target=1.0),
     GateLevel.G5: GateEvidence(stage=S.HOLDING, counterfactual=1.0),
 }
 EDGE = {level: edge for edge, level in EDGE_GATES.items()}
@@ -36,14 +36,14 @@ FAILURES = [
     (GateLevel.G2, {"nonfinite": ("gradients",)}, "nonfinite_gradients", POLICIES),
     (GateLevel.G2, {"improvement": 0.49}, "improvement_insufficient", ["strict"]),
     (GateLevel.G2, {"improvement": None}, "improvement_unmeasured", ["strict"]),
-    (GateLevel.G2, {"epochs_in_stage": 2}, "training_dwell_2_of_3", ["strict"]),
-    (GateLevel.G2, {"epochs_in_stage": 0}, "training_dwell_0_of_", POLICIES),
+    (GateLevel.G2, {"evaluations_in_stage": 2}, "training_dwell_2_of_3", ["strict"]),
+    (GateLevel.G2, {"evaluations_in_stage": 0}, "training_dwell_0_of_", POLICIES),
     (GateLevel.G2, {"activity": 0.0009}, "seed_inactive", ["strict"]),
     (GateLevel.G2, {"activity": None}, "activity_unmeasured", ["strict"]),
     (GateLevel.G3, {"alpha_target": 0.7, "alpha": 0.7}, "alpha_target_not_full", POLICIES),
     (GateLevel.G3, {"alpha": 0.9, "alpha_mode": AlphaMode.UP}, "alpha_ramping", POLICIES),
     (GateLevel.G3, {"nonfinite": ("output",)}, "nonfinite_output", POLICIES),
-    (GateLevel.G3, {"epochs_in_stage": 2}, "blending_dwell_2_of_3", ["strict"]),
+    (GateLevel.G3, {"evaluations_in_stage": 2}, "blending_dwell_2_of_3", ["strict"]),
     (GateLevel.G5, {"counterfactual": None}, "counterfactual_unmeasured", POLICIES),
     (GateLevel.G5, {"counterfactual": -0.01}, "contribution_negative", POLICIES),
     (GateLevel.G5, {"nonfinite": ("gradients",)}, "nonfinite_gradients", POLICIES),
@@ -72,7 +72,7 @@ def test_each_check(policy: str, level: GateLevel, change: dict, tag: str, faili
 
 
 def test_permissive_g2_needs_no_activity_or_improvement() -> None:
-    ev = GateEvidence(stage=S.TRAINING, epochs_in_stage=1, improvement=None, activity=None)
+    ev = GateEvidence(stage=S.TRAINING, evaluations_in_stage=1, improvement=None, activity=None)
     assert QualityGates("permissive").evaluate(EDGE[GateLevel.G2], ev).passed
     assert not QualityGates("strict").evaluate(EDGE[GateLevel.G2], ev).passed
 
@@ -81,9 +81,9 @@ def test_permissive_g2_needs_no_activity_or_improvement() -> None:
     ("field", "level", "change"),
     [
         ("min_training_improvement", GateLevel.G2, {"improvement": 2.0}),
-        ("min_training_epochs", GateLevel.G2, {"epochs_in_stage": 5}),
+        ("min_training_evaluations", GateLevel.G2, {"evaluations_in_stage": 5}),
         ("min_activity", GateLevel.G2, {"activity": 0.05}),
-        ("min_blending_epochs", GateLevel.G3, {"epochs_in_stage": 6}),
+        ("min_blending_evaluations", GateLevel.G3, {"evaluations_in_stage": 6}),
         ("min_fossilize_contribution", GateLevel.G5, {"counterfactual": 4.0}),
     ],
 )
@@ -96,24 +96,28 @@ def test_every_threshold_is_configurable(field: str, level: GateLevel, change: d
 
 
 def test_permissive_dwell_is_configurable() -> None:
-    gates = QualityGates("permissive", permissive_training_epochs=2)
-    assert not gates.evaluate(EDGE[GateLevel.G2], attrs.evolve(GOOD[GateLevel.G2], epochs_in_stage=1)).passed
+    gates = QualityGates("permissive", permissive_training_evaluations=2)
+    assert not gates.evaluate(
+        EDGE[GateLevel.G2], attrs.evolve(GOOD[GateLevel.G2], evaluations_in_stage=1)
+    ).passed
 
 
 def test_thresholds_object_and_overrides() -> None:
-    gates = QualityGates("strict", thresholds=GateThresholds(min_activity=0.5), min_training_epochs=7)
-    assert gates.thresholds.min_activity == 0.5 and gates.thresholds.min_training_epochs == 7
+    gates = QualityGates("strict", thresholds=GateThresholds(min_activity=0.5), min_training_evaluations=7)
+    assert gates.thresholds.min_activity == 0.5 and gates.thresholds.min_training_evaluations == 7
     with pytest.raises(LifecycleError, match="unknown gate threshold"):
         QualityGates("strict", min_magic=1)
     with pytest.raises(LifecycleError, match="policy"):
         QualityGates("lenient")
-    with pytest.raises(LifecycleError, match="min_training_epochs"):
-        QualityGates("strict", min_training_epochs=-1)
+    with pytest.raises(LifecycleError, match="min_training_evaluations"):
+        QualityGates("strict", min_training_evaluations=-1)
     with pytest.raises(LifecycleError, match="min_activity"):
         QualityGates("strict", min_activity=float("nan"))
     with pytest.raises(AttributeError):
         gates.policy = "permissive"  # type: ignore[misc]
-    assert gates == QualityGates("strict", thresholds=GateThresholds(min_activity=0.5, min_training_epochs=7))
+    assert gates == QualityGates(
+        "strict", thresholds=GateThresholds(min_activity=0.5, min_training_evaluations=7)
+    )
 
 
 UNGATED = [e for e in itertools.product(S, S) if e not in EDGE_GATES]

@@ -185,7 +185,7 @@ WORKAROUND_CHILD = textwrap.dedent(
         for dtype in (torch.float32, torch.bfloat16):
             for host_grad in (True, False):  # False: a frozen host, in every stage
                 slot = SeedSlot("s", topology="cnn", dim=16, gates=QualityGates("permissive")).to(dtype)
-                slot.germinate("child_norm", tempo=1)
+                slot.germinate("child_norm", ramp_epochs=1)
                 slot.advance()
                 for stage in ("TRAINING", "BLENDING", "HOLDING", "FOSSILIZED"):
                     assert slot.stage.name == stage, slot.stage
@@ -281,7 +281,7 @@ def test_blend_out_freezes_the_seed_without_touching_requires_grad(lc, topology:
         nn.init.normal_(p, std=0.3)
     slot.schedule_prune(4, reason="r", initiator="policy")
     slot.step_epoch()
-    assert slot.controller.mode.name == "DOWN" and 0 < slot.alpha < 1
+    assert slot.schedule.mode.name == "DOWN" and 0 < slot.alpha < 1
     h = slot._topology.example_input(8, batch=2).requires_grad_(True)
     out = slot(h)
     with torch.no_grad():

@@ -44,7 +44,7 @@ def _events(slot):  # type: ignore[no-untyped-def]
 def test_happy_path_strict(lc) -> None:  # type: ignore[no-untyped-def]
     slot = lc.make_slot(policy="strict")
     events = _events(slot)
-    slot.germinate("lc_conv", tempo=3, curve=AlphaCurve.COSINE)
+    slot.germinate("lc_conv", ramp_epochs=3, curve=AlphaCurve.COSINE)
     assert slot.stage is S.GERMINATED and slot.alpha == 0.0
     assert slot.advance().passed and slot.stage is S.TRAINING
     h = torch.randn(4, 8, 5, 5)
@@ -64,7 +64,7 @@ def test_happy_path_strict(lc) -> None:  # type: ignore[no-untyped-def]
         assert slot.advance().passed is False  # G3 waits for the ramp and the dwell
         slot.record_accuracy(53.0)
         slot.step_epoch()
-    assert slot.alpha == 1.0 and slot.controller.mode is AlphaMode.HOLD
+    assert slot.alpha == 1.0 and slot.schedule.mode is AlphaMode.HOLD
     assert slot.advance().passed and slot.stage is S.HOLDING
     assert not slot.advance().passed  # no counterfactual yet
     slot.record_counterfactual(1.5)
@@ -106,12 +106,12 @@ def test_cooldown_exact_tick_sequence(lc) -> None:  # type: ignore[no-untyped-de
     ]
     assert calls == []
     slot.germinate("lc_conv")  # reusable, with fresh metrics
-    assert slot.metrics.epochs_total == 0 and slot.seed_id == "r0c0-lc_conv-2"
+    assert slot.metrics.evaluations_total == 0 and slot.seed_id == "r0c0-lc_conv-2"
 
 
 @pytest.mark.parametrize("embargo", [1, 3])
 def test_cooldown_length_follows_embargo(lc, embargo: int) -> None:  # type: ignore[no-untyped-def]
-    slot = lc.drive(lc.make_slot(embargo_ticks=embargo), S.GERMINATED)
+    slot = lc.drive(lc.make_slot(embargo_epochs=embargo), S.GERMINATED)
     slot.prune("p", "policy")
     ticks = 0
     while slot.stage is not S.DORMANT:
@@ -198,7 +198,7 @@ REJECTED_CALLS = [
     ("germinate bad blueprint", S.DORMANT, lambda s: s.germinate("no_such_blueprint")),
     ("germinate bad option", S.DORMANT, lambda s: s.germinate("lc_conv", options={"hidden": -1})),
     ("germinate unknown option", S.DORMANT, lambda s: s.germinate("lc_conv", options={"nope": 1})),
-    ("germinate bad tempo", S.DORMANT, lambda s: s.germinate("lc_conv", tempo=0)),
+    ("germinate bad ramp_epochs", S.DORMANT, lambda s: s.germinate("lc_conv", ramp_epochs=0)),
     ("germinate bad target", S.DORMANT, lambda s: s.germinate("lc_conv", alpha_target=0.0)),
     ("germinate shape probe", S.DORMANT, lambda s: s.germinate("lc_shrink")),
     ("germinate wrong topology", S.DORMANT, lambda s: s.germinate("lc_lora")),
@@ -236,7 +236,7 @@ def test_germinate_rejected_keeps_blend_settings_of_live_seed(lc) -> None:  # ty
     slot = lc.drive(lc.make_slot(), S.TRAINING, algorithm=BlendAlgorithm.MULTIPLY)
     with pytest.raises(LifecycleError):
         slot.germinate("lc_conv", algorithm=BlendAlgorithm.GATE)
-    assert slot.algorithm is BlendAlgorithm.MULTIPLY and slot.gate_module is None
+    assert slot.algorithm is BlendAlgorithm.MULTIPLY and slot.blend_gate is None
 
 
 def test_schedule_prune_from_holding(lc) -> None:  # type: ignore[no-untyped-def]
@@ -269,7 +269,7 @@ def test_set_alpha_target_partial_hold_and_back(lc) -> None:  # type: ignore[no-
     assert slot.stage is S.BLENDING
     slot.step_epoch()
     slot.step_epoch()
-    assert slot.alpha == 0.5 and slot.controller.at_rest
+    assert slot.alpha == 0.5 and slot.schedule.at_rest
     assert not slot.advance().passed  # G3 needs a full target
     slot.set_alpha_target(1.0, 1)
     slot.step_epoch()
@@ -282,12 +282,12 @@ def test_switching_to_gate_adds_parameters_and_back_removes_them(lc) -> None:  #
     events = _events(slot)
     n = len(slot.seed_parameters())
     slot.set_alpha_target(1.0, 0, algorithm=BlendAlgorithm.GATE)
-    assert slot.stage is S.HOLDING and slot.gate_module is not None
+    assert slot.stage is S.HOLDING and slot.blend_gate is not None
     assert len(slot.seed_parameters()) > n and events[-1].parameters_changed
     h = torch.randn(2, 8, 3, 3)
     assert slot(h).shape == h.shape
     slot.set_alpha_target(1.0, 0, algorithm=BlendAlgorithm.ADD)
-    assert slot.gate_module is None and len(slot.seed_parameters()) == n
+    assert slot.blend_gate is None and len(slot.seed_parameters()) == n
 
 
 def test_gate_algorithm_from_germination(lc) -> None:  # type: ignore[no-untyped-def]
@@ -331,9 +331,9 @@ def test_report_fields(lc) -> None:  # type: ignore[no-untyped-def]
         BlendAlgorithm.ADD,
         1.0,
     )
-    assert r.blending_progress == slot.alpha == 0.5
+    assert r.alpha == slot.alpha == 0.5
     assert r.isolated and r.trainable and r.healthy
-    assert not hasattr(r, "alpha")  # the schedule is called blending_progress everywhere
+    assert not hasattr(r, "blending_progress")  # one term: the schedule's value is alpha everywhere
 
 
 def test_decider_rules_every_gate_decision(lc) -> None:  # type: ignore[no-untyped-def]
@@ -366,7 +366,7 @@ def test_decider_rules_every_gate_decision(lc) -> None:  # type: ignore[no-untyp
 
 def test_auto_advance_through_configured_gates(lc) -> None:  # type: ignore[no-untyped-def]
     slot = lc.make_slot(auto_advance={GateLevel.G1, GateLevel.G2, GateLevel.G3})
-    slot.germinate("lc_conv", tempo=2)
+    slot.germinate("lc_conv", ramp_epochs=2)
     slot.step_epoch()
     assert slot.stage is S.TRAINING
     slot.step_epoch()
@@ -434,7 +434,7 @@ def test_constructor_validation() -> None:
     with pytest.raises(LifecycleError):
         SeedSlot("a", topology="cnn", dim=0)
     with pytest.raises(LifecycleError):
-        SeedSlot("a", topology="cnn", dim=4, embargo_ticks=0)
+        SeedSlot("a", topology="cnn", dim=4, embargo_epochs=0)
     with pytest.raises(LifecycleError):
         SeedSlot("a", topology="cnn", dim=4, gates="strict")  # type: ignore[arg-type]
 

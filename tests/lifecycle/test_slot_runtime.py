@@ -36,7 +36,7 @@ def test_history_records_every_stage_entered(lc) -> None:  # type: ignore[no-unt
 
 
 def test_history_covers_the_cooldown_and_restarts_at_the_next_germination(lc) -> None:  # type: ignore[no-untyped-def]
-    slot = lc.drive(lc.make_slot(embargo_ticks=1), S.TRAINING)
+    slot = lc.drive(lc.make_slot(embargo_epochs=1), S.TRAINING)
     slot.prune("test", "tester")
     slot.step_epoch()
     slot.step_epoch()
@@ -73,7 +73,7 @@ def test_history_is_bounded_and_the_bound_survives_a_checkpoint(lc) -> None:  # 
 
 
 def test_alpha_buffer_tracks_the_schedule_and_the_checkpoint(lc) -> None:  # type: ignore[no-untyped-def]
-    slot = lc.drive(lc.make_slot(), S.BLENDING, tempo=4)
+    slot = lc.drive(lc.make_slot(), S.BLENDING, ramp_epochs=4)
     for _ in range(3):
         assert slot._alpha_value.item() == pytest.approx(slot.alpha)
         slot.step_epoch()
@@ -132,7 +132,7 @@ def test_g0_probe_leaves_batchnorm_statistics_and_modes_alone() -> None:
 
 @pytest.mark.parametrize("algorithm", list(BlendAlgorithm))
 def test_deepcopy_of_a_slot_is_independent_and_equal(lc, algorithm) -> None:  # type: ignore[no-untyped-def]
-    slot = lc.drive(lc.make_slot(), S.BLENDING, "lc_norm", algorithm=algorithm, tempo=4)
+    slot = lc.drive(lc.make_slot(), S.BLENDING, "lc_norm", algorithm=algorithm, ramp_epochs=4)
     slot.step_epoch()
     clone = copy.deepcopy(slot)
     x = torch.randn(2, 8, 3, 3)

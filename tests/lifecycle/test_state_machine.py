@@ -40,7 +40,7 @@ class SlotMachine(RuleBasedStateMachine):
         auto=hs.sets(hs.sampled_from([GateLevel.G1, GateLevel.G2, GateLevel.G3])),
     )
     def setup(self, topology: str, policy: str, auto: set[GateLevel]) -> None:
-        self.slot = SeedSlot("m", topology=topology, dim=DIM, gates=QualityGates(policy), embargo_ticks=2,
+        self.slot = SeedSlot("m", topology=topology, dim=DIM, gates=QualityGates(policy), embargo_epochs=2,
                              auto_advance=auto)  # fmt: skip
         self.names = _blueprints(topology)
         self.fossilized = False
@@ -60,13 +60,13 @@ class SlotMachine(RuleBasedStateMachine):
 
     # ---- rules ------------------------------------------------------------------------------------
 
-    @rule(data=hs.data(), algorithm=ALGORITHMS, tempo=hs.integers(0, 3), curve=CURVES,
+    @rule(data=hs.data(), algorithm=ALGORITHMS, ramp_epochs=hs.integers(0, 3), curve=CURVES,
           amplitude=hs.sampled_from([0.0, 0.5, 1.0]))  # fmt: skip
-    def germinate(self, data, algorithm, tempo, curve, amplitude) -> None:  # type: ignore[no-untyped-def]
+    def germinate(self, data, algorithm, ramp_epochs, curve, amplitude) -> None:  # type: ignore[no-untyped-def]
         name = data.draw(hs.sampled_from(self.names))
         self._attempt(
             lambda: self.slot.germinate(
-                name, algorithm=algorithm, tempo=tempo, curve=curve, alpha_target=amplitude
+                name, algorithm=algorithm, ramp_epochs=ramp_epochs, curve=curve, alpha_target=amplitude
             )
         )
 
@@ -131,7 +131,7 @@ class SlotMachine(RuleBasedStateMachine):
         slot = self.slot
         stage = slot.stage
         if stage is S.DORMANT:
-            self._attempt(lambda: slot.germinate(self.names[len(self.names) // 2], tempo=2))
+            self._attempt(lambda: slot.germinate(self.names[len(self.names) // 2], ramp_epochs=2))
         elif stage is S.TRAINING:
             self._attempt(lambda: slot.record_accuracy(60.0))
             self._attempt(slot.advance)

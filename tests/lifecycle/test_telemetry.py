@@ -77,7 +77,7 @@ def test_strict_plugins_make_sink_errors_propagate(lc, sinks, monkeypatch) -> No
 def test_events_are_frozen_and_typed() -> None:
     event = StageChanged(
         slot_id="s", seed_id=None, from_stage=SeedStage.PRUNED, to_stage=SeedStage.EMBARGOED,
-        blending_progress=0.0, epochs_in_stage=1,
+        alpha=0.0, epochs_in_stage=1,
     )  # fmt: skip
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         event.to_stage = SeedStage.DORMANT  # type: ignore[misc]

@@ -49,7 +49,7 @@ commands = st.one_of(
         options=st.dictionaries(st.sampled_from(["rank", "hidden"]), st.integers(1, 8), max_size=2),
         seed_id=st.none() | st.just("named"),
         algorithm=st.sampled_from(BlendAlgorithm),
-        tempo=st.integers(1, 4),
+        ramp_epochs=st.integers(1, 4),
         curve=st.sampled_from(AlphaCurve),
         alpha_target=st.sampled_from([1.0, 0.5, 1e-6]),
     ),
@@ -57,7 +57,7 @@ commands = st.one_of(
     st.builds(Prune, reason=_TEXT, initiator=_TEXT),
     st.builds(
         SchedulePrune,
-        steps=st.integers(0, 3),
+        epochs=st.integers(0, 3),
         curve=st.sampled_from(AlphaCurve),
         reason=_TEXT,
         initiator=_TEXT,
@@ -65,7 +65,7 @@ commands = st.one_of(
     st.builds(
         SetAlphaTarget,
         target=st.sampled_from([1.0, 0.5, 0.25]),
-        steps=st.integers(0, 3),
+        epochs=st.integers(0, 3),
         algorithm=st.none() | st.sampled_from(BlendAlgorithm),
     ),
     st.just(StepEpoch()),
@@ -99,8 +99,8 @@ configs = st.builds(
     slot_id=st.just("r0c0"),
     topology=st.just("cnn"),
     dim=st.just(8),
-    gates=st.sampled_from([QualityGates("permissive"), QualityGates("strict", min_training_epochs=1)]),
-    embargo_ticks=st.integers(1, 3),
+    gates=st.sampled_from([QualityGates("permissive"), QualityGates("strict", min_training_evaluations=1)]),
+    embargo_epochs=st.integers(1, 3),
     auto_advance=st.sets(st.sampled_from([GateLevel.G1, GateLevel.G2, GateLevel.G3])),
 )
 
@@ -170,7 +170,7 @@ def test_the_cooldown_always_ends_dormant(config: SlotConfig, extra: int) -> Non
         Evidence(probe=Probe(shape_preserved=True, dtype_preserved=True)),
     ).state
     state = transition(state, config, Prune(reason="r", initiator="i")).state
-    for _ in range(config.embargo_ticks + 2):
+    for _ in range(config.embargo_epochs + 2):
         assert state.stage in stages.FAILURE
         state = transition(state, config, StepEpoch()).state
     assert state.stage is SeedStage.DORMANT and state.seed is None and state.germinations == 1

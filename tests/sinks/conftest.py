@@ -100,8 +100,8 @@ def run_lifecycle() -> list[SeedEvent]:
         raise AssertionError(f"{slot.slot_id} did not finish blending in 20 epochs")
 
     grown, pruned = slots["features"], slots["mid"]
-    grown.germinate(BLUEPRINT, tempo=2)
-    pruned.germinate(BLUEPRINT, tempo=2)
+    grown.germinate(BLUEPRINT, ramp_epochs=2)
+    pruned.germinate(BLUEPRINT, ramp_epochs=2)
     epoch(50.0)
     for slot in (grown, pruned):
         assert slot.advance(SeedStage.TRAINING).passed

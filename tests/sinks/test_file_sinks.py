@@ -105,7 +105,7 @@ def test_both_file_sinks_and_a_register_call_in_one_line_each(lifecycle, tmp_pat
         table.close()
     assert len(read_jsonl(tmp_path / "a.jsonl")) == len(read_csv(tmp_path / "a.csv")[1]) == len(events)
     emit(SeedFossilized(slot_id="x", seed_id=None, blueprint="b", param_count=1, counterfactual=None,
-                        total_improvement=None, epochs_total=1))  # fmt: skip
+                        total_improvement=None, evaluations_total=1))  # fmt: skip
     assert len(read_jsonl(tmp_path / "a.jsonl")) == len(events)  # closed sinks receive nothing
 
 
@@ -127,7 +127,7 @@ def test_every_event_class_fills_its_own_columns(event_classes, sample_event, tm
 def _fossilized(slot_id: str = "s") -> SeedFossilized:
     return SeedFossilized(
         slot_id=slot_id, seed_id="x", blueprint="b", param_count=1, counterfactual=0.5,
-        total_improvement=None, epochs_total=3,
+        total_improvement=None, evaluations_total=3,
     )  # fmt: skip
 
 

@@ -130,7 +130,7 @@ def test_a_new_field_is_written_without_a_change_to_the_sinks() -> None:
 
     event = Extended(
         slot_id="s", seed_id=None, blueprint="b", topology="cnn", dim=4, options=(("rank", 2),),
-        algorithm=BlendAlgorithm.ADD, curve=AlphaCurve.COSINE, tempo=3, alpha_target=1.0, param_count=9,
+        algorithm=BlendAlgorithm.ADD, curve=AlphaCurve.COSINE, ramp_epochs=3, alpha_target=1.0, param_count=9,
         epoch=12, history=(SeedStage.GERMINATED, SeedStage.TRAINING),
     )  # fmt: skip
     record = event_record(event)

@@ -78,12 +78,12 @@ def test_own_writer_and_step_function(lifecycle, tmp_path: Path) -> None:  # typ
 def test_event_scalars_are_generic_over_fields() -> None:
     event = StageChanged(
         slot_id="s", seed_id="x", from_stage=SeedStage.TRAINING, to_stage=SeedStage.BLENDING,
-        blending_progress=0.25, epochs_in_stage=3,
+        alpha=0.25, epochs_in_stage=3,
     )  # fmt: skip
     assert event_scalars(event) == {
         "from_stage": 3.0,
         "to_stage": 4.0,
-        "blending_progress": 0.25,
+        "alpha": 0.25,
         "epochs_in_stage": 3.0,
     }
     assert event_scalars(SeedEvent(slot_id="s", seed_id=None)) == {}

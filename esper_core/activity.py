@@ -39,9 +39,8 @@ import torch
 from torch import Tensor
 
 from esper_core.errors import LifecycleError
-from esper_core.metrics import DEFAULT_ACTIVITY_DECAY, ActivityState
 
-__all__ = ["DEFAULT_ACTIVITY_DECAY", "ActivityMeter", "ActivityReading", "ActivityState", "relative_changes"]
+__all__ = ["ActivityMeter", "ActivityReading", "relative_changes"]
 
 
 def _norm(t: Tensor) -> Tensor:
@@ -102,6 +101,7 @@ class ActivityMeter:
 
     @property
     def started(self) -> bool:
+        """Whether a reference copy is held."""
         return self._reference is not None
 
     def start(self, params: Sequence[Tensor]) -> None:
@@ -109,6 +109,7 @@ class ActivityMeter:
         self._reference = [p.detach().clone() for p in params]
 
     def clear(self) -> None:
+        """Drop the reference copy."""
         self._reference = None
 
     def measure(self, params: Sequence[Tensor]) -> ActivityReading:

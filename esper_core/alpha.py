@@ -1,4 +1,4 @@
-"""The blending-progress schedule: an immutable controller ticked once per epoch.
+"""Alpha, the blend amplitude, and its schedule: an immutable value ticked once per epoch; the blend algorithms.
 
 :class:`AlphaSchedule` is a frozen value. ``step()`` and ``retarget()`` return a new
 controller instead of mutating, so a slot can compute the next schedule, validate it and
@@ -109,8 +109,8 @@ def _epochs(name: str, value: object) -> int:
 class AlphaSchedule:
     """An immutable alpha schedule. Build new ones with :meth:`retarget` and :meth:`step`.
 
-    ``alpha`` is the blending progress (the amplitude schedule), not the realised
-    per-sample weight of a gated blend.
+    ``alpha`` is the schedule's value (what ``forward`` blends with), not the realised
+    per-sample weight of a gated blend (which multiplies it by the blend gate).
     """
 
     alpha: float = entry(_UNIT, default=0.0, converter=lambda v: _unit("alpha", v))
@@ -157,6 +157,7 @@ class AlphaSchedule:
 
     @property
     def remaining_epochs(self) -> int:
+        """Epochs left in the current ramp (0 at rest)."""
         return 0 if self.at_rest else self.epochs_total - self.epochs_done
 
     # ---- transitions (pure) ------------------------------------------------------------------
@@ -164,7 +165,7 @@ class AlphaSchedule:
     def retarget(
         self, target: float, epochs: int, curve: AlphaCurve | None = None, steepness: float | None = None
     ) -> AlphaSchedule:
-        """A controller ramping from the current alpha to ``target`` over ``epochs`` epochs.
+        """A schedule ramping from the current alpha to ``target`` over ``epochs`` epochs.
 
         Only allowed at rest (HOLD): changing course mid-ramp would make the schedule
         dither. ``epochs == 0`` or ``target == alpha`` jumps straight to HOLD at ``target``.
@@ -192,7 +193,7 @@ class AlphaSchedule:
         )  # fmt: skip
 
     def step(self) -> AlphaSchedule:
-        """The controller one tick later. At rest, the same controller."""
+        """The schedule one epoch later. At rest, the same schedule."""
         if self.at_rest:
             return self
         done = self.epochs_done + 1

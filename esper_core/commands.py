@@ -107,6 +107,7 @@ class Germinate:
 
     @property
     def options_dict(self) -> dict[str, Any]:
+        """The options as a plain dict."""
         return dict(self.options)
 
 
@@ -192,6 +193,7 @@ class ObserveOutput:
     requires_grad: bool = entry(BOOL, converter=lambda v: check_bool("requires_grad", v))
 
 
+#: Any of the command classes (the type :func:`esper_core.transition.transition` takes).
 Command = (
     Germinate
     | Advance

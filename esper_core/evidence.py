@@ -55,6 +55,7 @@ class Evidence:
     provenance: Provenance | None = None
 
 
+#: Evidence of nothing measured (what a command needs when it reads no measurement).
 NO_EVIDENCE = Evidence()
 
 

@@ -34,10 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from esper_core.stages import isolated_in
-
 __all__ = [
-    "isolated_in",
     "seed_input",
     "straight_through",
 ]

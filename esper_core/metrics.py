@@ -91,12 +91,14 @@ class SeedMetrics:
 
     @property
     def total_improvement(self) -> float | None:
+        """Current minus first recorded accuracy (pp), or None."""
         if self.current_accuracy is None or self.initial_accuracy is None:
             return None
         return self.current_accuracy - self.initial_accuracy
 
     @property
     def improvement_since_stage_start(self) -> float | None:
+        """Current accuracy minus the accuracy when the stage began (pp; what G2 judges), or None."""
         if self.current_accuracy is None or self.accuracy_at_stage_start is None:
             return None
         return self.current_accuracy - self.accuracy_at_stage_start
@@ -169,6 +171,7 @@ class ActivityState:
 
     @property
     def measured(self) -> bool:
+        """False until the first reading."""
         return self.ema is not None
 
     def update(self, reading: float, decay: float = DEFAULT_ACTIVITY_DECAY) -> ActivityState:
@@ -221,4 +224,5 @@ class SlotReport:
 
     @property
     def contribution_velocity(self) -> float | None:
+        """EMA of the changes of the measured contribution (pp per evaluation), or None."""
         return self.metrics.contribution_velocity

@@ -54,24 +54,25 @@ from esper_core.commands import (
     StepEpoch,
 )
 from esper_core.errors import LifecycleError
+from esper_core.evidence import ActivityEvidence, Evidence, Outcome
 from esper_core.gates import GateLevel, GateResult, QualityGates
-from esper_core.isolation import isolated_in, seed_input, straight_through
+from esper_core.isolation import seed_input, straight_through
 from esper_core.metrics import DEFAULT_ACTIVITY_DECAY, SlotReport
 from esper_core.slot_state import (
-    AUTO_ADVANCE_GATES,
-    HISTORY_BOUND,
     MAX_SEED_PARAMS,
     SlotConfig,
     SlotState,
     slot_report,
 )
-from esper_core.stages import SeedStage
+from esper_core.stages import SeedStage, isolated_in
 from esper_core.telemetry import SeedEvent, SlotRestored, emit
-from esper_core.transition import ActivityEvidence, Evidence, Outcome, evaluate, precheck, transition
+from esper_core.transition import evaluate, precheck, transition
 
-__all__ = ["AUTO_ADVANCE_GATES", "HISTORY_BOUND", "Decider", "Observer", "SeedSlot"]
+__all__ = ["Decider", "Observer", "SeedSlot"]
 
+#: ``decider(slot, result) -> bool``: turns a gate result into the committed verdict.
 Decider = Callable[["SeedSlot", GateResult], bool]
+#: ``observer(event)``: called for every event of a slot, after the change is committed.
 Observer = Callable[[SeedEvent], None]
 _S = SeedStage
 _GERMINATE_KEYWORDS = ("options", "seed_id", "algorithm", "ramp_epochs", "curve", "alpha_target")
@@ -138,26 +139,42 @@ class SeedSlot(nn.Module):
 
     config = property(lambda self: self._config, doc="The slot's :class:`SlotConfig`.")
     state = property(lambda self: self._state, doc="The slot's :class:`SlotState` (a frozen value).")
-    slot_id = property(lambda self: self._config.slot_id)
-    topology = property(lambda self: self._config.topology)
-    dim = property(lambda self: self._config.dim)
-    gates = property(lambda self: self._config.gates)
-    embargo_epochs = property(lambda self: self._config.embargo_epochs)
-    auto_advance = property(lambda self: self._config.auto_advance)
-    isolate_blending = property(lambda self: self._config.isolate_blending)
-    activity_decay = property(lambda self: self._config.activity_decay)
-    stage = property(lambda self: self._state.stage)
+    slot_id = property(lambda self: self._config.slot_id, doc="The slot's id (unique in its model).")
+    topology = property(lambda self: self._config.topology, doc="The topology name of the features it sees.")
+    dim = property(lambda self: self._config.dim, doc="Width of the feature axis at the injection point.")
+    gates = property(lambda self: self._config.gates, doc="The `QualityGates` in force.")
+    embargo_epochs = property(
+        lambda self: self._config.embargo_epochs, doc="Epochs a pruned slot stays EMBARGOED."
+    )
+    auto_advance = property(
+        lambda self: self._config.auto_advance, doc="Gates `step_epoch` tries on its own."
+    )
+    isolate_blending = property(
+        lambda self: self._config.isolate_blending,
+        doc="Whether the seed input stays isolated while BLENDING.",
+    )
+    activity_decay = property(
+        lambda self: self._config.activity_decay, doc="Weight of the previous activity EMA."
+    )
+    stage = property(lambda self: self._state.stage, doc="The current `SeedStage`.")
 
     schedule = property(lambda self: self._state.schedule, doc="The seed's alpha schedule.")
     alpha = property(
         lambda self: self._state.alpha, doc="The alpha schedule's current value (0 without a seed)."
     )
-    metrics = property(lambda self: self._state.metrics)
-    seed_id = property(lambda self: self._state.seed_id)
-    blueprint = property(lambda self: self._state.blueprint)
-    algorithm = property(lambda self: self._state.algorithm)
-    healthy = property(lambda self: self._state.healthy)
-    isolated = property(lambda self: isolated_in(self._state.stage, isolate_blending=self.isolate_blending))
+    metrics = property(
+        lambda self: self._state.metrics, doc="The seed's `SeedMetrics` (empty without a seed)."
+    )
+    seed_id = property(lambda self: self._state.seed_id, doc="The seed's id, or None.")
+    blueprint = property(lambda self: self._state.blueprint, doc="The seed's blueprint name, or None.")
+    algorithm = property(lambda self: self._state.algorithm, doc="The `BlendAlgorithm` (ADD without a seed).")
+    healthy = property(
+        lambda self: self._state.healthy, doc="No sticky health issue and no negative measured contribution."
+    )
+    isolated = property(
+        lambda self: isolated_in(self._state.stage, isolate_blending=self.isolate_blending),
+        doc="Whether the seed input is isolated from the host in the current stage.",
+    )
     available = property(
         lambda self: self._state.stage is _S.DORMANT, doc="Whether a germination is accepted."
     )
@@ -454,6 +471,7 @@ class SeedSlot(nn.Module):
         self._observers.append(fn)
 
     def remove_observer(self, fn: Observer) -> None:
+        """Stop calling ``fn``; :class:`LifecycleError` when it was not registered."""
         try:
             self._observers.remove(fn)
         except ValueError:

@@ -145,6 +145,7 @@ class SeedState:
 
     @property
     def options_dict(self) -> dict[str, Any]:
+        """The resolved options as a plain dict."""
         return dict(self.options)
 
 
@@ -202,22 +203,27 @@ class SlotState:
 
     @property
     def alpha(self) -> float:
+        """The schedule's current alpha (0 without a seed)."""
         return self.schedule.alpha
 
     @property
     def metrics(self) -> SeedMetrics:
+        """The seed's measurements (empty without a seed)."""
         return _NO_METRICS if self.seed is None else self.seed.metrics
 
     @property
     def seed_id(self) -> str | None:
+        """The seed's id, or None."""
         return None if self.seed is None else self.seed.seed_id
 
     @property
     def blueprint(self) -> str | None:
+        """The seed's blueprint name, or None."""
         return None if self.seed is None else self.seed.blueprint
 
     @property
     def algorithm(self) -> BlendAlgorithm:
+        """The blend algorithm (ADD without a seed)."""
         return BlendAlgorithm.ADD if self.seed is None else self.seed.algorithm
 
     @property

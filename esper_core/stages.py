@@ -62,6 +62,7 @@ RESERVED_STAGE_VALUES: frozenset[int] = frozenset({5})
 STAGE_SCHEMA_VERSION = 1
 
 _S = SeedStage
+#: Read-only mapping stage -> allowed successors, in preference order (the concepts diagram draws it).
 TRANSITIONS: Mapping[SeedStage, tuple[SeedStage, ...]] = MappingProxyType(
     {
         _S.UNKNOWN: (_S.DORMANT,),

@@ -55,6 +55,8 @@ class SeedEvent:
 
 @attrs.frozen(kw_only=True)
 class SeedGerminated(SeedEvent):
+    """A seed was built in a DORMANT slot (G0 passed); ``param_count`` counts seed and blend gate."""
+
     blueprint: str
     topology: str
     dim: int
@@ -68,6 +70,8 @@ class SeedGerminated(SeedEvent):
 
 @attrs.frozen(kw_only=True)
 class GateEvaluated(SeedEvent):
+    """A quality gate judged an edge (every gate evaluation, passed or not, emits one)."""
+
     gate: GateLevel
     from_stage: SeedStage
     to_stage: SeedStage
@@ -80,6 +84,7 @@ class GateEvaluated(SeedEvent):
 
     @classmethod
     def from_result(cls, slot_id: str, seed_id: str | None, result: GateResult) -> GateEvaluated:
+        """The event of ``result`` for ``slot_id`` / ``seed_id``."""
         return cls(
             slot_id=slot_id,
             seed_id=seed_id,
@@ -97,6 +102,8 @@ class GateEvaluated(SeedEvent):
 
 @attrs.frozen(kw_only=True)
 class StageChanged(SeedEvent):
+    """The slot moved from ``from_stage`` to ``to_stage`` (every change except germination)."""
+
     from_stage: SeedStage
     to_stage: SeedStage
     alpha: float
@@ -106,6 +113,8 @@ class StageChanged(SeedEvent):
 
 @attrs.frozen(kw_only=True)
 class AlphaTargetSet(SeedEvent):
+    """Alpha was retargeted (``set_alpha_target``), possibly switching the blend algorithm."""
+
     target: float
     epochs: int
     curve: AlphaCurve
@@ -117,6 +126,8 @@ class AlphaTargetSet(SeedEvent):
 
 @attrs.frozen(kw_only=True)
 class PruneScheduled(SeedEvent):
+    """Alpha ramps down to 0 over ``epochs`` epochs, then the seed is pruned."""
+
     epochs: int
     curve: AlphaCurve
     reason: str
@@ -125,6 +136,8 @@ class PruneScheduled(SeedEvent):
 
 @attrs.frozen(kw_only=True)
 class SeedFossilized(SeedEvent):
+    """The seed was kept for good (G5 passed)."""
+
     blueprint: str
     param_count: int
     counterfactual: float | None
@@ -134,6 +147,8 @@ class SeedFossilized(SeedEvent):
 
 @attrs.frozen(kw_only=True)
 class SeedPruned(SeedEvent):
+    """The seed was removed; the slot starts its cooldown."""
+
     blueprint: str
     from_stage: SeedStage
     reason: str

@@ -33,12 +33,12 @@ from esper_core.commands import (
     StepEpoch,
 )
 from esper_core.errors import LifecycleError
-from esper_core.evidence import NO_EVIDENCE, ActivityEvidence, Decide, Evidence, Outcome, Probe
+from esper_core.evidence import NO_EVIDENCE, Decide, Evidence, Outcome
 from esper_core.gates import GateResult
 from esper_core.slot_state import SlotConfig, SlotState
 from esper_core.stages import SeedStage
 
-__all__ = ["ActivityEvidence", "Evidence", "Outcome", "Probe", "evaluate", "precheck", "transition"]
+__all__ = ["evaluate", "precheck", "transition"]
 
 _S = SeedStage
 

@@ -50,8 +50,10 @@ def test_diagram_labels_exactly_the_gated_edges_with_their_gate() -> None:
 
 API_MODULES = [
     "errors", "options", "spec", "topology", "hookspecs", "plugins", "registry", "stages", "gates",
-    "alpha", "blend", "activity", "metrics", "isolation", "telemetry", "slot", "state", "envelope",
-    "distributed", "hosts", "model", "inject", "optim", "control", "governor", "testing", "cli", "demo",
+    "alpha", "blend", "activity", "metrics", "groupnorm", "isolation", "telemetry", "sinks", "slot",
+    "slot_state", "commands", "transition", "evidence", "codec", "checkpoint", "restore", "distributed",
+    "hosts", "model", "inject", "attachment", "optim", "optim_state", "lr_schedulers", "modes", "control",
+    "governor", "testing", "cli", "demo",
 ]  # fmt: skip
 
 

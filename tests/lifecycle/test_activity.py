@@ -8,12 +8,14 @@ import attrs
 import pytest
 import torch
 
-from esper_core.activity import ActivityMeter, ActivityState, relative_changes
+from esper_core.activity import ActivityMeter, relative_changes
 from esper_core.codec import from_data, to_data
 from esper_core.errors import CheckpointError, LifecycleError
+from esper_core.evidence import Evidence
+from esper_core.metrics import ActivityState
 from esper_core.registry import get_blueprint
 from esper_core.stages import SeedStage
-from esper_core.transition import Evidence, evaluate
+from esper_core.transition import evaluate
 
 S = SeedStage
 

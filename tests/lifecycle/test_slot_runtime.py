@@ -14,7 +14,8 @@ from esper_core import groupnorm
 from esper_core.blend import BlendAlgorithm
 from esper_core.checkpoint import load_checkpoint
 from esper_core.gates import QualityGates
-from esper_core.slot import HISTORY_BOUND, SeedSlot
+from esper_core.slot import SeedSlot
+from esper_core.slot_state import HISTORY_BOUND
 from esper_core.stages import SeedStage as S
 
 _LIFE = [S.GERMINATED, S.TRAINING, S.BLENDING, S.HOLDING, S.FOSSILIZED]

@@ -1,6 +1,6 @@
 """Lifecycle decisions across 2 gloo ranks: fixed-size tensor command vs pickled object.
 
-Both sides move the same :class:`~esper_core.distributed.LifecycleCommand` from rank 0 to
+Both sides move the same decision (a command value of :mod:`esper_core.commands`) from rank 0 to
 rank 1 and rebuild it there: a gate decision (what every ``advance`` and auto-advance
 sends) and a germinate (the largest command: blueprint reference, options, three
 strings). The tensor side is encode + one ``broadcast`` of the record + decode
@@ -46,26 +46,32 @@ SAMPLES = 20  # single decisions timed per block
 
 def _commands() -> dict:
     """The decision every gate evaluation sends, and the largest command (a germinate)."""
-    from esper_core.alpha import AlphaCurve
-    from esper_core.blend import BlendAlgorithm
-    from esper_core.distributed import CommandOp, LifecycleCommand
+    from esper_core.alpha import AlphaCurve, BlendAlgorithm
+    from esper_core.commands import Germinate
+    from esper_core.gates import GateLevel, GateResult
     from esper_core.stages import SeedStage
 
-    return {
-        "decide": LifecycleCommand(op=CommandOp.DECIDE, slot=1, passed=True, target_stage=SeedStage.BLENDING),
-        "germinate": LifecycleCommand(
-            op=CommandOp.GERMINATE,
-            slot=1,
-            topology="cnn",
-            blueprint="dist_bench",
-            options={"hidden": 3},
-            seed_id="r0c1-seed-7",
-            algorithm=BlendAlgorithm.GATE,
-            curve=AlphaCurve.SIGMOID,
-            ramp_epochs=5,
-            alpha_target=1.0,
-        ),
-    }
+    # What the earlier implementation pickled for a gate decision: the gate result itself.
+    decision = GateResult(
+        gate=GateLevel.G2,
+        edge=(SeedStage.TRAINING, SeedStage.BLENDING),
+        passed=True,
+        score=0.4,
+        checks_passed=("seed_trainable", "finite"),
+        checks_failed=(),
+        message="blending readiness (strict): improvement 2.00pp",
+        policy="strict",
+    )
+    germinate = Germinate(
+        blueprint="dist_bench",
+        options={"hidden": 3},
+        seed_id="r0c1-seed-7",
+        algorithm=BlendAlgorithm.GATE,
+        curve=AlphaCurve.SIGMOID,
+        ramp_epochs=5,
+        alpha_target=1.0,
+    )
+    return {"decide": decision, "germinate": germinate}
 
 
 def _bench_spec():
@@ -86,32 +92,41 @@ def _bench_spec():
 def _paths(rank: int, command, stream, ids):
     import torch.distributed as dist
 
-    from esper_core.distributed import CommandOp, decode_command, pack_command
+    from esper_core.codec import decode_command, encode_command
+    from esper_core.distributed.stream import _VERDICT, CallOp
+    from esper_core.gates import GateResult
 
     group = stream.channel.group  # every path runs on the same process group
+    deciding = isinstance(command, GateResult)
 
-    def tensor() -> None:
-        # The command transport alone: encode on rank 0, one broadcast, decode everywhere.
-        record = pack_command(command, seq=1) if rank == 0 else None
-        assert decode_command(stream.channel.broadcast_record(record)).command == command
+    if deciding:
+
+        def tensor() -> None:
+            # A verdict's record is one of two constant byte strings: no encode, a comparison to decode.
+            raw = stream.channel.broadcast_record(_VERDICT[command.passed] if rank == 0 else None)
+            assert (raw == _VERDICT[True]) is command.passed
+
+        def protocol() -> None:
+            # One whole checked call, exactly as DistributedLifecycle makes it for a gate.
+            assert stream.decide(1, command.target, command.passed, ids)
+
+        template = _VERDICT[True]
+    else:
+
+        def tensor() -> None:
+            # The command transport alone: encode on rank 0, one broadcast, decode everywhere.
+            record = encode_command(command) if rank == 0 else None
+            assert decode_command(stream.channel.broadcast_record(record)) == command
+
+        def protocol() -> None:
+            assert stream.issue(CallOp.GERMINATE, lambda: (1, command)) == (1, command)
+
+        template = encode_command(command)
 
     def pickled() -> None:
         box = [command if rank == 0 else None]
         dist.broadcast_object_list(box, group_src=0, group=group)
         assert box[0] == command
-
-    if command.op is CommandOp.DECIDE:
-
-        def protocol() -> None:
-            # One whole checked call, exactly as DistributedLifecycle makes it for a gate.
-            assert stream.decide(command.slot, command.target_stage, bool(command.passed), ids)
-
-    else:
-
-        def protocol() -> None:
-            assert stream.issue(command.op, lambda: command) == command
-
-    template = pack_command(command, seq=1)
 
     def bare() -> None:
         # The transport floor, for the detail column: the same bytes, no encode or decode.

@@ -201,11 +201,7 @@ def schedule_prune(
             f"({a.remaining_epochs} epochs left); wait for it to reach its target"
         )
     schedule = a.retarget(0.0, cmd.epochs, cmd.curve)
-    events: list[SeedEvent] = []
-    new = state
-    if stage is _S.HOLDING:
-        events.append(stage_changed(config, state, _S.BLENDING))
-        new = enter(state, _S.BLENDING, attrs.evolve(seed, metrics=seed.metrics.enter_stage()))
+    new, events = back_to_blending(state, config) if stage is _S.HOLDING else (state, [])
     pending = PendingPrune(reason=cmd.reason, initiator=cmd.initiator)
     new = attrs.evolve(new, seed=attrs.evolve(seed_of(new), schedule=schedule, pending_prune=pending))
     events.append(
@@ -221,6 +217,13 @@ def schedule_prune(
     return Outcome(new, tuple(events))
 
 
+def back_to_blending(state: SlotState, config: SlotConfig) -> tuple[SlotState, list[SeedEvent]]:
+    """HOLDING -> BLENDING (an explicit retarget below 1 or a scheduled prune; no gate)."""
+    seed = seed_of(state)
+    event = stage_changed(config, state, _S.BLENDING)
+    return enter(state, _S.BLENDING, attrs.evolve(seed, metrics=seed.metrics.enter_stage())), [event]
+
+
 def set_alpha_target(
     state: SlotState, config: SlotConfig, cmd: SetAlphaTarget, ev: Evidence, decide: Decide
 ) -> Outcome:
@@ -233,11 +236,8 @@ def set_alpha_target(
     schedule = seed.schedule.retarget(cmd.target, cmd.epochs, cmd.curve)  # raises unless at rest
     algorithm = seed.algorithm if cmd.algorithm is None else cmd.algorithm
     switched = algorithm is not seed.algorithm and "gate" in (algorithm.value, seed.algorithm.value)
-    events: list[SeedEvent] = []
-    new = state
-    if stage is _S.HOLDING and cmd.target < 1.0 - ALPHA_TOLERANCE:
-        events.append(stage_changed(config, state, _S.BLENDING))
-        new = enter(state, _S.BLENDING, attrs.evolve(seed, metrics=seed.metrics.enter_stage()))
+    leaves_holding = stage is _S.HOLDING and cmd.target < 1.0 - ALPHA_TOLERANCE
+    new, events = back_to_blending(state, config) if leaves_holding else (state, [])
     new = attrs.evolve(new, seed=attrs.evolve(seed_of(new), schedule=schedule, algorithm=algorithm))
     events.append(
         AlphaTargetSet(

@@ -110,6 +110,19 @@ class Germinate:
         """The options as a plain dict."""
         return dict(self.options)
 
+    @classmethod
+    def from_keywords(cls, blueprint: str, /, **keywords: Any) -> Germinate:
+        """``Germinate(blueprint=blueprint, **keywords)``, with a clear error for a keyword that is
+        not one of its fields (a blueprint option passed bare instead of in ``options={...}``)."""
+        fields = [f.name for f in attrs.fields(cls)][1:]
+        unexpected = sorted(set(keywords) - set(fields))
+        if unexpected:
+            raise LifecycleError(
+                f"germinate() got unexpected keyword(s) {unexpected}; blueprint options go in "
+                f"options={{...}} (e.g. options={{{unexpected[0]!r}: ...}}); accepted keywords: {fields}"
+            )
+        return cls(blueprint=blueprint, **keywords)
+
 
 @attrs.frozen(kw_only=True)
 class Advance:

@@ -28,7 +28,7 @@ from torch import nn
 from esper_core.errors import RegistryError
 from esper_core.loader import BUILTIN_PLUGIN, build_registry
 from esper_core.plugins import PluginInfo
-from esper_core.spec import BlueprintSpec
+from esper_core.spec import BlueprintSpec, set_origin_lookup
 from esper_core.store import Refusal, Registry, Source
 from esper_core.topology import Topology
 
@@ -130,6 +130,14 @@ def registered_source(spec: BlueprintSpec) -> Source | None:
     if registry is None or not registry.holds(spec):
         return None
     return registry.source(spec)
+
+
+def _origin_of(spec: BlueprintSpec) -> tuple[str, str] | None:
+    source = registered_source(spec)
+    return None if source is None else (source.distribution, source.version)
+
+
+set_origin_lookup(_origin_of)
 
 
 def provenance(key: str) -> Source:

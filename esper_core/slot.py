@@ -75,7 +75,6 @@ Decider = Callable[["SeedSlot", GateResult], bool]
 #: ``observer(event)``: called for every event of a slot, after the change is committed.
 Observer = Callable[[SeedEvent], None]
 _S = SeedStage
-_GERMINATE_KEYWORDS = ("options", "seed_id", "algorithm", "ramp_epochs", "curve", "alpha_target")
 
 
 class SeedSlot(nn.Module):
@@ -352,20 +351,15 @@ class SeedSlot(nn.Module):
         :class:`LifecycleError` (slot unavailable, bad argument, seed too large, G0 refused) or a
         registry error (unknown blueprint, bad option); the slot and the RNG are then unchanged.
         """
-        if unexpected:
-            raise LifecycleError(
-                f"germinate() got unexpected keyword(s) {sorted(unexpected)}; blueprint options go in "
-                f"options={{...}} (e.g. options={{{next(iter(unexpected))!r}: ...}}); accepted keywords: "
-                f"{list(_GERMINATE_KEYWORDS)}"
-            )
-        command = Germinate(
-            blueprint=blueprint,
+        command = Germinate.from_keywords(
+            blueprint,
             options=options or {},
             seed_id=seed_id,
             algorithm=algorithm,
             ramp_epochs=ramp_epochs,
             curve=curve,
             alpha_target=alpha_target,
+            **unexpected,
         )
         result = self.apply(command).result
         if result is not None and not result.passed:

@@ -61,14 +61,21 @@ def _looks_like_allocation(exc: BaseException) -> bool:
     return any(word in text for word in ("alloc", "out of memory", "memory"))
 
 
+#: Who registered a spec, as ``(distribution, version)``: set by :mod:`esper_core.registry`
+#: when it is imported (a spec does not import the registry that holds it).
+_origin_lookup: Callable[[BlueprintSpec], tuple[str, str] | None] | None = None
+
+
+def set_origin_lookup(lookup: Callable[[BlueprintSpec], tuple[str, str] | None]) -> None:
+    """Install the function that names the distribution a spec came from (the registry's)."""
+    global _origin_lookup
+    _origin_lookup = lookup
+
+
 def _origin(spec: BlueprintSpec) -> str:
     """Which distribution registered ``spec``, looked up without loading any plugin."""
-    from esper_core.registry import registered_source
-
-    source = registered_source(spec)
-    if source is None:
-        return ""
-    return f" (registered by {source.distribution} {source.version})"
+    found = None if _origin_lookup is None else _origin_lookup(spec)
+    return "" if found is None else f" (registered by {found[0]} {found[1]})"
 
 
 def _unique_option_names(instance: BlueprintSpec, attribute: attrs.Attribute, value: tuple) -> None:

@@ -42,7 +42,7 @@ _HEADER_BYTES = _HEADER * 8
 _HEADER_LAYOUT = struct.Struct(f"={_HEADER}q")  # native order: the bytes are read as int64 tensors
 _LENGTH = struct.Struct("<I")  # a record's length in bytes, before the record
 #: Default room for a record in the exchange buffer (a germinate command is ~300 bytes).
-DEFAULT_CAPACITY = 1024
+DEFAULT_CAPACITY = 512
 
 
 def is_distributed() -> bool:

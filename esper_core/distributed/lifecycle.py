@@ -239,31 +239,14 @@ class DistributedLifecycle:
 
     # ------------------------------------------------------------------ public mutations
 
-    def germinate(
-        self,
-        slot_id: str,
-        blueprint: str,
-        *,
-        options: Mapping[str, Any] | None = None,
-        seed_id: str | None = None,
-        algorithm: BlendAlgorithm = BlendAlgorithm.ADD,
-        ramp_epochs: int = 5,
-        curve: AlphaCurve = AlphaCurve.LINEAR,
-        alpha_target: float = 1.0,
-    ) -> None:
-        """Germinate rank 0's choice of blueprint in rank 0's choice of slot, on every rank."""
+    def germinate(self, slot_id: str, blueprint: str, **arguments: Any) -> None:
+        """Germinate rank 0's choice of blueprint in rank 0's choice of slot, on every rank.
+
+        ``arguments`` are those of :meth:`SeedSlot.germinate <esper_core.slot.SeedSlot.germinate>`
+        (``options``, ``seed_id``, ``algorithm``, ``ramp_epochs``, ``curve``, ``alpha_target``).
+        """
         outcome = self._call(
-            CallOp.GERMINATE,
-            slot_id,
-            lambda: Germinate(
-                blueprint=blueprint,
-                options=options or {},
-                seed_id=seed_id,
-                algorithm=algorithm,
-                ramp_epochs=ramp_epochs,
-                curve=curve,
-                alpha_target=alpha_target,
-            ),
+            CallOp.GERMINATE, slot_id, lambda: Germinate.from_keywords(blueprint, **arguments)
         )
         if outcome.result is not None and not outcome.result.passed:
             raise LifecycleError(

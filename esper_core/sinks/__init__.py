@@ -18,7 +18,7 @@ JSON-able values. See ``docs/telemetry-sinks.md``.
 from esper_core.sinks.csv_file import EXTRA_COLUMN, CsvSink, csv_columns
 from esper_core.sinks.jsonl import JsonlSink
 from esper_core.sinks.record import EVENT_KEY, TIME_KEY, event_fields, event_record, to_jsonable
-from esper_core.sinks.registration import SinkHandle, register_sink, registered
+from esper_core.sinks.registration import EventSink, SinkHandle, register_sink, registered
 from esper_core.sinks.tensorboard_writer import TensorBoardSink, event_scalars
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "EXTRA_COLUMN",
     "TIME_KEY",
     "CsvSink",
+    "EventSink",
     "JsonlSink",
     "SinkHandle",
     "TensorBoardSink",

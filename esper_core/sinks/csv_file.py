@@ -5,17 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import os
-import threading
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from esper_core import telemetry
 from esper_core.hookspecs import hookimpl
 from esper_core.sinks.files import events_path, open_events_file
 from esper_core.sinks.record import EVENT_KEY, TIME_KEY, event_fields, event_record
-from esper_core.sinks.registration import SinkHandle, register_sink
+from esper_core.sinks.registration import EventSink
 from esper_core.telemetry import SeedEvent
 
 __all__ = ["EXTRA_COLUMN", "CsvSink", "csv_columns"]
@@ -58,7 +56,7 @@ def _cell(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-class CsvSink:
+class CsvSink(EventSink):
     """Write every lifecycle event as one row of a CSV file with a fixed header.
 
     The header is :func:`csv_columns`: one column per field of any event class, so each row
@@ -88,8 +86,7 @@ class CsvSink:
         self._file = open_events_file(self.path, mode)
         self._writer = csv.writer(self._file)
         self._index = {name: i for i, name in enumerate(self.columns)}
-        self._lock = threading.Lock()
-        self._handle: SinkHandle | None = None
+        super().__init__(f"CsvSink({str(self.path)!r})")
         if self._file.tell() == 0:
             self._writer.writerow(self.columns)
             self._file.flush()
@@ -107,43 +104,13 @@ class CsvSink:
                 row[index] = _cell(value)
         if extra:
             row[self._index[EXTRA_COLUMN]] = json.dumps(extra, ensure_ascii=False)
-        with self._lock:
-            if self._file.closed:
-                raise ValueError(f"CsvSink({str(self.path)!r}) is closed")
+        with self.lock:
+            self._check_open()
             self._writer.writerow(row)
             self._file.flush()
 
-    @property
-    def registered(self) -> bool:
-        """Whether the sink currently receives events."""
-        return self._handle is not None and self._handle.active
-
-    def register(self, *, name: str | None = None) -> Self:
-        """Start receiving events (see :func:`esper_core.sinks.register_sink`); returns the sink."""
-        if self._file.closed:
-            raise ValueError(f"CsvSink({str(self.path)!r}) is closed; create a new sink")
-        self._handle = register_sink(self, name=name)
-        return self
-
-    def close(self) -> None:
-        """Stop receiving events and close the file; calling it again does nothing."""
-        if self._handle is not None:
-            self._handle.unregister()
-            self._handle = None
-        with self._lock:
-            self._file.close()
-
-    def __enter__(self) -> Self:
-        return self if self.registered else self.register()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = "registered" if self.registered else "closed" if self._file.closed else "not registered"
-        return f"CsvSink({str(self.path)!r}, {state})"
+    def _release(self) -> None:
+        self._file.close()
 
 
 def _check_existing_header(path: Path, columns: tuple[str, ...]) -> None:

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from esper_core.hookspecs import hookimpl
 from esper_core.sinks.files import events_path, open_events_file
 from esper_core.sinks.record import TIME_KEY, event_record
-from esper_core.sinks.registration import SinkHandle, register_sink
+from esper_core.sinks.registration import EventSink
 from esper_core.telemetry import SeedEvent
 
 __all__ = ["JsonlSink"]
 
 
-class JsonlSink:
+class JsonlSink(EventSink):
     """Append every lifecycle event to ``path`` as one JSON object per line.
 
     Each line is ``{"time": <seconds since the Unix epoch, float>, "event": "<class name>",
@@ -43,46 +40,15 @@ class JsonlSink:
     def __init__(self, path: str | os.PathLike[str], *, mode: str = "a") -> None:
         self.path: Path = events_path(path, mode, sink="JsonlSink")
         self._file = open_events_file(self.path, mode)
-        self._lock = threading.Lock()
-        self._handle: SinkHandle | None = None
+        super().__init__(f"JsonlSink({str(self.path)!r})")
 
     @hookimpl
     def esper_seed_event(self, event: SeedEvent) -> None:
         line = json.dumps({TIME_KEY: time.time(), **event_record(event)}, ensure_ascii=False)
-        with self._lock:
-            if self._file.closed:
-                raise ValueError(f"JsonlSink({str(self.path)!r}) is closed")
+        with self.lock:
+            self._check_open()
             self._file.write(line + "\n")
             self._file.flush()
 
-    @property
-    def registered(self) -> bool:
-        """Whether the sink currently receives events."""
-        return self._handle is not None and self._handle.active
-
-    def register(self, *, name: str | None = None) -> Self:
-        """Start receiving events (see :func:`esper_core.sinks.register_sink`); returns the sink."""
-        if self._file.closed:
-            raise ValueError(f"JsonlSink({str(self.path)!r}) is closed; create a new sink")
-        self._handle = register_sink(self, name=name)
-        return self
-
-    def close(self) -> None:
-        """Stop receiving events and close the file; calling it again does nothing."""
-        if self._handle is not None:
-            self._handle.unregister()
-            self._handle = None
-        with self._lock:
-            self._file.close()
-
-    def __enter__(self) -> Self:
-        return self if self.registered else self.register()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = "registered" if self.registered else "closed" if self._file.closed else "not registered"
-        return f"JsonlSink({str(self.path)!r}, {state})"
+    def _release(self) -> None:
+        self._file.close()

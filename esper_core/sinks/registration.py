@@ -13,15 +13,16 @@ was rebuilt in between.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import attrs
 import pluggy
 
 from esper_core.errors import RegistryError
 
-__all__ = ["SinkHandle", "register_sink", "registered"]
+__all__ = ["EventSink", "SinkHandle", "register_sink", "registered"]
 
 HOOK = "esper_seed_event"
 
@@ -84,3 +85,62 @@ def registered(sink: SinkT, *, name: str | None = None) -> Iterator[SinkT]:
         yield sink
     finally:
         handle.unregister()
+
+
+class EventSink:
+    """What every ready sink shares: turning it on and off, and closing its output once.
+
+    Like :class:`logging.Handler`, a sink class derives from this and adds its
+    ``esper_seed_event`` (which writes under :attr:`lock` after :meth:`_check_open`) and
+    :meth:`_release` (which closes or flushes what it writes to). ``label`` names it in errors.
+    """
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._handle: SinkHandle | None = None
+        self._closed = False
+        self.lock = threading.Lock()
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def registered(self) -> bool:
+        """Whether the sink currently receives events."""
+        return self._handle is not None and self._handle.active
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (a closed sink cannot be registered again)."""
+        return self._closed
+
+    def register(self, *, name: str | None = None) -> Self:
+        """Start receiving events (see :func:`register_sink`); returns the sink."""
+        if self._closed:
+            raise ValueError(f"{self._label} is closed; create a new sink")
+        self._handle = register_sink(self, name=name)
+        return self
+
+    def close(self) -> None:
+        """Stop receiving events and release the output; calling it again does nothing."""
+        if self._handle is not None:
+            self._handle.unregister()
+            self._handle = None
+        with self.lock:
+            if not self._closed:
+                self._closed = True
+                self._release()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"{self._label} is closed")
+
+    def __enter__(self) -> Self:
+        return self if self.registered else self.register()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "registered" if self.registered else "closed" if self._closed else "not registered"
+        return f"{self._label[:-1]}, {state})" if self._label.endswith(")") else f"{self._label}({state})"

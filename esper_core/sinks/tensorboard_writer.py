@@ -6,16 +6,14 @@ import enum
 import json
 import numbers
 import os
-import threading
 from collections.abc import Callable
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from esper_core.hookspecs import hookimpl
 from esper_core.sinks.record import event_record
-from esper_core.sinks.registration import SinkHandle, register_sink
+from esper_core.sinks.registration import EventSink
 from esper_core.telemetry import SeedEvent
 
 if TYPE_CHECKING:
@@ -43,7 +41,7 @@ def event_scalars(event: SeedEvent) -> dict[str, float]:
     return scalars
 
 
-class TensorBoardSink:
+class TensorBoardSink(EventSink):
     """Write every lifecycle event to TensorBoard through :class:`torch.utils.tensorboard.SummaryWriter`.
 
     For an event of class ``C`` from slot ``s``, at step ``k``:
@@ -88,17 +86,14 @@ class TensorBoardSink:
         self.prefix = prefix
         self._step = step
         self._count = 0
-        self._closed = False
-        self._lock = threading.Lock()
-        self._handle: SinkHandle | None = None
+        super().__init__(f"TensorBoardSink({self.writer.get_logdir()!r})")
 
     @hookimpl
     def esper_seed_event(self, event: SeedEvent) -> None:
         record = event_record(event)
         scalars = event_scalars(event)
-        with self._lock:
-            if self._closed:
-                raise ValueError("TensorBoardSink is closed")
+        with self.lock:
+            self._check_open()
             step = self._next_step()
             base = f"{self.prefix}/{event.slot_id}"
             name = type(event).__name__
@@ -118,43 +113,12 @@ class TensorBoardSink:
         self._count += 1
         return step
 
-    @property
-    def registered(self) -> bool:
-        """Whether the sink currently receives events."""
-        return self._handle is not None and self._handle.active
-
-    def register(self, *, name: str | None = None) -> Self:
-        """Start receiving events (see :func:`esper_core.sinks.register_sink`); returns the sink."""
-        if self._closed:
-            raise ValueError("TensorBoardSink is closed; create a new sink")
-        self._handle = register_sink(self, name=name)
-        return self
-
-    def close(self) -> None:
-        """Stop receiving events; flush, and close the writer if the sink created it."""
-        if self._handle is not None:
-            self._handle.unregister()
-            self._handle = None
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            if self._owns_writer:
-                self.writer.close()
-            else:
-                self.writer.flush()
-
-    def __enter__(self) -> Self:
-        return self if self.registered else self.register()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = "registered" if self.registered else "closed" if self._closed else "not registered"
-        return f"TensorBoardSink({self.writer.get_logdir()!r}, {state})"
+    def _release(self) -> None:
+        # A writer the sink created is closed with it; one you passed is only flushed.
+        if self._owns_writer:
+            self.writer.close()
+        else:
+            self.writer.flush()
 
 
 def _new_writer(log_dir: str | os.PathLike[str] | None) -> Any:

@@ -84,7 +84,8 @@ def mixing_reason(module: nn.Module) -> str | None:
     from esper_core.slot import SeedSlot
 
     if not isinstance(module, SeedSlot):
-        return getattr(module, "position_mixing", None)
+        folded = getattr(module, "position_mixing", None)
+        return None if folded is None else f"folded seed {getattr(module, 'slot_id', '')!r}: {folded}"
     if module.seed is None or module.stage not in RUNS_SEED or module.stage is SeedStage.TRAINING:
         return None
     blueprint = module.blueprint

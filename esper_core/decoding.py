@@ -20,12 +20,12 @@ after the first) while a seed that mixes positions reaches the output (stages BL
 HOLDING, FOSSILIZED; in TRAINING the slot's output is the host's exactly). Decoding without
 the cache (``generate(..., use_cache=False)``) gives the full forward's results.
 
-:func:`~esper_core.inject.inject_slots` installs the guard on the target and every module
-above it whose ``forward`` takes ``past_key_values`` (so a call to the whole model, to its
-base model or to one block is covered), and :func:`~esper_core.fold.fold` keeps it on a
-folded model that holds such a seed. A cache passed under another name, or a decoder loop
-written by hand that feeds one token at a time without a cache argument, cannot be seen:
-do not decode incrementally with such seeds.
+:func:`~esper_core.inject.inject_slots` installs the guard on the outermost module above
+each target whose ``forward`` takes ``past_key_values`` (the model ``generate()`` calls), and
+:func:`~esper_core.fold.fold` keeps it on a folded model that holds such a seed. A cached
+call made directly into an inner module (a base model or a block), a cache passed under
+another name, or a decoder loop written by hand that feeds one token at a time without a
+cache argument cannot be seen: do not decode incrementally with such seeds.
 """
 
 from __future__ import annotations
@@ -171,8 +171,11 @@ def _cache_argument(module: nn.Module) -> tuple[str, int | None] | None:
 def install_guards(
     model: nn.Module, paths: Iterable[str], sources: Sequence[nn.Module]
 ) -> tuple[RemovableHandle, ...]:
-    """Guard every module on the way from ``model`` to each of ``paths`` that takes a KV cache.
+    """Guard, on the way from ``model`` to each of ``paths``, the outermost module that takes a KV cache.
 
+    Only the outermost one: it receives the caller's cache as it is, whereas the layers
+    inside it see the cache while the forward pass fills it (a Hugging Face decoder's
+    second block finds the first block's positions already there even on the first step).
     Returns the hook handles (remove them to take the guards off); none when no module on
     those paths takes a cache argument.
     """
@@ -181,14 +184,13 @@ def install_guards(
     for path in paths:
         parts = path.split(".") if path else []
         for depth in range(len(parts) + 1):
-            prefix = ".".join(parts[:depth])
-            module = model.get_submodule(prefix)
-            if id(module) in seen:
-                continue
-            seen.add(id(module))
+            module = model.get_submodule(".".join(parts[:depth]))
             argument = _cache_argument(module)
             if argument is None:
                 continue
-            guard = CachedDecodingGuard(prefix, argument[0], argument[1], sources)
-            handles.append(module.register_forward_pre_hook(guard.check, with_kwargs=True))
+            if id(module) not in seen:
+                seen.add(id(module))
+                guard = CachedDecodingGuard(".".join(parts[:depth]), argument[0], argument[1], sources)
+                handles.append(module.register_forward_pre_hook(guard.check, with_kwargs=True))
+            break
     return tuple(handles)

@@ -150,8 +150,9 @@ def test_a_seed_that_mixes_positions_refuses_a_cached_step(permissive) -> None:
         match=r"cached decoding refused at 'the model'.*holds 4 earlier.*'block_mlp' \(BLENDING\): blueprint transformer:ship_mix mixes positions.*use_cache=False",
     ):
         net(ids[:, :1], past_key_values=Cache(4))
-    with pytest.raises(HostError, match="refused at 'block'"):  # a call into the block is guarded too
-        net.block(net.emb(ids), Cache(2))
+    # only the outermost module is guarded: inner layers see the cache while the pass fills it
+    net.block(net.emb(ids), Cache(2))
+    assert not net.block._forward_pre_hooks
 
 
 @pytest.mark.parametrize(
@@ -199,7 +200,9 @@ def test_guards_follow_copies_and_come_off_with_the_slots(permissive) -> None:
 def test_a_folded_model_keeps_the_guard_only_for_seeds_that_mix(permissive) -> None:
     mixing, _ = _decoder_with(permissive, "ship_mix")
     folded = fold(mixing)
-    with pytest.raises(HostError, match=r"folded seed 'block_mlp': blueprint transformer:ship_mix mixes positions"):
+    with pytest.raises(
+        HostError, match=r"folded seed 'block_mlp': blueprint transformer:ship_mix mixes positions"
+    ):
         folded(torch.randint(0, 20, (1, 1)), past_key_values=Cache(3))
     wise, _ = _decoder_with(permissive, "ship_mlp")
     folded = fold(wise)

@@ -185,7 +185,7 @@ def run_on_nested(out: Tensor, topology_name: str, run: Callable[[Tensor], Tenso
     """``run`` on a NestedTensor ``out`` ragged along ``topology_name``'s causal sequence axis.
 
     ``run`` maps the zero-padded tensor to a tensor of the same shape (a slot, or a folded
-    seed: :mod:`esper_core.fold`). The result has the input's layout and ragged structure (a
+    seed: :mod:`esper_core.folding`). The result has the input's layout and ragged structure (a
     jagged tensor keeps its offsets, so it still combines with tensors derived from the
     input); ``out`` itself is returned when ``run`` returns the padded tensor unchanged.
     Raises :class:`HostError` (naming ``where``) for a NestedTensor ragged along another axis.

@@ -22,7 +22,7 @@ the cache (``generate(..., use_cache=False)``) gives the full forward's results.
 
 :func:`~esper_core.inject.inject_slots` installs the guard on the outermost module above
 each target whose ``forward`` takes ``past_key_values`` (the model ``generate()`` calls), and
-:func:`~esper_core.fold.fold` keeps it on a folded model that holds such a seed. A cached
+:func:`~esper_core.folding.fold` keeps it on a folded model that holds such a seed. A cached
 call made directly into an inner module (a base model or a block), a cache passed under
 another name, or a decoder loop written by hand that feeds one token at a time without a
 cache argument cannot be seen: do not decode incrementally with such seeds.

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from esper_core.alpha import BlendAlgorithm
-from esper_core.fold import fold
+from esper_core.folding import fold
 from esper_core.hosts import CNNHost
 from esper_core.inject import inject_slots
 from esper_core.model import MorphogeneticModel

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from esper_core.alpha import BlendAlgorithm
 from esper_core.errors import FoldError, HostError
-from esper_core.fold import FoldAction, FoldedModel, FoldedSeed, fold, plan_fold
+from esper_core.folding import FoldAction, FoldedModel, FoldedSeed, fold, plan_fold
 from esper_core.hosts import CNNHost, TransformerHost
 from esper_core.inject import InjectionTarget, get_injection, inject_slots, remove_slots
 from esper_core.model import MorphogeneticModel

@@ -13,7 +13,7 @@ from torch import nn
 from esper_core.alpha import BlendAlgorithm
 from esper_core.decoding import cached_length, install_guards
 from esper_core.errors import HostError
-from esper_core.fold import fold
+from esper_core.folding import fold
 from esper_core.inject import InjectionTarget, inject_slots, remove_slots
 from esper_core.outputs import describe_output, replace_output, select_output
 from esper_core.stages import SeedStage

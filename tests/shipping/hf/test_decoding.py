@@ -8,7 +8,7 @@ import torch
 import esper_blueprints_transformer
 from esper_core.alpha import BlendAlgorithm
 from esper_core.errors import HostError
-from esper_core.fold import fold
+from esper_core.folding import fold
 from esper_core.inject import get_injection, inject_slots
 from esper_core.registry import get_blueprint
 from esper_core.stages import SeedStage

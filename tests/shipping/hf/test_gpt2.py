@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from esper_core import hf
 from esper_core.alpha import BlendAlgorithm
 from esper_core.errors import CheckpointError
-from esper_core.fold import FoldAction, FoldedSeed, fold, plan_fold
+from esper_core.folding import FoldAction, FoldedSeed, fold, plan_fold
 from esper_core.inject import InjectionTarget, inject_slots, remove_slots
 from esper_core.seed_checkpoint import load_seeds, save_seeds
 from esper_core.stages import SeedStage

@@ -10,7 +10,7 @@ import torch
 
 from esper_core.alpha import BlendAlgorithm
 from esper_core.errors import FoldError
-from esper_core.fold import fold
+from esper_core.folding import fold
 from esper_core.inject import InjectionTarget, inject_slots
 
 from ..conftest import grow

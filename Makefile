@@ -13,7 +13,7 @@ INPUTS := pyproject.toml constraints.txt \
 $(STAMP): $(INPUTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
-		-e '.[dev,demo,tensorboard]' -e ./esper_blueprints_cnn -e ./esper_blueprints_transformer
+		-e '.[dev,demo,tensorboard,hf]' -e ./esper_blueprints_cnn -e ./esper_blueprints_transformer
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,7 +24,7 @@ demo: $(STAMP)
 # The fast tier first, then the slow tiers (pip installs, real processes, docs, the demo).
 test: $(STAMP)
 	$(BIN)/python -m pytest
-	$(BIN)/python -m pytest -m "integration or multiprocess or docs or demo"
+	$(BIN)/python -m pytest -m "integration or multiprocess or docs or demo or hf"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -26,6 +26,7 @@ import esper_blueprints_transformer  # noqa: E402, F401
 #   multiprocess  real torch.distributed processes (gloo on 127.0.0.1, torchrun)
 #   docs          code blocks of README and docs/, and examples/, run in subprocesses
 #   demo          the `esper demo` command, end to end
+#   hf            real Hugging Face transformers models built from small configs (never downloaded)
 # A test module may mark itself; the files below are marked here so the tiers are listed in
 # one place.
 TIER_FILES = {
@@ -33,6 +34,7 @@ TIER_FILES = {
     "multiprocess": ("tests/distributed/test_two_ranks.py",),
     "docs": ("tests/docs/test_docs_complete.py::test_runnable_block_runs",),
     "demo": ("tests/hosts/test_demo.py",),
+    "hf": ("tests/shipping/hf/",),
 }
 TIERS = tuple(TIER_FILES)
 
@@ -43,6 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
         ("multiprocess", "starts real torch.distributed processes"),
         ("docs", "runs documentation code blocks and examples in subprocesses"),
         ("demo", "runs the esper demo end to end"),
+        ("hf", "builds real transformers models from small configs"),
     ):
         config.addinivalue_line("markers", f"{tier}: slow tier, {what} (run by make test)")
 

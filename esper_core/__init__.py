@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "LifecycleError": "esper_core.errors",
     "CheckpointError": "esper_core.errors",
     "HostError": "esper_core.errors",
+    "FoldError": "esper_core.errors",
     # the plugin contract and the registry
     "BlueprintSpec": "esper_core.spec",
     "Option": "esper_core.options",
@@ -56,6 +57,11 @@ _EXPORTS: dict[str, str] = {
     "HeuristicController": "esper_core.control",
     "ControllerConfig": "esper_core.control",
     "Governor": "esper_core.governor",
+    # shipping a grown model: fold it into a plain module, seed-only checkpoints
+    "fold": "esper_core.folding",
+    "plan_fold": "esper_core.folding",
+    "save_seeds": "esper_core.seed_checkpoint",
+    "load_seeds": "esper_core.seed_checkpoint",
     # checkpoints and multi-process training
     "load_checkpoint": "esper_core.checkpoint",
     "DistributedLifecycle": "esper_core.distributed",

@@ -42,6 +42,7 @@ to change.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -49,29 +50,40 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from esper_core.errors import HostError, LifecycleError
+from esper_core.outputs import OutputKey, replace_output, select_output
 from esper_core.registry import get_topology
 
 if TYPE_CHECKING:
     from esper_core.slot import SeedSlot
     from esper_core.telemetry import SeedEvent
 
-__all__ = ["SlotAttachment"]
+__all__ = ["SlotAttachment", "run_on_nested"]
 
 
 class SlotAttachment:
     """One injected slot on the output of one submodule (see the module doc).
 
     ``path`` names ``module`` in the model (for messages); ``overrides`` is the injection's
-    shared map slot id -> per-sample alpha (:func:`~esper_core.inject.alpha_overrides`).
+    shared map slot id -> per-sample alpha (:func:`~esper_core.inject.alpha_overrides`);
+    ``output`` picks the tensor of the module's output the slot sees (:mod:`esper_core.outputs`).
     Create it with :meth:`attach`, undo it with :meth:`detach`.
     """
 
-    def __init__(self, path: str, module: nn.Module, slot: SeedSlot, overrides: dict[str, Tensor]) -> None:
+    def __init__(
+        self,
+        path: str,
+        module: nn.Module,
+        slot: SeedSlot,
+        overrides: dict[str, Tensor],
+        *,
+        output: OutputKey = None,
+    ) -> None:
         self.path = path
         self.module = module
         self.slot = slot
         self.slot_id = slot.slot_id
         self.overrides = overrides
+        self.output = output
         self.inner: Any = None
         self.breaker: RemovableHandle | None = None
         self.load_hook: RemovableHandle | None = None
@@ -156,22 +168,29 @@ class SlotAttachment:
         override = self.overrides.get(self.slot_id)
         if slot.seed is None and override is None:
             return out
-        if not isinstance(out, Tensor):
-            raise HostError(
-                f"target {self.path!r} returned {type(out).__name__}; slot {self.slot_id!r} needs one Tensor"
+        h = select_output(out, self.output, where=f"target {self.path!r} (slot {self.slot_id!r})")
+        if h.is_nested:
+            result = run_on_nested(
+                h,
+                slot.topology,
+                lambda padded: slot(padded, override),
+                where=f"slot {self.slot_id!r} at {self.path!r}",
             )
-        if out.is_nested:
-            return _on_nested(self, out, override)
-        return slot(out, override)
+        else:
+            result = slot(h, override)
+        return out if result is h else replace_output(out, self.output, result)
 
 
-def _on_nested(attachment: SlotAttachment, out: Tensor, override: Tensor | None) -> Tensor:
-    """Run the slot on a NestedTensor ragged along the topology's causal sequence axis.
+def run_on_nested(out: Tensor, topology_name: str, run: Callable[[Tensor], Tensor], *, where: str) -> Tensor:
+    """``run`` on a NestedTensor ``out`` ragged along ``topology_name``'s causal sequence axis.
 
-    The result has the input's layout and ragged structure (a jagged tensor keeps its
-    offsets, so it still combines with tensors derived from the input).
+    ``run`` maps the zero-padded tensor to a tensor of the same shape (a slot, or a folded
+    seed: :mod:`esper_core.folding`). The result has the input's layout and ragged structure (a
+    jagged tensor keeps its offsets, so it still combines with tensors derived from the
+    input); ``out`` itself is returned when ``run`` returns the padded tensor unchanged.
+    Raises :class:`HostError` (naming ``where``) for a NestedTensor ragged along another axis.
     """
-    topology = get_topology(attachment.slot.topology)
+    topology = get_topology(topology_name)
     parts = out.unbind()
     if out.layout is torch.jagged:
         ragged = [axis for axis, size in enumerate(out.shape) if not isinstance(size, int)]
@@ -180,13 +199,13 @@ def _on_nested(attachment: SlotAttachment, out: Tensor, override: Tensor | None)
     allowed = [] if topology.sequence_axis is None else [topology.sequence_axis % topology.ndim]
     if out.dim() != topology.ndim or not set(ragged) <= set(allowed):
         raise HostError(
-            f"slot {attachment.slot_id!r} at {attachment.path!r} received a {out.dim()}-d NestedTensor "
+            f"{where} received a {out.dim()}-d NestedTensor "
             f"ragged along axes {ragged}; topology {topology.name!r} {topology.layout} accepts a "
             f"NestedTensor only when it is ragged along its causal sequence axis ({allowed or 'none'}). "
             "Give the slot regular tensors, e.g. build nn.TransformerEncoder(..., enable_nested_tensor=False)"
         )
     padded = out.to_padded_tensor(0.0)
-    result = attachment.slot(padded, override)
+    result = run(padded)
     if result is padded:
         return out
     pieces = [result[(i, *(slice(0, n) for n in part.shape))] for i, part in enumerate(parts)]

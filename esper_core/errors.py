@@ -14,6 +14,7 @@ __all__ = [
     "ConflictError",
     "DistributedError",
     "EsperError",
+    "FoldError",
     "GovernorError",
     "HostError",
     "LifecycleError",
@@ -110,3 +111,8 @@ class DistributedError(EsperError, RuntimeError):
 class GovernorError(EsperError, RuntimeError):
     """The governor found a fault pruning cannot repair (a fossilized seed or the host went
     non-finite, or steps keep being skipped); the message names the culprit and the remedy."""
+
+
+class FoldError(EsperError, RuntimeError):
+    """A grown model cannot be folded as asked: a seed is still on probation, or an exact weight
+    merge was required where none exists; the message names the slots and why."""

@@ -25,11 +25,14 @@ from typing import Any
 import attrs
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from esper_core.attachment import SlotAttachment
+from esper_core.decoding import install_guards
 from esper_core.hosts.base import HostError
 from esper_core.model import Evaluation, evaluate_slots
 from esper_core.modes import eval_mode
+from esper_core.outputs import OutputKey, check_output_key, describe_output, select_output
 from esper_core.registry import get_topology
 from esper_core.slot import SeedSlot
 
@@ -69,13 +72,18 @@ class InjectionTarget:
     """Where to put one slot: the submodule ``path`` whose output it sees, in ``topology``.
 
     ``dim`` is the feature width at that output; when ``None`` it is found by a probe
-    forward. ``slot_id`` defaults to the path with dots replaced by underscores.
+    forward. ``slot_id`` defaults to the path with dots replaced by underscores. ``output``
+    says which tensor of the module's output the slot sees when the module returns more
+    than one tensor: ``None`` (default: it returns one tensor), an index (``0`` for the
+    hidden states of a Hugging Face attention layer's ``(hidden, weights)`` tuple) or a key
+    (``"last_hidden_state"`` of a ``ModelOutput``); see :mod:`esper_core.outputs`.
     """
 
     path: str
     topology: str
     dim: int | None = None
     slot_id: str | None = None
+    output: OutputKey = None
 
     @property
     def resolved_id(self) -> str:
@@ -85,12 +93,14 @@ class InjectionTarget:
 @attrs.define(eq=False, slots=False)
 class Injection:
     """What :func:`inject_slots` attached to a model: the slots, one attachment per target,
-    and the per-sample alpha overrides shared by the attachments."""
+    the per-sample alpha overrides shared by the attachments, and the cached-decoding guards
+    (:mod:`esper_core.decoding`) on modules that take a KV cache."""
 
     slots: nn.ModuleDict
     targets: tuple[InjectionTarget, ...]
     attachments: tuple[SlotAttachment, ...]
     overrides: dict[str, Tensor] = attrs.field(factory=dict)
+    guards: tuple[RemovableHandle, ...] = ()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A deep copy or an unpickled model: this value sits in the model's __dict__ after
@@ -180,6 +190,10 @@ def inject_slots(
         get_topology(t.topology)
         if t.dim is not None and (isinstance(t.dim, bool) or not isinstance(t.dim, int) or t.dim < 1):
             raise HostError(f"dim for {t.path!r} must be a positive int or None, got {t.dim!r}")
+        try:
+            check_output_key(t.output)
+        except HostError as exc:
+            raise HostError(f"target {t.path!r}: {exc}") from None
     if len(set(ids)) != len(ids):
         raise HostError(f"slot ids must be unique; got {ids}")
     if example_input is None and any(t.dim is None for t in items):
@@ -203,23 +217,29 @@ def inject_slots(
         slots.to(device=reference.device)
     overrides: dict[str, Tensor] = {}
     attachments = tuple(
-        SlotAttachment(t.path, _submodule(model, t.path), slots[slot_id], overrides)
+        SlotAttachment(t.path, _submodule(model, t.path), slots[slot_id], overrides, output=t.output)
         for t, slot_id in zip(items, ids, strict=True)
     )
     model.add_module(SLOTS_ATTRIBUTE, slots)
     for attachment in attachments:
         attachment.attach()
-    model.__dict__[_STATE] = Injection(slots, tuple(items), attachments, overrides)
+    guards: tuple[RemovableHandle, ...] = ()
+    if any(get_topology(t.topology).sequence_axis is not None for t in items):
+        guards = install_guards(model, [t.path for t in items], list(slots.values()))
+    model.__dict__[_STATE] = Injection(slots, tuple(items), attachments, overrides, guards)
     return slots
 
 
 def _probed_dim(target: InjectionTarget, output: Any, ran: bool) -> int:
     if not ran:
         raise HostError(f"target {target.path!r} did not run during the probe forward; cannot inject there")
-    if not isinstance(output, Tensor):
+    if target.output is None and not isinstance(output, Tensor):
         raise HostError(
-            f"target {target.path!r} returns {type(output).__name__}; a slot needs a module that returns one Tensor"
+            f"target {target.path!r} returns {describe_output(output)}; a slot needs one Tensor: pass "
+            f"InjectionTarget({target.path!r}, {target.topology!r}, output=...) with the index or key of "
+            "the tensor the slot should see (e.g. output=0 for the first element)"
         )
+    output = select_output(output, target.output, where=f"target {target.path!r}")
     topology = get_topology(target.topology)
     if output.dim() != topology.ndim:
         raise HostError(
@@ -276,6 +296,8 @@ def remove_slots(model: nn.Module) -> nn.ModuleDict:
         )
     for attachment in reversed(state.attachments):
         attachment.detach()
+    for handle in state.guards:
+        handle.remove()
     delattr(model, SLOTS_ATTRIBUTE)
     del model.__dict__[_STATE]
     return state.slots

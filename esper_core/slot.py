@@ -178,6 +178,10 @@ class SeedSlot(nn.Module):
         lambda self: self._state.stage is _S.DORMANT, doc="Whether a germination is accepted."
     )
 
+    def alpha_tensor(self) -> Tensor:
+        """A copy of the 0-dim tensor ``forward`` blends with: ``alpha`` in the slot's dtype and device."""
+        return self._alpha_value.detach().clone()
+
     def seed_parameters(self) -> list[nn.Parameter]:
         """Seed and blend-gate parameters, whether or not they currently require grad."""
         return [p for m in (self.seed, self.blend_gate) if m is not None for p in m.parameters()]

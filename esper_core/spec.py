@@ -98,6 +98,14 @@ class BlueprintSpec:
     ``validate(dim, **options)``, when given, rejects combinations that single options
     cannot see (for example a head count that does not divide ``dim``) by raising
     :class:`~esper_core.errors.OptionError`.
+
+    ``position_wise`` matters for topologies with a sequence axis: ``True`` when the seed's
+    output at each position depends only on its input at that position (a position-wise
+    module in the Transformer paper's sense: a norm, an MLP, LoRA), so a decoder that feeds
+    one new token at a time with a KV cache runs it unchanged; ``False`` when it mixes
+    positions (attention), so cached decoding would give it only the new tokens. ``None``
+    (not declared) counts as ``False``: such seeds refuse cached decoding
+    (:mod:`esper_core.decoding`) rather than silently change its results.
     """
 
     name: str = attrs.field(validator=attrs.validators.matches_re(_NAME_RE))
@@ -111,6 +119,9 @@ class BlueprintSpec:
     )
     validate: Callable[..., None] | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.is_callable())
+    )
+    position_wise: bool | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(bool)), kw_only=True
     )
 
     @property

@@ -10,6 +10,7 @@ import torch
 from esper_core.errors import RegistryError
 from esper_core.spec import BlueprintSpec
 from esper_core.testing.backward import check_backward_in_child
+from esper_core.testing.declared import check_affine_form, check_position_wise
 from esper_core.testing.deep import (
     check_bf16,
     check_causal,
@@ -95,6 +96,8 @@ def _run(
     check_bf16(rec, subject, dim, base)
     check_channels_last(rec, subject, dim, base, trained)
     check_causal(rec, subject, dim, base, trained)
+    check_position_wise(rec, subject, dim, base, trained)
+    check_affine_form(rec, subject, dim, base, trained)
     check_compile(rec, subject, dim, base, trained)
 
 

@@ -4,6 +4,12 @@ Specs are plain values; :mod:`esper_blueprints_transformer.plugin` hands them to
 registry through the ``esper_register_blueprints`` hook. Pairs that differ only in a default
 (``lora``/``lora_large``, ``mlp_small``/``mlp``) share one factory and one count function
 and declare the same options, so the larger variant is a different default, not a copy.
+
+Every blueprint but the two attention ones is position-wise (``position_wise=True``): a
+decoder feeding one new token at a time with a KV cache gives the same results as the full
+forward. ``attention`` and ``flex_attention`` mix positions and keep no KV cache of their
+own, so a seed of theirs that reaches the output refuses cached decoding with a clear error
+(decode with ``use_cache=False``); see ``docs/blueprints-transformer.md``.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ BLUEPRINTS: tuple[BlueprintSpec, ...] = (
     BlueprintSpec(
         name="noop",
         topology=TOPOLOGY,
+        position_wise=True,
         factory=_build_noop,
         param_count=counts.noop_params,
         flop_count=counts.noop_flops,
@@ -71,6 +78,7 @@ BLUEPRINTS: tuple[BlueprintSpec, ...] = (
     BlueprintSpec(
         name="norm",
         topology=TOPOLOGY,
+        position_wise=True,
         factory=_build_norm,
         param_count=counts.norm_params,
         flop_count=counts.norm_flops,
@@ -79,6 +87,7 @@ BLUEPRINTS: tuple[BlueprintSpec, ...] = (
     BlueprintSpec(
         name="lora",
         topology=TOPOLOGY,
+        position_wise=True,
         factory=_build_lora,
         param_count=counts.lora_params,
         flop_count=counts.lora_flops,
@@ -88,6 +97,7 @@ BLUEPRINTS: tuple[BlueprintSpec, ...] = (
     BlueprintSpec(
         name="lora_large",
         topology=TOPOLOGY,
+        position_wise=True,
         factory=_build_lora,
         param_count=counts.lora_params,
         flop_count=counts.lora_flops,
@@ -97,6 +107,8 @@ BLUEPRINTS: tuple[BlueprintSpec, ...] = (
     BlueprintSpec(
         name="attention",
         topology=TOPOLOGY,
+        # Mixes positions: it keeps no KV cache, so cached decoding is refused (esper_core.decoding).
+        position_wise=False,
         factory=build_attention,
         param_count=counts.attention_params,
         flop_count=counts.attention_flops,
@@ -107,6 +119,7 @@ BLUEPRINTS: tuple[BlueprintSpec, ...] = (
     BlueprintSpec(
         name="mlp_small",
         topology=TOPOLOGY,
+        position_wise=True,
         factory=build_mlp,
         param_count=counts.mlp_params,
         flop_count=counts.mlp_flops,
@@ -116,6 +129,7 @@ BLUEPRINTS: tuple[BlueprintSpec, ...] = (
     BlueprintSpec(
         name="mlp",
         topology=TOPOLOGY,
+        position_wise=True,
         factory=build_mlp,
         param_count=counts.mlp_params,
         flop_count=counts.mlp_flops,
@@ -125,6 +139,8 @@ BLUEPRINTS: tuple[BlueprintSpec, ...] = (
     BlueprintSpec(
         name="flex_attention",
         topology=TOPOLOGY,
+        # Mixes positions: it keeps no KV cache, so cached decoding is refused (esper_core.decoding).
+        position_wise=False,
         factory=_build_flex_attention,
         param_count=counts.attention_params,
         flop_count=counts.attention_flops,

@@ -82,7 +82,7 @@ def test_scheduled_prune_keeps_reason_and_initiator(scenario, fresh_slot):
     assert [(e.reason, e.initiator) for e in pruned] == [("test_schedule", "tester")]
 
 
-def test_gate_module_is_rebuilt_with_its_weights(scenario, fresh_slot):
+def test_blend_gate_is_rebuilt_with_its_weights(scenario, fresh_slot):
     source = scenario("blending_gate")
     with torch.no_grad():
         for p in source.blend_gate.parameters():

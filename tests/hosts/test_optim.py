@@ -77,7 +77,7 @@ def test_every_slot_has_a_group_from_the_start_and_seeds_fill_it(permissive: Qua
     _steps(model, optimizer, x, y)  # training goes on without the seed
 
 
-def test_gate_module_parameters_join_too(permissive: QualityGates) -> None:
+def test_blend_gate_parameters_join_too(permissive: QualityGates) -> None:
     model, _, _ = _setup(permissive)
     optimizer = torch.optim.SGD(model.host.parameters(), lr=0.1)
     binding = OptimizerBinding(optimizer, model.slots)

@@ -90,7 +90,7 @@ def test_a_layout_no_gate_can_serve_is_refused_at_registration(
         _topology(3, feature, sequence)
 
 
-def test_gate_module_refuses_the_same_axis_twice() -> None:
+def test_blend_gate_refuses_the_same_axis_twice() -> None:
     with pytest.raises(LifecycleError, match="distinct non-batch feature and sequence axes"):
         BlendGate(6, ndim=3, feature_axis=1, sequence_axis=1)
 

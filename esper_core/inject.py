@@ -26,6 +26,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from esper_core._placement import host_placement, place_slots
 from esper_core.attachment import SlotAttachment
 from esper_core.hosts.base import HostError
 from esper_core.model import Evaluation, evaluate_slots
@@ -198,9 +199,8 @@ def inject_slots(
             for t, slot_id in zip(items, ids, strict=True)
         }
     )
-    reference = next(iter(model.parameters()), None)
-    if reference is not None:
-        slots.to(device=reference.device)
+    for t, slot_id in zip(items, ids, strict=True):  # each on its target's device and dtype
+        place_slots(slots[slot_id], host_placement(_submodule(model, t.path), model))
     overrides: dict[str, Tensor] = {}
     attachments = tuple(
         SlotAttachment(t.path, _submodule(model, t.path), slots[slot_id], overrides)

@@ -17,6 +17,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from esper_core._placement import host_placement, place_slots
 from esper_core.hosts.base import HostError, HostProtocol
 from esper_core.modes import eval_mode
 from esper_core.registry import get_topology
@@ -92,9 +93,7 @@ class MorphogeneticModel(nn.Module):
                 for s in self._order
             }
         )
-        reference = next(iter(host.parameters()), None)
-        if reference is not None:  # slots live where the host lives
-            self.slots.to(device=reference.device)
+        place_slots(self.slots, host_placement(host))  # the host's device and dtype
 
     @property
     def topology(self) -> str:

@@ -55,7 +55,7 @@ from esper_core.commands import (
 )
 from esper_core.errors import LifecycleError
 from esper_core.gates import GateLevel, GateResult, QualityGates
-from esper_core.isolation import isolated_in, seed_input, straight_through
+from esper_core.isolation import check_host_untouched, host_version, isolated_in, seed_input, straight_through
 from esper_core.metrics import DEFAULT_ACTIVITY_DECAY, SlotReport
 from esper_core.slot_state import (
     AUTO_ADVANCE_GATES,
@@ -428,12 +428,15 @@ class SeedSlot(nn.Module):
         seed = self.seed
         x = seed_input(h, isolate=self._isolate)
         alpha = self._alpha_value if alpha_override is None else alpha_override
+        version = host_version(h)
         if self._down:  # seed and gate must not learn to fight their own removal
             with torch.no_grad():
                 s = seed(x)
                 gate = self.blend_gate(x) if self.blend_gate is not None else None
+            check_host_untouched(h, version, self.slot_id, self.blueprint)
             return blend(self._algorithm, h, s, alpha, gate, reference=x)
         s = seed(x)
+        check_host_untouched(h, version, self.slot_id, self.blueprint)
         tracking = torch.is_grad_enabled() and not torch.compiler.is_compiling()
         if tracking and not self._output_checked:
             self._output_checked = True

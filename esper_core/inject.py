@@ -157,8 +157,11 @@ def inject_slots(
     ``targets`` maps submodule paths to topology names, or is a list of
     :class:`InjectionTarget`. ``example_input`` (a tensor or a tuple of forward arguments)
     is needed when a dim is not given, and when given it also checks the dims that are.
-    ``slot_options`` go to every ``SeedSlot``. Everything is validated before the model is
-    touched; returns the slots (also reachable as ``model.esper_slots``).
+    ``slot_options`` go to every ``SeedSlot``. Each slot is created on its target's device
+    and in its target's floating dtype (the model's where the target has no tensors), so
+    seeds built later match the host; it follows ``model.to(...)`` afterwards. Everything is
+    validated before the model is touched; returns the slots (also reachable as
+    ``model.esper_slots``).
     """
     if not isinstance(model, nn.Module):
         raise HostError(f"inject_slots needs an nn.Module, got {type(model).__name__}")

@@ -38,8 +38,6 @@ from esper_core.errors import LifecycleError
 from esper_core.stages import isolated_in
 
 __all__ = [
-    "check_host_untouched",
-    "host_version",
     "isolated_in",
     "seed_input",
     "straight_through",

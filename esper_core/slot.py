@@ -599,3 +599,7 @@ def _after_load(slot: nn.Module, _incompatible: object) -> None:
     # The one piece of runtime state derived from the weights (the activity meter's reference
     # copy) is taken once the checkpoint's tensors are in.
     slot.start_activity_interval()  # type: ignore[operator]
+    # The alpha buffer is not in the state_dict, so a load does not write it; after
+    # ``to_empty()`` (meta-device initialisation, then a load) its memory is uninitialised.
+    with torch.no_grad():
+        slot._alpha_value.fill_(slot._alpha_seen)

@@ -258,6 +258,31 @@ def test_past_the_recompile_limit_the_compiled_model_is_still_right() -> None:
     assert backend.compilations <= 3
 
 
+def test_alpha_buffer_is_written_again_by_a_load_after_to_empty() -> None:
+    """Meta-device style initialisation: ``to_empty()`` leaves every buffer uninitialised and
+    the alpha buffer is not in the state_dict, so the load itself must write it again."""
+    model, (slot, *_), x = _morphogenetic("cnn")
+    slot.germinate("conv_light", ramp_epochs=4)
+    assert slot.advance(_S.TRAINING).passed
+    _perturb(slot)
+    slot.record_accuracy(40.0)
+    assert slot.advance(_S.BLENDING).passed
+    slot.step_epoch()
+    slot.step_epoch()
+    model.eval()
+    with torch.no_grad():
+        want = model(x)
+    checkpoint = model.state_dict()
+    model.to_empty(device=x.device)
+    with torch.no_grad():
+        slot._alpha_value.fill_(float("nan"))  # what uninitialised memory may hold
+    model.load_state_dict(checkpoint)
+    compiled = torch.compile(model, backend=CountingBackend(inner="aot_eager"), fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), want)
+        torch.testing.assert_close(compiled(x), want)
+
+
 # ---- the issue's instances ------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from esper_core.commands import Germinate
 from esper_core.errors import EsperError, LifecycleError
 from esper_core.evidence import Evidence, Probe
 from esper_core.groupnorm import guard_groupnorms
+from esper_core.modes import eval_mode, module_modes, restore_modes
 from esper_core.slot_state import Provenance, SlotConfig
 from esper_core.topology import Topology
 
@@ -111,32 +112,51 @@ def parameter_count(*modules: nn.Module | None) -> int:
 
 
 def probe_seed(module: nn.Module, topology: Topology, dim: int, anchor: Tensor) -> Probe:
-    """Run ``module`` once, in eval mode and without grad, on a private random input.
+    """Run ``module`` on a private random input, in eval mode without grad and in train mode with grad.
 
-    The input is drawn from a private generator (the global RNG is untouched) in the slot's
-    dtype and device. G0 then checks that the output keeps the input's shape and dtype and
-    that the seed left its input alone (a seed that writes into its input would change the
-    host's own tensor, since the seed reads a view of it).
+    The input is drawn from a private generator in the slot's dtype and device. G0 then
+    checks that the eval output keeps the input's shape and dtype and that neither pass
+    wrote into the input (values or version counter): the seed reads a view of the host's
+    own tensor, so such a seed would change the host's features. Both modes are run because
+    in-place writes often happen in one only (``nn.Dropout(inplace=True)`` writes in
+    training). Nothing leaks out of the probe: every submodule gets its own mode back, the
+    seed's buffers (BatchNorm statistics) are restored and the global RNG is not consumed.
     """
     x = topology.example_input(
         dim, batch=2, dtype=anchor.dtype, device=anchor.device, generator=torch.Generator().manual_seed(0)
     )
-    before = x.clone()
-    modes = [(m, m.training) for m in module.modules()]
-    try:
-        module.eval()
-        with torch.no_grad():
-            y = module(x)
-    finally:
-        for m, mode in modes:
-            m.training = mode
+    before, version = x.clone(), x._version
+    with eval_mode(module), torch.no_grad():
+        y = module(x)
+    written = x._version != version or not torch.equal(x, before)
+    if not written:
+        written = _writes_in_training(module, x, before)
     if not isinstance(y, Tensor):
-        return Probe(shape_preserved=False, dtype_preserved=False, input_preserved=torch.equal(x, before))
+        return Probe(shape_preserved=False, dtype_preserved=False, input_preserved=not written)
     return Probe(
         shape_preserved=tuple(y.shape) == tuple(x.shape),
         dtype_preserved=y.dtype == x.dtype,
-        input_preserved=torch.equal(x, before),
+        input_preserved=not written,
     )
+
+
+def _writes_in_training(module: nn.Module, x: Tensor, before: Tensor) -> bool:
+    """Whether a train-mode, grad-enabled forward writes into ``x`` (left as it was)."""
+    buffers = [(b, b.clone()) for b in module.buffers()]
+    modes = module_modes(module)
+    devices = [] if x.device.type == "cpu" else [x.device]
+    version = x._version
+    try:
+        with torch.random.fork_rng(devices=devices, device_type=x.device.type if devices else "cuda"):
+            module.train()
+            with torch.enable_grad():
+                module(x)
+    finally:
+        restore_modes(modes)
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+    return x._version != version or not torch.equal(x, before)
 
 
 def candidate(

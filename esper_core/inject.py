@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from esper_core._placement import host_placement, place_slots
 from esper_core.attachment import SlotAttachment
 from esper_core.decoding import install_guards
 from esper_core.hosts.base import HostError
@@ -166,8 +167,11 @@ def inject_slots(
     ``targets`` maps submodule paths to topology names, or is a list of
     :class:`InjectionTarget`. ``example_input`` (a tensor or a tuple of forward arguments)
     is needed when a dim is not given, and when given it also checks the dims that are.
-    ``slot_options`` go to every ``SeedSlot``. Everything is validated before the model is
-    touched; returns the slots (also reachable as ``model.esper_slots``).
+    ``slot_options`` go to every ``SeedSlot``. Each slot is created on its target's device
+    and in its target's floating dtype (the model's where the target has no tensors), so
+    seeds built later match the host; it follows ``model.to(...)`` afterwards. Everything is
+    validated before the model is touched; returns the slots (also reachable as
+    ``model.esper_slots``).
     """
     if not isinstance(model, nn.Module):
         raise HostError(f"inject_slots needs an nn.Module, got {type(model).__name__}")
@@ -212,9 +216,8 @@ def inject_slots(
             for t, slot_id in zip(items, ids, strict=True)
         }
     )
-    reference = next(iter(model.parameters()), None)
-    if reference is not None:
-        slots.to(device=reference.device)
+    for t, slot_id in zip(items, ids, strict=True):  # each on its target's device and dtype
+        place_slots(slots[slot_id], host_placement(_submodule(model, t.path), model))
     overrides: dict[str, Tensor] = {}
     attachments = tuple(
         SlotAttachment(t.path, _submodule(model, t.path), slots[slot_id], overrides, output=t.output)

@@ -3,7 +3,7 @@
 **Structural isolation.** While a seed is young, the host must not be trained through it:
 the seed sees the host features through a gradient stop (:func:`seed_input`), so no
 gradient flows from the seed back into the host. Which stages isolate
-(:func:`isolated_in`):
+(:func:`~esper_core.stages.isolated_in`):
 
 * TRAINING: always (the incubator, below).
 * BLENDING: by default only for topologies without a sequence axis (convolutional hosts);
@@ -34,6 +34,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from esper_core.errors import LifecycleError
+
 __all__ = [
     "seed_input",
     "straight_through",
@@ -43,6 +45,32 @@ __all__ = [
 def seed_input(h: Tensor, *, isolate: bool) -> Tensor:
     """The tensor the seed (and blend gate) read: ``h`` itself, or ``h`` behind a gradient stop."""
     return h.detach() if isolate else h
+
+
+def host_version(h: Tensor) -> int | None:
+    """``h``'s version counter, or ``None`` where it cannot be read (under ``torch.compile``,
+    and for inference tensors, which keep none)."""
+    if torch.compiler.is_compiling() or h.is_inference():
+        return None
+    return h._version
+
+
+def check_host_untouched(h: Tensor, version: int | None, slot_id: str, blueprint: str | None) -> None:
+    """Raise :class:`LifecycleError` when the seed wrote into ``h`` since ``version`` was read.
+
+    The seed's input shares storage (and the version counter) with the host's tensor ``h``,
+    also behind the gradient stop, so any in-place write by the seed (``relu_``,
+    ``nn.ReLU(inplace=True)``, ``nn.Dropout(inplace=True)``) changes the host's features.
+    G0 refuses seeds that do this on its probe input; this catches the rest (a write on some
+    inputs only) before the changed features go any further. One integer comparison.
+    """
+    if version is not None and h._version != version:
+        raise LifecycleError(
+            f"the seed {blueprint!r} in slot {slot_id!r} wrote into its input in place, which is the "
+            "host's own tensor: the host's features were changed. A seed must not modify its input; "
+            "use out-of-place operations (torch.relu(x), not x.relu_() or nn.ReLU(inplace=True)). "
+            "Prune this seed (slot.prune(...)) to go on training."
+        )
 
 
 class _StraightThrough(torch.autograd.Function):

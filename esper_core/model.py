@@ -17,6 +17,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from esper_core._placement import host_placement, place_slots
 from esper_core.hosts.base import HostError, HostProtocol
 from esper_core.modes import eval_mode
 from esper_core.registry import get_topology
@@ -67,8 +68,9 @@ class MorphogeneticModel(nn.Module):
     """``host`` plus one :class:`~esper_core.slot.SeedSlot` per requested injection point.
 
     ``slots`` names the injection points to equip (default: all of them); ``slot_options``
-    are passed to every ``SeedSlot`` (``gates``, ``embargo_epochs``, ``auto_advance``). With
-    no seed germinated the output is exactly the host's output.
+    are passed to every ``SeedSlot`` (``gates``, ``embargo_epochs``, ``auto_advance``). The
+    slots take the host's device and floating dtype (so seeds are built to match) and follow
+    ``.to(...)`` afterwards. With no seed germinated the output is exactly the host's output.
     """
 
     def __init__(self, host: nn.Module, slots: Collection[str] | None = None, **slot_options: Any) -> None:
@@ -92,9 +94,7 @@ class MorphogeneticModel(nn.Module):
                 for s in self._order
             }
         )
-        reference = next(iter(host.parameters()), None)
-        if reference is not None:  # slots live where the host lives
-            self.slots.to(device=reference.device)
+        place_slots(self.slots, host_placement(host))  # the host's device and dtype
 
     @property
     def topology(self) -> str:

@@ -56,7 +56,7 @@ from esper_core.commands import (
 from esper_core.errors import LifecycleError
 from esper_core.evidence import ActivityEvidence, Evidence, Outcome
 from esper_core.gates import GateLevel, GateResult, QualityGates
-from esper_core.isolation import seed_input, straight_through
+from esper_core.isolation import check_host_untouched, host_version, seed_input, straight_through
 from esper_core.metrics import DEFAULT_ACTIVITY_DECAY, SlotReport
 from esper_core.slot_state import (
     MAX_SEED_PARAMS,
@@ -443,12 +443,15 @@ class SeedSlot(nn.Module):
         seed = self.seed
         x = seed_input(h, isolate=self._isolate)
         alpha = self._alpha_value if alpha_override is None else alpha_override
+        version = host_version(h)
         if self._down:  # seed and gate must not learn to fight their own removal
             with torch.no_grad():
                 s = seed(x)
                 gate = self.blend_gate(x) if self.blend_gate is not None else None
+            check_host_untouched(h, version, self.slot_id, self.blueprint)
             return blend(self._algorithm, h, s, alpha, gate, reference=x)
         s = seed(x)
+        check_host_untouched(h, version, self.slot_id, self.blueprint)
         tracking = torch.is_grad_enabled() and not torch.compiler.is_compiling()
         if tracking and not self._output_checked:
             self._output_checked = True
@@ -612,3 +615,7 @@ def _after_load(slot: nn.Module, _incompatible: object) -> None:
     # The one piece of runtime state derived from the weights (the activity meter's reference
     # copy) is taken once the checkpoint's tensors are in.
     slot.start_activity_interval()  # type: ignore[operator]
+    # The alpha buffer is not in the state_dict, so a load does not write it; after
+    # ``to_empty()`` (meta-device initialisation, then a load) its memory is uninitialised.
+    with torch.no_grad():
+        slot._alpha_value.fill_(slot._alpha_seen)

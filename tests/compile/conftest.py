@@ -28,18 +28,20 @@ BLUEPRINT = {"cnn": "conv_light", "transformer": "mlp_small"}
 
 
 class CountingBackend:
-    """A ``torch.compile`` backend that counts the graphs dynamo hands it, then runs them eagerly.
+    """A ``torch.compile`` backend that counts the graphs dynamo hands it, then runs them eagerly
+    (or hands them to the backend named ``inner``, e.g. ``"aot_eager"`` for AOTAutograd).
 
     Every (re)compilation of a frame produces at least one call, so the count is the number
     of compilations (``fullgraph=True`` rules out extra calls from graph breaks).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, inner: str | None = None) -> None:
         self.compilations = 0
+        self.inner = None if inner is None else torch._dynamo.lookup_backend(inner)
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> Callable:
         self.compilations += 1
-        return gm.forward
+        return gm.forward if self.inner is None else self.inner(gm, example_inputs)
 
 
 def build_model(topology: str) -> MorphogeneticModel:

@@ -2,8 +2,9 @@
 
 The slot shell calls these before it calls the lifecycle transition: everything here either
 raises (and nothing has changed) or returns new modules and plain evidence values. Module
-construction follows the slot's device and dtype, so a seed in a bf16 host is a bf16 seed,
-and G0's probe runs in that same dtype.
+construction follows the slot's device, dtype and memory format, so a seed in a bf16 host is
+a bf16 seed (and G0's probe runs in that same dtype), and a seed in a channels_last host has
+channels_last weights.
 """
 
 from __future__ import annotations
@@ -23,21 +24,71 @@ from esper_core.groupnorm import guard_groupnorms
 from esper_core.slot_state import Provenance, SlotConfig
 from esper_core.topology import Topology
 
-__all__ = ["build_gate", "build_seed", "candidate", "parameter_count", "probe_seed", "provenance", "resolve"]
+__all__ = [
+    "build_gate",
+    "build_seed",
+    "candidate",
+    "memory_format_of",
+    "parameter_count",
+    "probe_seed",
+    "provenance",
+    "resolve",
+]
+
+
+def _channels_last_strides(shape: torch.Size) -> tuple[int, ...]:
+    """The strides torch gives a 4-d ``(N, C, H, W)`` tensor laid out channels_last."""
+    _, c, h, w = (max(size, 1) for size in shape)
+    return (h * w * c, 1, w * c, c)
+
+
+def _channels_last(t: Tensor) -> bool:
+    """Whether ``t`` is 4-d with exactly channels_last strides (and those differ from contiguous ones).
+
+    Strides are compared as written, not by ``is_contiguous``, which ignores size-1
+    dimensions: a depthwise weight ``(C, 1, k, k)`` is "contiguous" in both formats, but its
+    nominal strides, which ``DistributedDataParallel`` compares, differ.
+    """
+    if t.dim() != 4:
+        return False
+    strides = _channels_last_strides(t.shape)
+    return t.stride() == strides and t.contiguous().stride() != strides
+
+
+def memory_format_of(module: nn.Module) -> torch.memory_format:
+    """``torch.channels_last`` when a 4-d parameter of ``module`` is laid out channels_last (as
+    ``module.to(memory_format=torch.channels_last)`` leaves its conv weights), else
+    ``torch.contiguous_format``. Slots take this from their host so seeds follow it.
+    """
+    if any(_channels_last(p) for p in module.parameters()):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def _place(module: nn.Module, anchor: Tensor) -> nn.Module:
-    """``module`` on ``anchor``'s device and (for a floating anchor) dtype; no walk when already there."""
+    """``module`` on ``anchor``'s device, (for a floating anchor) dtype and memory format.
+
+    The memory format matters for 4-d weights: a conv's weight gradient is laid out like its
+    input, so a contiguous seed weight in a channels_last host gets channels_last gradients.
+    For a weight with a size-1 dimension (depthwise ``(C, 1, k, k)``, 1x1 ``(C, C, 1, 1)``)
+    autograd keeps such a gradient as it is (same memory, other nominal strides), and
+    ``DistributedDataParallel``'s reducer, which compares strides literally, then warns
+    "Grad strides do not match bucket view strides" and copies it on every step. A seed laid
+    out like its host gets gradients with its own strides. No walk when already in place.
+    """
     tensors = [*module.parameters(), *module.buffers()]
     floating = anchor.is_floating_point()
+    layout = torch.channels_last if _channels_last(anchor) else None
     if all(
-        t.device == anchor.device and (not floating or not t.is_floating_point() or t.dtype == anchor.dtype)
+        t.device == anchor.device
+        and (not floating or not t.is_floating_point() or t.dtype == anchor.dtype)
+        and (layout is None or t.dim() != 4 or t.stride() == _channels_last_strides(t.shape))
         for t in tensors
     ):
         return module
     if floating:
-        return module.to(device=anchor.device, dtype=anchor.dtype)
-    return module.to(device=anchor.device)
+        return module.to(device=anchor.device, dtype=anchor.dtype, memory_format=layout)
+    return module.to(device=anchor.device, memory_format=layout)
 
 
 def resolve(

@@ -26,6 +26,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from esper_core import _build
 from esper_core.attachment import SlotAttachment
 from esper_core.hosts.base import HostError
 from esper_core.model import Evaluation, evaluate_slots
@@ -201,6 +202,7 @@ def inject_slots(
     reference = next(iter(model.parameters()), None)
     if reference is not None:
         slots.to(device=reference.device)
+    slots.to(memory_format=_build.memory_format_of(model))  # seeds are laid out like the host
     overrides: dict[str, Tensor] = {}
     attachments = tuple(
         SlotAttachment(t.path, _submodule(model, t.path), slots[slot_id], overrides)

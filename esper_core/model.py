@@ -17,6 +17,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from esper_core import _build
 from esper_core.hosts.base import HostError, HostProtocol
 from esper_core.modes import eval_mode
 from esper_core.registry import get_topology
@@ -95,6 +96,8 @@ class MorphogeneticModel(nn.Module):
         reference = next(iter(host.parameters()), None)
         if reference is not None:  # slots live where the host lives
             self.slots.to(device=reference.device)
+        # ... and are laid out like it: seeds then get gradients with their own strides.
+        self.slots.to(memory_format=_build.memory_format_of(host))
 
     @property
     def topology(self) -> str:

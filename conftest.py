@@ -30,7 +30,7 @@ import esper_blueprints_transformer  # noqa: E402, F401
 # one place.
 TIER_FILES = {
     "integration": ("tests/foundation/test_installed_packs.py", "tests/conformance/test_example_pack.py"),
-    "multiprocess": ("tests/distributed/test_two_ranks.py",),
+    "multiprocess": ("tests/distributed/test_two_ranks.py", "tests/distributed/test_two_ranks_control.py"),
     "docs": ("tests/docs/test_docs_complete.py::test_runnable_block_runs",),
     "demo": ("tests/hosts/test_demo.py",),
 }

@@ -39,7 +39,7 @@ TIER_FILES = {
         "tests/docs/test_docs_complete.py::test_runnable_block_runs",
         "tests/docs/test_examples.py::test_single_process_example",
     ),
-    "demo": ("tests/hosts/test_demo.py",),
+    "demo": ("tests/hosts/test_demo.py", "tests/hosts/test_demo_sinks.py"),
 }
 TIERS = tuple(TIER_FILES)
 

@@ -31,9 +31,17 @@ import esper_blueprints_transformer  # noqa: E402, F401
 # one place.
 TIER_FILES = {
     "integration": ("tests/foundation/test_installed_packs.py", "tests/conformance/test_example_pack.py"),
-    "multiprocess": ("tests/distributed/test_two_ranks.py", "tests/distributed/test_ddp_stages.py"),
-    "docs": ("tests/docs/test_docs_complete.py::test_runnable_block_runs",),
-    "demo": ("tests/hosts/test_demo.py",),
+    "multiprocess": (
+        "tests/distributed/test_two_ranks.py",
+        "tests/distributed/test_ddp_stages.py",
+        "tests/distributed/test_two_ranks_control.py",
+        "tests/docs/test_examples.py::test_multiprocess_example",
+    ),
+    "docs": (
+        "tests/docs/test_docs_complete.py::test_runnable_block_runs",
+        "tests/docs/test_examples.py::test_single_process_example",
+    ),
+    "demo": ("tests/hosts/test_demo.py", "tests/hosts/test_demo_sinks.py"),
     "hf": ("tests/shipping/hf/",),
 }
 TIERS = tuple(TIER_FILES)

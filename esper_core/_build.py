@@ -2,8 +2,9 @@
 
 The slot shell calls these before it calls the lifecycle transition: everything here either
 raises (and nothing has changed) or returns new modules and plain evidence values. Module
-construction follows the slot's device and dtype, so a seed in a bf16 host is a bf16 seed,
-and G0's probe runs in that same dtype.
+construction follows the slot's device, dtype and memory format, so a seed in a bf16 host is
+a bf16 seed (and G0's probe runs in that same dtype), and a seed in a channels_last host has
+channels_last weights.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from esper_core._placement import channels_last, channels_last_strides
 from esper_core.alpha import BlendAlgorithm
 from esper_core.blend import BlendGate
 from esper_core.commands import Germinate
@@ -24,21 +26,36 @@ from esper_core.modes import eval_mode, module_modes, restore_modes
 from esper_core.slot_state import Provenance, SlotConfig
 from esper_core.topology import Topology
 
-__all__ = ["build_gate", "build_seed", "candidate", "parameter_count", "probe_seed", "provenance", "resolve"]
+__all__ = [
+    "build_gate",
+    "build_seed",
+    "candidate",
+    "parameter_count",
+    "probe_seed",
+    "provenance",
+    "resolve",
+]
 
 
 def _place(module: nn.Module, anchor: Tensor) -> nn.Module:
-    """``module`` on ``anchor``'s device and (for a floating anchor) dtype; no walk when already there."""
+    """``module`` on ``anchor``'s device, (for a floating anchor) dtype and memory format.
+
+    The slot's anchor buffer carries its placement (see :mod:`esper_core._placement` for why
+    the memory format matters under DDP). No walk when already in place.
+    """
     tensors = [*module.parameters(), *module.buffers()]
     floating = anchor.is_floating_point()
+    layout = torch.channels_last if channels_last(anchor) else None
     if all(
-        t.device == anchor.device and (not floating or not t.is_floating_point() or t.dtype == anchor.dtype)
+        t.device == anchor.device
+        and (not floating or not t.is_floating_point() or t.dtype == anchor.dtype)
+        and (layout is None or t.dim() != 4 or t.stride() == channels_last_strides(t.shape))
         for t in tensors
     ):
         return module
     if floating:
-        return module.to(device=anchor.device, dtype=anchor.dtype)
-    return module.to(device=anchor.device)
+        return module.to(device=anchor.device, dtype=anchor.dtype, memory_format=layout)
+    return module.to(device=anchor.device, memory_format=layout)
 
 
 def resolve(

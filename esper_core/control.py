@@ -23,16 +23,31 @@ Two selection strategies (``ControllerConfig.strategy``):
 * ``"cheapest"``: the cheapest affordable candidate, at the slot where it is cheapest.
 
 Then it ticks every slot's epoch clock. Every threshold lives in :class:`ControllerConfig`.
+
+**Where decisions go.** By default the controller calls the slots' own verbs. Under
+``torch.distributed`` pass ``lifecycle=DistributedLifecycle(model)``: every germination,
+advance, prune and tick then goes through it, so rank 0 decides and every rank applies the
+same command. The controllers of all ranks must then make the same calls, which they do
+when they see the same evaluation (average it over ranks with
+:func:`esper_core.distributed.reduce_evaluation`); a rank that still calls something else is
+stopped with a :class:`~esper_core.errors.DistributedError` naming both calls.
+
+**Checkpoints.** :meth:`HeuristicController.state_dict` is the controller's memory as plain
+data (:mod:`esper_core.control_state`); save it with the model, and a resumed run decides as
+an uninterrupted one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 
 from esper_core.blend import BlendAlgorithm
+from esper_core.control_state import STATE_VERSION, parse_state
 from esper_core.errors import LifecycleError
+from esper_core.gates import GateResult
 from esper_core.hosts.base import HostError
 from esper_core.model import Evaluation, live_stages
 from esper_core.registry import list_blueprints
@@ -183,13 +198,60 @@ class _SlotMemory:
     contribution: float | None = None  # last measured
 
 
-class HeuristicController:
-    """Drives the lifecycle of ``slots`` (slot id -> SeedSlot, in execution order)."""
+class _SlotVerbs:
+    """The default lifecycle of a controller: the slots' own verbs, in this process."""
 
-    def __init__(self, slots: Mapping[str, SeedSlot], config: ControllerConfig) -> None:
+    def __init__(self, slots: Mapping[str, SeedSlot]) -> None:
+        self.slots = slots
+
+    def germinate(self, slot_id: str, blueprint: str, **kwargs: Any) -> None:
+        self.slots[slot_id].germinate(blueprint, **kwargs)
+
+    def advance(self, slot_id: str) -> GateResult:
+        return self.slots[slot_id].advance()
+
+    def prune(self, slot_id: str, reason: str, initiator: str) -> None:
+        self.slots[slot_id].prune(reason, initiator)
+
+    def step_epoch(self) -> None:
+        for slot in self.slots.values():
+            slot.step_epoch()
+
+
+_VERBS = ("germinate", "advance", "prune", "step_epoch")
+
+
+class HeuristicController:
+    """Drives the lifecycle of ``slots`` (slot id -> SeedSlot, in execution order).
+
+    ``lifecycle`` receives the decisions: ``None`` calls the slots directly; under
+    ``torch.distributed`` pass a :class:`~esper_core.distributed.DistributedLifecycle` over
+    the same slots (any object with ``germinate(slot_id, blueprint, **kw)``,
+    ``advance(slot_id)``, ``prune(slot_id, reason, initiator)`` and ``step_epoch()`` works).
+    Raises :class:`~esper_core.errors.HostError` for a bad ``config``, a ``lifecycle``
+    without those methods, or one whose ``slot_ids`` are not the controller's slots.
+    """
+
+    def __init__(
+        self, slots: Mapping[str, SeedSlot], config: ControllerConfig, *, lifecycle: object | None = None
+    ) -> None:
         if not isinstance(config, ControllerConfig):
             raise HostError(f"config must be a ControllerConfig, got {type(config).__name__}")
         self.slots = dict(slots.items())
+        if lifecycle is not None:
+            missing = [verb for verb in _VERBS if not callable(getattr(lifecycle, verb, None))]
+            if missing:
+                raise HostError(
+                    f"lifecycle must have the methods {list(_VERBS)} (a DistributedLifecycle, say); "
+                    f"{type(lifecycle).__name__} lacks {missing}"
+                )
+            ids = getattr(lifecycle, "slot_ids", None)
+            if ids is not None and set(ids) != set(self.slots):
+                raise HostError(
+                    f"lifecycle drives slots {sorted(ids)} but the controller's slots are "
+                    f"{sorted(self.slots)}; build both over the same model"
+                )
+        self.lifecycle = _SlotVerbs(self.slots) if lifecycle is None else lifecycle
         self.config = config
         self.history: list[float] = []
         self.decisions: list[Decision] = []
@@ -233,8 +295,7 @@ class HeuristicController:
         if germinated is not None:
             decisions.append(germinated)
         if tick:
-            for slot in self.slots.values():
-                slot.step_epoch()
+            self.lifecycle.step_epoch()
         self.decisions.extend(decisions)
         return decisions
 
@@ -253,7 +314,7 @@ class HeuristicController:
         if not result.passed:
             return None
         before = slot.stage
-        result = slot.advance()
+        result = self.lifecycle.advance(slot_id)
         if not result.passed or slot.stage == before:
             return None
         return Decision(epoch, slot_id, "advance", f"{before.name} -> {slot.stage.name}")
@@ -270,7 +331,7 @@ class HeuristicController:
 
     def _prune(self, slot_id: str, slot: SeedSlot, reason: str, epoch: int) -> Decision | None:
         try:
-            slot.prune(reason, "controller")
+            self.lifecycle.prune(slot_id, reason, "controller")
         except LifecycleError:
             return None
         self._memory[slot_id].below = 0
@@ -313,7 +374,8 @@ class HeuristicController:
             return None
         choice = options[0]
         slot_id, blueprint = choice.slot_id, choice.blueprint
-        self.slots[slot_id].germinate(
+        self.lifecycle.germinate(
+            slot_id,
             blueprint,
             seed_id=f"{slot_id}-{blueprint}-e{epoch}",
             algorithm=cfg.algorithm,
@@ -335,3 +397,38 @@ class HeuristicController:
         if not gains:
             return "untried family, largest affordable"
         return f"measured {1000 * sum(gains) / len(gains):+.2f} pp per 1k params"
+
+    # ---- checkpoints --------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The controller's memory as plain data (format: :mod:`esper_core.control_state`).
+
+        Save it next to ``model.state_dict()``; :meth:`load_state_dict` on a controller built
+        with the same slots and config makes a resumed run decide as an uninterrupted one.
+        """
+        return {
+            "version": STATE_VERSION,
+            "history": list(self.history),
+            "decisions": [attrs.asdict(d) for d in self.decisions],
+            "outcomes": [attrs.asdict(o) for o in self.outcomes],
+            "memory": {
+                slot_id: {**attrs.asdict(m), "stage": m.stage.name} for slot_id, m in self._memory.items()
+            },
+            "tried": sorted([slot_id, blueprint] for slot_id, blueprint in self._tried),
+            "quiet_until": self._quiet_until,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output; all checked first.
+
+        Raises :class:`~esper_core.errors.CheckpointError` naming the bad field (an unknown
+        slot, a missing key, a wrong type, a version this library does not read), with the
+        controller unchanged.
+        """
+        parsed = parse_state(state, list(self.slots))
+        self.history = parsed["history"]
+        self.decisions = [Decision(**d) for d in parsed["decisions"]]
+        self.outcomes = [Outcome(**o) for o in parsed["outcomes"]]
+        self._memory = {slot_id: _SlotMemory(**m) for slot_id, m in parsed["memory"].items()}
+        self._tried = parsed["tried"]
+        self._quiet_until = parsed["quiet_until"]

@@ -216,7 +216,7 @@ def inject_slots(
             for t, slot_id in zip(items, ids, strict=True)
         }
     )
-    for t, slot_id in zip(items, ids, strict=True):  # each on its target's device and dtype
+    for t, slot_id in zip(items, ids, strict=True):  # its target's device and dtype, the model's layout
         place_slots(slots[slot_id], host_placement(_submodule(model, t.path), model))
     overrides: dict[str, Tensor] = {}
     attachments = tuple(

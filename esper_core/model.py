@@ -94,7 +94,7 @@ class MorphogeneticModel(nn.Module):
                 for s in self._order
             }
         )
-        place_slots(self.slots, host_placement(host))  # the host's device and dtype
+        place_slots(self.slots, host_placement(host))  # the host's device, dtype and memory format
 
     @property
     def topology(self) -> str:

@@ -117,8 +117,9 @@ class SeedSlot(nn.Module):
         self._topology = topo
         self.decider: Decider | None = None
         self._observers: list[Observer] = []
-        # Tracks the module's device and dtype through .to()/.half(); not in state_dict.
-        self.register_buffer("_anchor", torch.zeros(0), persistent=False)
+        # Tracks the module's device, dtype and memory format through .to()/.half() (4-d and
+        # not degenerate, so .to(memory_format=...) changes its strides); not in state_dict.
+        self.register_buffer("_anchor", torch.zeros(1, 2, 2, 2), persistent=False)
         # alpha as forward reads it (see module docstring); not in state_dict.
         self.register_buffer("_alpha_value", torch.zeros(()), persistent=False)
         self.register_module("seed", None)

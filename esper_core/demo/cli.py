@@ -139,6 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="T",
         help="torch intra-op threads (default: 1; the models are tiny, so more threads mostly add overhead)",
     )
+    parser.add_argument(
+        "--events",
+        metavar="PATH",
+        help="write every lifecycle event of the grown models to PATH as JSON Lines (replaced if it exists)",
+    )
+    parser.add_argument(
+        "--events-csv",
+        metavar="PATH",
+        help="the same events as one CSV table at PATH (replaced if it exists)",
+    )
+    parser.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="TensorBoard logs of the events in DIR, one run per seed and strategy (needs the tensorboard extra)",
+    )
     parser.add_argument("--size", choices=("default", "tiny"), default="default", help=argparse.SUPPRESS)
     return parser
 
@@ -178,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             threads=args.threads,
             size=args.size,
+            events=args.events,
+            events_csv=args.events_csv,
+            tensorboard=args.tensorboard,
         )
     except SettingsError as exc:
         parser.error(str(exc))

@@ -17,6 +17,7 @@ import attrs
 import torch
 
 from esper_core.demo.compute import FLOP_CONVENTION, TRAIN_FLOPS_PER_FORWARD, forward_flops
+from esper_core.demo.events import DemoEventSinks
 from esper_core.demo.report import (
     HIGHER_IS_BETTER,
     REPORT_VERSION,
@@ -70,16 +71,29 @@ def _diff(entry: Mapping[str, Any], digits: int) -> str:
 
 
 def run_session(settings: DemoSettings, out: Path, console: Any, command: list[str]) -> dict[str, Any]:
+    """Run the demo of ``settings``, writing ``report.json``, ``growth.png`` and the event sinks."""
+    started = time.perf_counter()
+    sinks = DemoEventSinks(settings)  # opened before any training: a bad path stops the run at once
+    try:
+        return _session(settings, out, console, command, sinks, started)
+    finally:
+        sinks.close()
+
+
+def _session(
+    settings: DemoSettings, out: Path, console: Any, command: list[str], sinks: DemoEventSinks, started: float
+) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from esper_core.demo.plot import plot_report
 
-    started = time.perf_counter()
     first = make_task(settings.topology, settings.seeds[0], settings.size)
     host = first.make_host()
     host_params = sum(p.numel() for p in host.parameters())
     budget_params = int(host_params * settings.budget)
     _print_header(console, settings, first, host_params, budget_params)
+    if sinks.active:
+        console.print(f"  events to: {', '.join(str(p) for p in sinks.paths)}")
     model_keys = ["host_alone"] + [f"{k}:{s}" for s in settings.strategies for k in ("grown", "static")]
     runs: list[dict[str, Any]] = []
     with Progress(
@@ -95,7 +109,7 @@ def run_session(settings: DemoSettings, out: Path, console: Any, command: list[s
         bar = progress.add_task("", total=total, metric="")
         for seed in settings.seeds:
             task = first if seed == settings.seeds[0] else make_task(settings.topology, seed, settings.size)
-            runs.append(_one_seed(settings, task, seed, progress, bar))
+            runs.append(_one_seed(settings, task, seed, progress, bar, sinks))
             _print_seed_line(progress.console, runs[-1], task.metrics[0])
     summary = summarize_models(runs, first.metrics)
     comparisons = _comparisons(settings, first.metrics, runs)
@@ -130,13 +144,14 @@ def run_session(settings: DemoSettings, out: Path, console: Any, command: list[s
     }
     write_report(out, report)
     plot_report(out / "growth.png", report)
-    console.print(
-        f"wrote {out / 'report.json'} and {out / 'growth.png'} in {time.perf_counter() - started:.1f}s"
-    )
+    written = [str(out / "report.json"), str(out / "growth.png"), *(str(p) for p in sinks.paths)]
+    console.print(f"wrote {', '.join(written)} in {time.perf_counter() - started:.1f}s")
     return report
 
 
-def _one_seed(settings: DemoSettings, task: Task, seed: int, progress: Any, bar: Any) -> dict[str, Any]:
+def _one_seed(
+    settings: DemoSettings, task: Task, seed: int, progress: Any, bar: Any, sinks: DemoEventSinks
+) -> dict[str, Any]:
     def fresh_host() -> Any:
         torch.manual_seed(seed)
         return task.make_host()
@@ -155,14 +170,16 @@ def _one_seed(settings: DemoSettings, task: Task, seed: int, progress: Any, bar:
         tracker = SeedTracker()
 
         def on_event(epoch: int, event: object, key: str = key, tracker: SeedTracker = tracker) -> None:
+            sinks.at_epoch(epoch)  # the sinks receive this event right after this observer
             line = tracker.on_event(epoch, event)
             if line is not None:
                 text = f"  seed {seed}  {label(key)}  epoch {epoch:>3}  {line}"
                 progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
-        grown, model = train_grown(
-            task, settings, strategy, fresh_host(), label=key, on_epoch=on_epoch, on_event=on_event
-        )
+        with sinks.run(seed, key):
+            grown, model = train_grown(
+                task, settings, strategy, fresh_host(), label=key, on_epoch=on_epoch, on_event=on_event
+            )
         final = model.evaluate(task.val_batches, task.score)
         models[key] = {
             **_plain_record(grown),

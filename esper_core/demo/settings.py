@@ -85,6 +85,9 @@ class DemoSettings:
     ``budget`` is the controller's parameter budget as a fraction of the host's parameters;
     ``lr``/``seed_lr`` are AdamW learning rates of the host (and of both baselines) and of
     the seeds; ``batch_size`` is in samples (images, or text windows) per optimizer step.
+    ``events``, ``events_csv`` and ``tensorboard`` are where the grown models' lifecycle
+    events go (a JSON Lines file, a CSV file, a TensorBoard log folder; ``None``: nowhere),
+    as given on the command line (relative paths are relative to the working directory).
     """
 
     topology: str
@@ -101,6 +104,9 @@ class DemoSettings:
     batch_size: int
     threads: int | None = 1
     size: str = "default"
+    events: str | None = None
+    events_csv: str | None = None
+    tensorboard: str | None = None
 
     def __attrs_post_init__(self) -> None:
         self.validate()
@@ -159,11 +165,29 @@ class DemoSettings:
                 raise SettingsError(
                     f"{flag}: unknown {self.topology} blueprint(s) {unknown}; registered: {', '.join(known)}"
                 )
+        self._validate_sinks()
         if self.include is not None and not set(self.include) - set(self.exclude):
             raise SettingsError(
                 f"--include {','.join(self.include)} leaves no blueprint once --exclude "
                 f"{','.join(self.exclude)} is applied"
             )
+
+    def _validate_sinks(self) -> None:
+        paths = {"--events": self.events, "--events-csv": self.events_csv, "--tensorboard": self.tensorboard}
+        for flag, path in paths.items():
+            if path is not None and (not isinstance(path, str) or not path.strip()):
+                raise SettingsError(f"{flag} must be a non-empty path, got {path!r}")
+        if self.events is not None and self.events == self.events_csv:
+            raise SettingsError(
+                f"--events and --events-csv must be different files, both are {self.events!r}"
+            )
+        if self.tensorboard is not None:
+            try:
+                import torch.utils.tensorboard  # noqa: F401 - only: is the package there?
+            except ImportError as exc:
+                raise SettingsError(
+                    f"--tensorboard needs the tensorboard package: pip install 'esper-core[tensorboard]' ({exc})"
+                ) from None
 
     def controller_config(self, host_params: int, strategy: str) -> ControllerConfig:
         """The grown model's controller: budget ``int(budget * host_params)``, this run's blueprints."""
@@ -202,6 +226,7 @@ class DemoSettings:
             "optimizer": "AdamW (torch defaults besides lr)",
             "threads": self.threads,
             "size": self.size,
+            "event_sinks": {"jsonl": self.events, "csv": self.events_csv, "tensorboard": self.tensorboard},
         }
 
 

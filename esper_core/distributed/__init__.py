@@ -7,6 +7,7 @@ training-loop pattern (including DDP re-wrapping after a germination).
 from esper_core.distributed.checksum import FINGERPRINT_FIELDS, Drift, find_drift, slot_fingerprint
 from esper_core.distributed.comm import DEFAULT_CAPACITY, Channel, HandshakeRow, is_distributed
 from esper_core.distributed.ddp import DDPRewrapper, parameter_signature
+from esper_core.distributed.evaluation import reduce_evaluation
 from esper_core.distributed.lifecycle import DEFAULT_TIMEOUT, DistributedLifecycle
 from esper_core.distributed.stream import CallOp, CommandStream
 
@@ -24,5 +25,6 @@ __all__ = [
     "find_drift",
     "is_distributed",
     "parameter_signature",
+    "reduce_evaluation",
     "slot_fingerprint",
 ]

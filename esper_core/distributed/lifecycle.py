@@ -41,7 +41,7 @@ from esper_core.alpha import AlphaCurve, BlendAlgorithm
 from esper_core.commands import Advance, Germinate, Prune, SchedulePrune, SetAlphaTarget
 from esper_core.distributed.checksum import FINGERPRINT_FIELDS, find_drift, slot_fingerprint
 from esper_core.distributed.stream import CallOp, CommandStream
-from esper_core.errors import DistributedError, EsperError, LifecycleError
+from esper_core.errors import CheckpointError, DistributedError, EsperError, LifecycleError
 from esper_core.gates import GateResult
 from esper_core.stages import SeedStage
 from esper_core.telemetry import (
@@ -164,6 +164,39 @@ class DistributedLifecycle:
             watcher = self._watchers.pop(slot_id, None)
             if watcher is not None:
                 slot.remove_observer(watcher)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the command stream stands, for a checkpoint: plain ints (``weights_only``-safe).
+
+        ``{"version": 1, "calls": n, "base_seed": s}``: the number of lifecycle calls made so
+        far and the base of the RNG seeds that germinations and new blend gates are built
+        under (each call's seed derives from both). Restored with :meth:`load_state_dict`, a
+        resumed run builds the same seed weights at the same calls as an uninterrupted one.
+        Not collective.
+        """
+        return {"version": 1, "calls": self._stream.seq, "base_seed": self._base_seed}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the command stream of :meth:`state_dict` (call it on every rank, same state).
+
+        Not collective: every rank reads the same checkpoint. A rank that loads another
+        state is caught at the next call (its call number differs: "ranks are in different
+        lifecycle calls") or by the drift check. Raises :class:`CheckpointError` naming the
+        field, with nothing changed.
+        """
+        if not isinstance(state, Mapping) or set(state) != {"version", "calls", "base_seed"}:
+            raise CheckpointError(
+                f"lifecycle state must be a dict with the keys ['version', 'calls', 'base_seed'], got {state!r:.120}"
+            )
+        bounds = {"version": (1, 1), "calls": (0, 2**62), "base_seed": (0, 2**63 - 1)}
+        for key, (low, high) in bounds.items():
+            value = state[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise CheckpointError(
+                    f"lifecycle state field {key!r}: got {value!r:.60}; accepted: an int in [{low}, {high}]"
+                )
+        self._stream.seq = state["calls"]
+        self._base_seed = state["base_seed"]
 
     def __enter__(self) -> DistributedLifecycle:
         return self

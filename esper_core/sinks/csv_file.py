@@ -6,12 +6,13 @@ import csv
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from esper_core import telemetry
 from esper_core.hookspecs import hookimpl
-from esper_core.sinks.files import events_path, open_events_file
+from esper_core.sinks.files import Context, check_context, context_values, events_path, open_events_file
 from esper_core.sinks.record import EVENT_KEY, TIME_KEY, event_fields, event_record
 from esper_core.sinks.registration import EventSink
 from esper_core.telemetry import SeedEvent
@@ -34,15 +35,15 @@ def _event_classes() -> list[type[SeedEvent]]:
     return found
 
 
-def csv_columns() -> tuple[str, ...]:
+def csv_columns(context: Sequence[str] = ()) -> tuple[str, ...]:
     """The header :class:`CsvSink` writes for this version of Esper.
 
-    ``time``, ``event``, then every field of every event class of :mod:`esper_core.telemetry`
-    (first appearance wins the position, so ``slot_id`` and ``seed_id`` come next), then
-    :data:`EXTRA_COLUMN`. Computed from the classes, so a field added to an event gets a
-    column without a change here.
+    ``time``, the ``context`` fields (if any), ``event``, then every field of every event
+    class of :mod:`esper_core.telemetry` (first appearance wins the position, so ``slot_id``
+    and ``seed_id`` come next), then :data:`EXTRA_COLUMN`. Computed from the classes, so a
+    field added to an event gets a column without a change here.
     """
-    columns = [TIME_KEY, EVENT_KEY]
+    columns = [TIME_KEY, *context, EVENT_KEY]
     for cls in _event_classes():
         columns.extend(name for name in event_fields(cls) if name not in columns)
     return (*columns, EXTRA_COLUMN)
@@ -68,19 +69,24 @@ class CsvSink(EventSink):
     Rows are flushed as written.
 
     ``mode`` is ``"a"`` (append; default), ``"w"`` (truncate) or ``"x"`` (the file must not
-    exist). Appending to a file whose header differs (written by another Esper version)
-    raises :class:`ValueError` naming both headers' differences, rather than mixing two
-    layouts in one table. Also raises :class:`ValueError` for a bad mode, :class:`TypeError`
-    for a path that is not a ``str`` or ``os.PathLike``, and :class:`OSError` when the file
-    cannot be opened.
+    exist). ``context`` adds columns of your own, right after ``time``, each computed when an
+    event is written: ``context={"epoch": lambda: epoch}``. Appending to a file whose header
+    differs (written by another Esper version) raises :class:`ValueError` naming both
+    headers' differences, rather than mixing two layouts in one table. Also raises :class:`ValueError` for a bad mode or a context field
+    named like a column, :class:`TypeError` for a path that is not a ``str`` or
+    ``os.PathLike`` or a context value that is not callable, and :class:`OSError` when the
+    file cannot be opened.
 
     Enable it for a block (``with CsvSink("events.csv"): ...``) or for the rest of the
     process (``sink = CsvSink("events.csv").register()``, until ``sink.close()``).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, mode: str = "a") -> None:
-        self.columns: tuple[str, ...] = csv_columns()
+    def __init__(
+        self, path: str | os.PathLike[str], *, mode: str = "a", context: Context | None = None
+    ) -> None:
         self.path: Path = events_path(path, mode, sink="CsvSink")
+        self.context = check_context(context, sink="CsvSink", taken=csv_columns())
+        self.columns: tuple[str, ...] = csv_columns(tuple(self.context))
         if mode == "a":
             _check_existing_header(self.path, self.columns)
         self._file = open_events_file(self.path, mode)
@@ -93,7 +99,9 @@ class CsvSink(EventSink):
 
     @hookimpl
     def esper_seed_event(self, event: SeedEvent) -> None:
-        record = {TIME_KEY: time.time(), **event_record(event)}
+        fields = event_record(event)
+        extra_fields = context_values(self.context, fields) if self.context else {}
+        record = {TIME_KEY: time.time(), **extra_fields, **fields}
         row = [""] * len(self.columns)
         extra = {}
         for key, value in record.items():

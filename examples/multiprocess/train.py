@@ -4,13 +4,18 @@ Run it on two CPU processes (gloo)::
 
     torchrun --nproc-per-node 2 examples/multiprocess/train.py --out runs/ddp
 
+on GPUs (NCCL, one process per GPU)::
+
+    torchrun --nproc-per-node 2 examples/multiprocess/train.py --device cuda --out runs/ddp
+
 and resume a run from the checkpoint it wrote after epoch 4::
 
     torchrun --nproc-per-node 2 examples/multiprocess/train.py --save-at 4 --out runs/a
     torchrun --nproc-per-node 2 examples/multiprocess/train.py --resume runs/a/checkpoint.pt --out runs/b
 
 The resumed run ends bit-identical to the uninterrupted one (same losses, decisions and
-weights), as the checkpoint guide promises for CPU runs with fixed seeds. The pieces:
+weights), as the checkpoint guide promises for CPU runs with fixed seeds (on GPUs, where
+kernels need not be deterministic, it ends close but not bit-identical). The pieces:
 
 * ``DistributedLifecycle``: rank 0 decides every germination, advance, prune and tick; each
   rank applies the same command; each epoch ends with a drift check.
@@ -105,7 +110,7 @@ def digest(model: MorphogeneticModel) -> str:
     """
     h = hashlib.sha256()
     for name, param in model.named_parameters():
-        h.update(name.encode() + param.detach().numpy().tobytes())
+        h.update(name.encode() + param.detach().cpu().numpy().tobytes())
     for slot_id, slot in model.slots.items():
         h.update(slot_id.encode() + slot.lifecycle_text().encode())
     return h.hexdigest()
@@ -121,22 +126,30 @@ def main() -> None:
     parser.add_argument("--save-at", type=int, default=None, help="write a checkpoint after this epoch")
     parser.add_argument("--resume", type=Path, default=None, help="continue from this checkpoint")
     parser.add_argument("--out", type=Path, default=Path("runs/ddp"), help="checkpoint and summary folder")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu (gloo) or cuda (NCCL)")
     args = parser.parse_args()
 
-    dist.init_process_group("gloo")  # torchrun sets the rank, world size and address
+    if args.device == "cuda":  # one GPU per process; torchrun sets LOCAL_RANK
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl")
+    else:
+        device = torch.device("cpu")
+        dist.init_process_group("gloo")  # torchrun sets the rank, world size and address
     rank, world = dist.get_rank(), dist.get_world_size()
     lead = rank == 0
-    x, y, vx, vy = make_data()
+    x, y, vx, vy = (t.to(device) for t in make_data())
     x, y = shard(x, y, rank, world)
     val = [shard(vx, vy, rank, world)]
 
-    model = build_model()
+    model = build_model().to(device)  # slots follow the host; seeds are built on its device
     checkpoint = None
     if args.resume is not None:
-        checkpoint = torch.load(args.resume, weights_only=True)  # every rank reads the file
+        checkpoint = torch.load(args.resume, weights_only=True, map_location=device)  # every rank reads it
         load_checkpoint(model, checkpoint["model"])  # seeds and blend gates rebuilt, then loaded
     lifecycle = DistributedLifecycle(model)  # collective; rank 0 decides
-    ddp = DDPRewrapper(model)  # DistributedDataParallel, rebuilt when the parameters change
+    # DistributedDataParallel, rebuilt when the parameters change.
+    ddp = DDPRewrapper(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.Adam(model.host.parameters(), lr=3e-3)
     binding = OptimizerBinding(optimizer, model.slots)  # before the scheduler
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)

@@ -49,15 +49,15 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from esper_core._outputs import OutputKey, replace_output, select_output
 from esper_core.errors import HostError, LifecycleError
-from esper_core.outputs import OutputKey, replace_output, select_output
 from esper_core.registry import get_topology
 
 if TYPE_CHECKING:
     from esper_core.slot import SeedSlot
     from esper_core.telemetry import SeedEvent
 
-__all__ = ["SlotAttachment", "run_on_nested"]
+__all__ = ["SlotAttachment"]
 
 
 class SlotAttachment:
@@ -65,7 +65,7 @@ class SlotAttachment:
 
     ``path`` names ``module`` in the model (for messages); ``overrides`` is the injection's
     shared map slot id -> per-sample alpha (:func:`~esper_core.inject.alpha_overrides`);
-    ``output`` picks the tensor of the module's output the slot sees (:mod:`esper_core.outputs`).
+    ``output`` picks the tensor of the module's output the slot sees (:mod:`esper_core._outputs`).
     Create it with :meth:`attach`, undo it with :meth:`detach`.
     """
 

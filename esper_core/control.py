@@ -33,7 +33,7 @@ when they see the same evaluation (average it over ranks with
 stopped with a :class:`~esper_core.errors.DistributedError` naming both calls.
 
 **Checkpoints.** :meth:`HeuristicController.state_dict` is the controller's memory as plain
-data (:mod:`esper_core.control_state`); save it with the model, and a resumed run decides as
+data (:mod:`esper_core._control_state`); save it with the model, and a resumed run decides as
 an uninterrupted one.
 """
 
@@ -44,8 +44,8 @@ from typing import Any
 
 import attrs
 
+from esper_core._control_state import STATE_VERSION, parse_state
 from esper_core.blend import BlendAlgorithm
-from esper_core.control_state import STATE_VERSION, parse_state
 from esper_core.errors import LifecycleError
 from esper_core.gates import GateResult
 from esper_core.hosts.base import HostError
@@ -401,7 +401,7 @@ class HeuristicController:
     # ---- checkpoints --------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """The controller's memory as plain data (format: :mod:`esper_core.control_state`).
+        """The controller's memory as plain data (format: :mod:`esper_core._control_state`).
 
         Save it next to ``model.state_dict()``; :meth:`load_state_dict` on a controller built
         with the same slots and config makes a resumed run decide as an uninterrupted one.

@@ -13,7 +13,7 @@ slots: fossilize or prune it first. Then each slot becomes one of (:class:`FoldA
   layer), in a :class:`MorphogeneticModel` it sits between host segments (:class:`FoldedModel`);
 * **merge**: a seed that is affine in the features, blended with ADD, on a layer that is
   linear in its weights (``nn.Linear``, a ``groups=1`` convolution, transformers' ``Conv1D``)
-  is merged into that layer's weights (:mod:`esper_core.merge`): the folded model has the
+  is merged into that layer's weights (:mod:`esper_core._merge`): the folded model has the
   host's original architecture, as after PEFT's ``merge_and_unload``.
 
 ``fold(model)`` works on a deep copy and leaves the grown model as it was (``inplace=True``
@@ -36,15 +36,15 @@ from typing import Any, Literal
 import attrs
 from torch import Tensor, nn
 
-from esper_core import merge as mg
+from esper_core import _merge as mg
+from esper_core._decoding import install_guards, seed_mixing
+from esper_core._outputs import OutputKey, check_output_key, replace_output, select_output
 from esper_core.alpha import BlendAlgorithm
 from esper_core.attachment import run_on_nested
 from esper_core.blend import blend
-from esper_core.decoding import install_guards, seed_mixing
 from esper_core.errors import FoldError
 from esper_core.inject import get_injection, remove_slots
 from esper_core.model import MorphogeneticModel
-from esper_core.outputs import OutputKey, check_output_key, replace_output, select_output
 from esper_core.registry import get_topology
 from esper_core.slot import SeedSlot
 from esper_core.stages import PROBATION, SeedStage
@@ -90,11 +90,11 @@ class FoldedSeed(nn.Module):
     ``seed`` and ``blend_gate`` are the slot's own modules; ``alpha`` is a 0-dim buffer with
     the value the slot blended with. With a ``base_layer`` (an injected target) ``forward``
     takes the base layer's arguments, runs it and blends the seed into its output (the
-    tensor ``output`` selects, :mod:`esper_core.outputs`); attributes it does not have are
+    tensor ``output`` selects, as in :class:`~esper_core.inject.InjectionTarget`); attributes it does not have are
     read from the base layer, so code that reads ``layer.weight`` keeps working. Without one
     (between host segments) ``forward(h)`` takes the features ``h``. Shapes and dtypes are
     the host's. ``position_mixing`` says why the seed mixes sequence positions
-    (:mod:`esper_core.decoding`), or is ``None``.
+    (cached decoding then refuses it; ``docs/shipping.md``), or is ``None``.
     """
 
     def __init__(

@@ -27,13 +27,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from esper_core._decoding import install_guards
+from esper_core._outputs import OutputKey, check_output_key, describe_output, select_output
 from esper_core._placement import host_placement, place_slots
 from esper_core.attachment import SlotAttachment
-from esper_core.decoding import install_guards
 from esper_core.hosts.base import HostError
 from esper_core.model import Evaluation, evaluate_slots
 from esper_core.modes import eval_mode
-from esper_core.outputs import OutputKey, check_output_key, describe_output, select_output
 from esper_core.registry import get_topology
 from esper_core.slot import SeedSlot
 
@@ -77,7 +77,7 @@ class InjectionTarget:
     says which tensor of the module's output the slot sees when the module returns more
     than one tensor: ``None`` (default: it returns one tensor), an index (``0`` for the
     hidden states of a Hugging Face attention layer's ``(hidden, weights)`` tuple) or a key
-    (``"last_hidden_state"`` of a ``ModelOutput``); see :mod:`esper_core.outputs`.
+    (``"last_hidden_state"`` of a ``ModelOutput``); see :mod:`esper_core._outputs`.
     """
 
     path: str
@@ -95,7 +95,7 @@ class InjectionTarget:
 class Injection:
     """What :func:`inject_slots` attached to a model: the slots, one attachment per target,
     the per-sample alpha overrides shared by the attachments, and the cached-decoding guards
-    (:mod:`esper_core.decoding`) on modules that take a KV cache."""
+    (:mod:`esper_core._decoding`) on modules that take a KV cache."""
 
     slots: nn.ModuleDict
     targets: tuple[InjectionTarget, ...]

@@ -1,8 +1,8 @@
 """The blueprint registry: every topology and blueprint that loaded plugins provide.
 
 The registry is built lazily, on first use, from the built-in plugin and the installed
-packs (see :mod:`esper_core.loader` for the order and the failure rules, and
-:mod:`esper_core.store` for the store itself). A pack that fails to load, and any entry of
+packs (see :mod:`esper_core._loader` for the order and the failure rules, and
+:mod:`esper_core._store` for the store itself). A pack that fails to load, and any entry of
 a loaded pack that was refused (a name clash, a broken count), is reported by
 :func:`plugin_report` and never takes the other packs down. Every change bumps
 :func:`registry_version`, so consumers that cache an action space over the blueprints
@@ -25,11 +25,11 @@ from typing import Any
 import pluggy
 from torch import nn
 
+from esper_core._loader import BUILTIN_PLUGIN, build_registry
+from esper_core._store import Refusal, Registry, Source
 from esper_core.errors import RegistryError
-from esper_core.loader import BUILTIN_PLUGIN, build_registry
 from esper_core.plugins import PluginInfo
 from esper_core.spec import BlueprintSpec, set_origin_lookup
-from esper_core.store import Refusal, Registry, Source
 from esper_core.topology import Topology
 
 __all__ = [

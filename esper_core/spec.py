@@ -105,7 +105,7 @@ class BlueprintSpec:
     one new token at a time with a KV cache runs it unchanged; ``False`` when it mixes
     positions (attention), so cached decoding would give it only the new tokens. ``None``
     (not declared) counts as ``False``: such seeds refuse cached decoding
-    (:mod:`esper_core.decoding`) rather than silently change its results.
+    (:mod:`esper_core._decoding`) rather than silently change its results.
     """
 
     name: str = attrs.field(validator=attrs.validators.matches_re(_NAME_RE))

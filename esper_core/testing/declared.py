@@ -2,10 +2,10 @@
 
 * ``position_wise=True`` (:class:`~esper_core.spec.BlueprintSpec`): cached decoding runs such
   a seed on the new tokens alone, so its output at a position must not change when any other
-  position changes (:mod:`esper_core.decoding`). A false declaration would silently change
+  position changes (:mod:`esper_core._decoding`). A false declaration would silently change
   what ``generate()`` returns.
 * ``affine_form()`` on the module: ``fold(merge=...)`` replaces the seed by the affine map it
-  returns (:mod:`esper_core.merge`), so the map must be what ``forward`` computes.
+  returns (:mod:`esper_core._merge`), so the map must be what ``forward`` computes.
 
 Both run on the trained (perturbed) module, where the seed is far from the identity.
 """
@@ -62,7 +62,7 @@ def check_affine_form(
     if trained is None or not callable(form):
         return
     with rec.guard(Check.AFFINE_FORM, dim=dim, options=options, expected="affine_form() and forward to run"):
-        from esper_core.merge import seed_affine
+        from esper_core._merge import seed_affine
 
         affine = seed_affine(trained, dim)
         assert not isinstance(affine, str)

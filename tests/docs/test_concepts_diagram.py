@@ -52,7 +52,7 @@ API_MODULES = [
     "errors", "options", "spec", "topology", "hookspecs", "plugins", "registry", "stages", "gates",
     "alpha", "blend", "activity", "metrics", "groupnorm", "isolation", "telemetry", "sinks", "slot",
     "slot_state", "commands", "transition", "evidence", "codec", "checkpoint", "restore", "distributed",
-    "hosts", "model", "inject", "attachment", "optim", "optim_state", "lr_schedulers", "modes", "control",
+    "hosts", "model", "inject", "attachment", "folding", "seed_checkpoint", "hf", "optim", "optim_state", "lr_schedulers", "modes", "control",
     "governor", "testing", "cli", "demo",
 ]  # fmt: skip
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
+from esper_core._decoding import cached_length, install_guards
+from esper_core._outputs import describe_output, replace_output, select_output
 from esper_core.alpha import BlendAlgorithm
-from esper_core.decoding import cached_length, install_guards
 from esper_core.errors import HostError
 from esper_core.folding import fold
 from esper_core.inject import InjectionTarget, inject_slots, remove_slots
-from esper_core.outputs import describe_output, replace_output, select_output
 from esper_core.stages import SeedStage
 
 from .conftest import grow

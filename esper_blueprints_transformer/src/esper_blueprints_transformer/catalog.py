@@ -107,7 +107,7 @@ BLUEPRINTS: tuple[BlueprintSpec, ...] = (
     BlueprintSpec(
         name="attention",
         topology=TOPOLOGY,
-        # Mixes positions: it keeps no KV cache, so cached decoding is refused (esper_core.decoding).
+        # Mixes positions: it keeps no KV cache, so cached decoding is refused (docs/shipping.md, cached decoding).
         position_wise=False,
         factory=build_attention,
         param_count=counts.attention_params,
@@ -139,7 +139,7 @@ BLUEPRINTS: tuple[BlueprintSpec, ...] = (
     BlueprintSpec(
         name="flex_attention",
         topology=TOPOLOGY,
-        # Mixes positions: it keeps no KV cache, so cached decoding is refused (esper_core.decoding).
+        # Mixes positions: it keeps no KV cache, so cached decoding is refused (docs/shipping.md, cached decoding).
         position_wise=False,
         factory=_build_flex_attention,
         param_count=counts.attention_params,

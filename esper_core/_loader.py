@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 
 from esper_core import _builtin
+from esper_core._store import Registry, Source
 from esper_core.errors import RegistryError
 from esper_core.plugins import (
     PluginInfo,
@@ -36,7 +37,6 @@ from esper_core.plugins import (
     unmatched_allow_list,
 )
 from esper_core.spec import BlueprintSpec
-from esper_core.store import Registry, Source
 from esper_core.topology import Topology
 
 __all__ = ["BUILTIN_PLUGIN", "SHIPPED", "build_registry", "registration_order"]

@@ -68,9 +68,12 @@ class MorphogeneticModel(nn.Module):
     """``host`` plus one :class:`~esper_core.slot.SeedSlot` per requested injection point.
 
     ``slots`` names the injection points to equip (default: all of them); ``slot_options``
-    are passed to every ``SeedSlot`` (``gates``, ``embargo_epochs``, ``auto_advance``). The
-    slots take the host's device and floating dtype (so seeds are built to match) and follow
-    ``.to(...)`` afterwards. With no seed germinated the output is exactly the host's output.
+    are passed to every ``SeedSlot``: ``gates``, ``embargo_epochs``, ``auto_advance``,
+    ``isolate_blending``, ``activity_decay`` and ``max_seed_params`` (``topology`` and
+    ``dim`` come from the host; any other keyword raises ``TypeError``). The slots are
+    ``self.slots``, an ``nn.ModuleDict`` from slot id to ``SeedSlot`` in execution order.
+    They take the host's device, floating dtype and memory format (so seeds are built to
+    match) and follow ``.to(...)`` afterwards. With no seed germinated the output is exactly the host's output.
     """
 
     def __init__(self, host: nn.Module, slots: Collection[str] | None = None, **slot_options: Any) -> None:

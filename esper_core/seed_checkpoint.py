@@ -16,7 +16,7 @@ the host weights they were saved with. The file records a SHA-256 of the host's 
 host's class and the names and shapes of its state are always checked.
 
 The file (``torch.save`` of plain data and tensors, read with ``torch.load(weights_only=True)``)
-is described field by field in ``docs/shipping.md``; :data:`SEEDS_FORMAT` and
+is described field by field in ``docs/checkpoints.md``; :data:`SEEDS_FORMAT` and
 :data:`SEEDS_VERSION` identify it. The slots' configuration (``gates``, ``embargo_epochs``,
 ``auto_advance``, ...) is code, as for a full checkpoint: pass it to :func:`load_seeds` as
 you passed it to ``inject_slots``.

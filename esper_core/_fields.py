@@ -237,7 +237,14 @@ class ListOf:
     def decode(self, value: object, path: str) -> tuple[Any, ...]:
         if type(value) is not list or len(value) > self.max_length:
             raise _bad(path, value, self.describe())
-        return tuple(self.inner.decode(item, f"{path}[{i}]") for i, item in enumerate(value))
+        decode, items = self.inner.decode, []
+        for i, item in enumerate(value):
+            try:  # each item's own path is written only for the message (loads read long lists)
+                items.append(decode(item, path))
+            except FieldError:
+                decode(item, f"{path}[{i}]")
+                raise
+        return tuple(items)
 
     def encode(self, value: Any) -> list[Any]:
         return [self.inner.encode(item) for item in value]

@@ -40,8 +40,24 @@ E = TypeVar("E", bound=Enum)
 
 
 def shown(value: object, limit: int = 80) -> str:
-    """``repr(value)``, cut to ``limit`` characters (a huge value must not flood a message)."""
-    text = repr(value)
+    """``repr(value)``, cut to ``limit`` characters (a huge value must not flood a message).
+
+    Never raises: an int too long for ``repr`` (Python refuses more than 4300 digits) is
+    described by its size, and an object whose ``repr`` raises by its type, so reporting a
+    bad value can never fail in its turn.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        digits = int(value.bit_length() * math.log10(2)) + 1
+        # str() of an int over 4300 digits raises; the leading digits are shown when it can work.
+        if value.bit_length() < 14_000:
+            return f"{str(value)[:12]}... (an int of {len(str(abs(value)))} digits)"
+        return f"{'a negative' if value < 0 else 'an'} int of about {digits} digits"
+    try:
+        text = repr(value)
+    except Exception:  # a value's own __repr__ may fail in any way
+        text = f"<{type(value).__name__} object whose repr() fails>"
+    if type(text) is not str:
+        text = f"<{type(value).__name__} object>"
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 

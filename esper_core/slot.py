@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from esper_core import _build
 from esper_core import stages as st
+from esper_core._checks import shown
 from esper_core._freeze import StageFreeze, unused_modules
 from esper_core._legacy import rename_legacy_keys
 from esper_core.activity import ActivityMeter
@@ -450,14 +451,14 @@ class SeedSlot(nn.Module):
     def add_observer(self, fn: Observer) -> None:
         """Call ``fn(event)`` synchronously for every event of this slot (after commit)."""
         if not callable(fn):
-            raise LifecycleError(f"an observer must be callable, got {fn!r}")
+            raise LifecycleError(f"an observer must be callable, got {shown(fn)}")
         self._observers.append(fn)
 
     def remove_observer(self, fn: Observer) -> None:
         try:
             self._observers.remove(fn)
         except ValueError:
-            raise LifecycleError(f"observer {fn!r} is not registered on slot {self.slot_id!r}") from None
+            raise LifecycleError(f"observer {shown(fn)} is not registered on slot {self.slot_id!r}") from None
 
     def _emit(self, event: SeedEvent) -> None:
         for fn in list(self._observers):

@@ -28,6 +28,7 @@ from typing import Any
 
 import attrs
 
+from esper_core._checks import check_float, check_int, shown
 from esper_core.alpha import ALPHA_TOLERANCE, AlphaMode
 from esper_core.errors import LifecycleError, MissingGateError
 from esper_core.stages import SeedStage
@@ -80,24 +81,15 @@ def gate_for_edge(edge: tuple[SeedStage, SeedStage]) -> GateLevel:
     return level
 
 
-def _number(name: str, minimum: float = 0.0, maximum: float | None = None) -> Any:
-    def check(_instance: object, _attribute: object, value: object) -> None:
-        ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-        if not ok or value < minimum or (maximum is not None and value > maximum):
-            upper = "" if maximum is None else f" and <= {maximum}"
-            raise LifecycleError(
-                f"gate threshold {name} must be a finite number >= {minimum}{upper}, got {value!r}"
-            )
-
-    return check
+def _number(name: str, unit: str, minimum: float = 0.0, maximum: float = math.inf) -> Any:
+    """A converter to a finite float in ``[minimum, maximum]`` (``unit`` names the scale in errors)."""
+    return lambda value: check_float(
+        f"gate threshold {name}", value, minimum=minimum, maximum=maximum, unit=unit
+    )
 
 
 def _count(name: str) -> Any:
-    def check(_instance: object, _attribute: object, value: object) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise LifecycleError(f"gate threshold {name} must be an int >= 0, got {value!r}")
-
-    return check
+    return lambda value: check_int(f"gate threshold {name}", value)
 
 
 @attrs.frozen(kw_only=True)
@@ -106,24 +98,29 @@ class GateThresholds:
     percentage points (accuracy on a 0-100 scale)."""
 
     #: G2 strict: accuracy gained since TRAINING began.
-    min_training_improvement: float = attrs.field(default=0.5, validator=_number("min_training_improvement"))
+    min_training_improvement: float = attrs.field(
+        default=0.5, converter=_number("min_training_improvement", " percentage points", maximum=100.0)
+    )
     #: G2 strict: recorded epochs in TRAINING.
-    min_training_evaluations: int = attrs.field(default=3, validator=_count("min_training_evaluations"))
+    min_training_evaluations: int = attrs.field(default=3, converter=_count("min_training_evaluations"))
     #: G2 permissive: recorded epochs in TRAINING.
     permissive_training_evaluations: int = attrs.field(
-        default=1, validator=_count("permissive_training_evaluations")
+        default=1, converter=_count("permissive_training_evaluations")
     )
     #: G2 strict: smoothed seed activity (relative parameter change per epoch, see activity.py).
-    min_activity: float = attrs.field(default=1e-3, validator=_number("min_activity"))
+    min_activity: float = attrs.field(
+        default=1e-3, converter=_number("min_activity", " (relative parameter change per epoch)")
+    )
     #: G3 strict: recorded epochs in BLENDING.
-    min_blending_evaluations: int = attrs.field(default=3, validator=_count("min_blending_evaluations"))
+    min_blending_evaluations: int = attrs.field(default=3, converter=_count("min_blending_evaluations"))
     #: G5 strict: measured counterfactual contribution.
     min_fossilize_contribution: float = attrs.field(
-        default=1.0, validator=_number("min_fossilize_contribution", minimum=-math.inf)
+        default=1.0,
+        converter=_number("min_fossilize_contribution", " percentage points", minimum=-100.0, maximum=100.0),
     )
     #: G3: how close alpha must be to its target (both policies).
     alpha_tolerance: float = attrs.field(
-        default=ALPHA_TOLERANCE, validator=_number("alpha_tolerance", maximum=0.5)
+        default=ALPHA_TOLERANCE, converter=_number("alpha_tolerance", " (alpha units)", maximum=0.5)
     )
 
 
@@ -189,11 +186,13 @@ class QualityGates:
     def __init__(
         self, policy: str = "strict", thresholds: GateThresholds | None = None, **overrides: Any
     ) -> None:
-        if policy not in POLICIES:
-            raise LifecycleError(f"unknown gate policy {policy!r}; accepted: {list(POLICIES)}")
+        if not isinstance(policy, str) or policy not in POLICIES:
+            raise LifecycleError(f"unknown gate policy {shown(policy)}; accepted: {list(POLICIES)}")
         base = GateThresholds() if thresholds is None else thresholds
         if not isinstance(base, GateThresholds):
-            raise LifecycleError(f"thresholds must be a GateThresholds, got {type(base).__name__}")
+            raise LifecycleError(
+                f"thresholds must be a GateThresholds, got {shown(base)} ({type(base).__name__})"
+            )
         known = [a.name for a in attrs.fields(GateThresholds)]
         unknown = sorted(set(overrides) - set(known))
         if unknown:

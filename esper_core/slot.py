@@ -344,7 +344,7 @@ class SeedSlot(nn.Module):
             )
         command = Germinate(
             blueprint=blueprint,
-            options=options or {},
+            options={} if options is None else options,
             seed_id=seed_id,
             algorithm=algorithm,
             ramp_epochs=ramp_epochs,
@@ -509,6 +509,9 @@ class SeedSlot(nn.Module):
         """
         if not isinstance(state, SlotState):
             raise LifecycleError(f"restore_state needs a SlotState, got {type(state).__name__}")
+        for what, module in (("seed", seed), ("gate", gate)):
+            if module is not None and not isinstance(module, nn.Module):
+                raise LifecycleError(f"restore_state needs {what}: an nn.Module or None, got {shown(module)}")
         needs_seed = state.stage in st.LIVE
         needs_gate = needs_seed and state.seed is not None and state.seed.algorithm is BlendAlgorithm.GATE
         if (seed is not None) != needs_seed or (gate is not None) != needs_gate:

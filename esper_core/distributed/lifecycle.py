@@ -257,7 +257,7 @@ class DistributedLifecycle:
             slot_id,
             lambda: Germinate(
                 blueprint=blueprint,
-                options=options or {},
+                options={} if options is None else options,
                 seed_id=seed_id,
                 algorithm=algorithm,
                 ramp_epochs=ramp_epochs,

@@ -135,6 +135,19 @@ class MorphogeneticModel(nn.Module):
             prev = slot_id
         return self.host.forward_segment(h, prev, None)
 
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """``nn.Module.load_state_dict``, all or nothing: :func:`esper_core.checkpoint.load_checkpoint`.
+
+        Every key (host and slots), shape, dtype kind, layout, device and envelope is checked
+        first; a bad checkpoint raises :class:`~esper_core.errors.CheckpointError` naming the
+        key and the whole model is exactly as before.
+        """
+        from esper_core.checkpoint import load_checkpoint
+
+        return load_checkpoint(self, state_dict, strict=strict, assign=assign)
+
     # --------------------------------------------------------------------------- lifecycle
 
     def germinate(self, slot_id: str, blueprint: str, **kwargs: Any) -> None:

@@ -128,12 +128,14 @@ class SeedSlot(nn.Module):
         self._freeze = StageFreeze()
         self._text: tuple[SlotState, str] | None = None
         self._source: tuple[object, SlotState] | None = None
+        # (envelope, state it was checked against, plan): checked by the load pre-hook
+        self._planned: tuple[object, SlotState, Any] | None = None
         self._last_output: Tensor | None = None
         self._output_checked = False
         self._alpha_seen = 0.0  # the value in _alpha_value (read without a device sync)
         self._mirror(SlotState())
         self.register_load_state_dict_post_hook(_after_load)
-        self.register_load_state_dict_pre_hook(_legacy_keys)
+        self.register_load_state_dict_pre_hook(_before_load)
 
     # ---- configuration and state (read-only) --------------------------------------------------
 
@@ -557,8 +559,26 @@ class SeedSlot(nn.Module):
         from esper_core.restore import restore_slot
 
         # load_state_dict calls this before the seed's tensors are copied; the post-hook
-        # takes the activity meter's reference once they are in.
+        # takes the activity meter's reference once they are in. The pre-hook has already
+        # checked the envelope against the file's tensors and built the modules.
+        planned, self._planned = self._planned, None
+        if planned is not None and planned[0] is state and planned[1] is self._state:
+            plan = planned[2]
+            self.restore_state(plan.state, plan.seed, plan.gate, take_reference=False, source=state)
+            return
         restore_slot(self, state, take_reference=False)
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """``nn.Module.load_state_dict``, all or nothing: :func:`esper_core.checkpoint.load_checkpoint`.
+
+        A bad checkpoint raises :class:`~esper_core.errors.CheckpointError` naming the key
+        and the slot is exactly as before.
+        """
+        from esper_core.checkpoint import load_checkpoint
+
+        return load_checkpoint(self, state_dict, strict=strict, assign=assign)
 
     def start_activity_interval(self) -> None:
         """Take the activity meter's reference copy of the seed's weights now (after loading weights)."""
@@ -575,12 +595,14 @@ class SeedSlot(nn.Module):
         data["decider"] = None
         data["_text"] = None
         data["_source"] = None
+        data["_planned"] = None
         data["_last_output"] = None
         data["_freeze"] = self._freeze.by_name(dict(self.named_parameters()))
         return data
 
     def __setstate__(self, data: dict[str, Any]) -> None:
         frozen = data.pop("_freeze")
+        data.setdefault("_planned", None)
         super().__setstate__(data)
         self._freeze = StageFreeze.from_names(frozen, dict(self.named_parameters()))
 
@@ -590,10 +612,20 @@ class SeedSlot(nn.Module):
         )
 
 
-def _legacy_keys(_slot: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+def _before_load(slot: SeedSlot, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
     # Version-1 checkpoints named the blend gate "gate_module"; load_state_dict works on its
     # own copy of the dict, so renaming in place is safe.
     rename_legacy_keys(state_dict, prefix)
+    # A plain load_state_dict of a model around the slot: check the envelope against the
+    # file's tensors (sizes before anything is built) now, before torch copies any of them
+    # into this slot; set_extra_state then commits the plan. load_checkpoint has already
+    # restored the slot, so this is skipped (restored_from) on that path.
+    from esper_core.checkpoint import EXTRA_STATE_SUFFIX, check_slot_load
+
+    envelope = state_dict.get(prefix + EXTRA_STATE_SUFFIX)
+    slot._planned = None
+    if envelope is not None and not slot.restored_from(envelope):
+        slot._planned = (envelope, slot.state, check_slot_load(slot, state_dict, prefix))
 
 
 def _after_load(slot: nn.Module, _incompatible: object) -> None:

@@ -64,6 +64,13 @@ CHILD = textwrap.dedent(
     state = source.state_dict()
     key = prefix + "_extra_state"
     state[key] = state[key].replace('"rank":4', '"rank":%d' % case["rank"])
+    rank = case["rank"]
+    shapes = {prefix + "seed.down.weight": (rank, 16), prefix + "seed.up.weight": (16, rank)}
+    for name, shape in shapes.items():  # tensors whose shapes claim the declared seed, holding no data
+        if case.get("tensors") == "expanded":
+            state[name] = torch.zeros(1, 1).expand(*shape)
+        elif case.get("tensors") == "meta":
+            state[name] = torch.empty(*shape, device="meta")
     buffer = io.BytesIO()
     torch.save(state, buffer)
     size = len(buffer.getvalue())
@@ -119,8 +126,8 @@ CASES = [
 ]
 
 
-def run_child(rank: int, max_seed_params: int, via: str) -> dict:
-    case = json.dumps({"rank": rank, "max_seed_params": max_seed_params, "via": via})
+def run_child(rank: int, max_seed_params: int, via: str, tensors: str = "file") -> dict:
+    case = json.dumps({"rank": rank, "max_seed_params": max_seed_params, "via": via, "tensors": tensors})
     done = subprocess.run(
         [sys.executable, "-c", CHILD, case], capture_output=True, text=True, timeout=240, check=False
     )
@@ -143,3 +150,17 @@ def test_a_declared_seed_larger_than_the_file_is_refused_before_anything_is_buil
     assert result["grown_mib"] < min(32.0, seed_mib / 4), result
     if via != "germinate":
         assert result["file_bytes"] < 64_000, result
+
+
+@pytest.mark.parametrize("tensors", ["expanded", "meta"])
+@pytest.mark.parametrize("via", ["load_checkpoint", "foreign"])
+def test_tensors_whose_shapes_claim_the_seed_without_data_do_not_count(tensors, via) -> None:
+    """A stride-0 view or a ``meta`` tensor has the declared shape but holds (almost) no data:
+    the declared size is compared with the data the file holds, not with shapes."""
+    rank = 2**20
+    result = run_child(rank, 2**26, via, tensors)
+    kind, message = result["error"] or ("accepted", "")
+    assert kind == "CheckpointError", (kind, message)
+    assert "the file is inconsistent" in message or "meta device" in message, message
+    assert result["grown_mib"] < 32.0, result
+    assert result["file_bytes"] < 64_000, result

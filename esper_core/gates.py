@@ -28,7 +28,7 @@ from typing import Any
 
 import attrs
 
-from esper_core._checks import check_float, check_int, shown
+from esper_core._checks import MAX_TEXT, check_bool, check_enum, check_float, check_int, shown
 from esper_core.alpha import ALPHA_TOLERANCE, AlphaMode
 from esper_core.errors import LifecycleError, MissingGateError
 from esper_core.stages import SeedStage
@@ -74,10 +74,10 @@ def gate_for_edge(edge: tuple[SeedStage, SeedStage]) -> GateLevel:
     level = EDGE_GATES.get(edge) if isinstance(edge, tuple) and len(edge) == 2 else None
     if level is None:
         gated = ", ".join(f"{a.name}->{b.name}" for a, b in EDGE_GATES)
-        shown = (
-            "->".join(getattr(s, "name", repr(s)) for s in edge) if isinstance(edge, tuple) else repr(edge)
+        text = (
+            "->".join(getattr(s, "name", shown(s)) for s in edge) if isinstance(edge, tuple) else shown(edge)
         )
-        raise MissingGateError(f"no quality gate guards the edge {shown}; gated edges: {gated}")
+        raise MissingGateError(f"no quality gate guards the edge {shown(text, 200)}; gated edges: {gated}")
     return level
 
 
@@ -124,25 +124,73 @@ class GateThresholds:
     )
 
 
+def _flag(name: str) -> Any:
+    return lambda value: check_bool(f"gate evidence {name}", value)
+
+
+def _measured(name: str, minimum: float, maximum: float, unit: str = "") -> Any:
+    def convert(value: object) -> float | None:
+        if value is None:
+            return None
+        return check_float(f"gate evidence {name}", value, minimum=minimum, maximum=maximum, unit=unit)
+
+    return convert
+
+
+def _label(name: str) -> Any:
+    def convert(value: object) -> str:
+        if not isinstance(value, str) or len(value) > MAX_TEXT:
+            raise LifecycleError(
+                f"gate evidence {name} must be a str of at most {MAX_TEXT} characters, got {shown(value)}"
+            )
+        return value
+
+    return convert
+
+
+def _tags(value: object) -> tuple[str, ...]:
+    if not isinstance(value, tuple | list) or not all(isinstance(t, str) and len(t) <= 64 for t in value):
+        raise LifecycleError(f"gate evidence nonfinite must be a tuple of short str tags, got {shown(value)}")
+    return tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class GateEvidence:
-    """What a slot knows when a gate is asked; ``None`` means "never measured"."""
+    """What a slot knows when a gate is asked; ``None`` means "never measured".
 
-    stage: SeedStage
-    seed_id: str = ""
-    blueprint: str = ""
-    shape_preserved: bool = True
-    dtype_preserved: bool = True
-    input_preserved: bool = True
-    evaluations_in_stage: int = 0
-    improvement: float | None = None
-    activity: float | None = None
-    trainable: bool = True
-    alpha: float = 0.0
-    alpha_target: float = 0.0
-    alpha_mode: AlphaMode = AlphaMode.HOLD
-    counterfactual: float | None = None
-    nonfinite: tuple[str, ...] = ()
+    Every field is checked on construction (a gate compares and formats them), so a bad
+    value raises :class:`LifecycleError` naming it. Accuracy gains and contributions are in
+    percentage points, alpha in [0, 1].
+    """
+
+    stage: SeedStage = attrs.field(converter=lambda v: check_enum("gate evidence stage", v, SeedStage))
+    seed_id: str = attrs.field(default="", converter=_label("seed_id"))
+    blueprint: str = attrs.field(default="", converter=_label("blueprint"))
+    shape_preserved: bool = attrs.field(default=True, converter=_flag("shape_preserved"))
+    dtype_preserved: bool = attrs.field(default=True, converter=_flag("dtype_preserved"))
+    input_preserved: bool = attrs.field(default=True, converter=_flag("input_preserved"))
+    evaluations_in_stage: int = attrs.field(
+        default=0, converter=lambda v: check_int("gate evidence evaluations_in_stage", v)
+    )
+    improvement: float | None = attrs.field(
+        default=None, converter=_measured("improvement", -100.0, 100.0, " percentage points")
+    )
+    activity: float | None = attrs.field(default=None, converter=_measured("activity", 0.0, math.inf))
+    trainable: bool = attrs.field(default=True, converter=_flag("trainable"))
+    alpha: float = attrs.field(
+        default=0.0, converter=lambda v: check_float("gate evidence alpha", v, minimum=0.0, maximum=1.0)
+    )
+    alpha_target: float = attrs.field(
+        default=0.0,
+        converter=lambda v: check_float("gate evidence alpha_target", v, minimum=0.0, maximum=1.0),
+    )
+    alpha_mode: AlphaMode = attrs.field(
+        default=AlphaMode.HOLD, converter=lambda v: check_enum("gate evidence alpha_mode", v, AlphaMode)
+    )
+    counterfactual: float | None = attrs.field(
+        default=None, converter=_measured("counterfactual", -100.0, 100.0, " percentage points")
+    )
+    nonfinite: tuple[str, ...] = attrs.field(default=(), converter=_tags)
 
 
 @attrs.frozen

@@ -41,6 +41,7 @@ __all__ = [
     "GateResult",
     "GateThresholds",
     "QualityGates",
+    "describe_gate",
     "gate_for_edge",
 ]
 
@@ -211,15 +212,31 @@ class GateResult:
         return self.edge[1]
 
 
+def describe_gate(result: GateResult) -> str:
+    """``result`` as one line: ``"G2 TRAINING->BLENDING: <message>"`` (the message names every
+    failed check with the measured value and the threshold in their units)."""
+    a, b = result.edge
+    return f"{result.gate.name} {a.name}->{b.name}: {result.message}"
+
+
 class _Checks:
-    """Collects pass/fail tags for one gate evaluation."""
+    """Collects pass/fail tags for one gate evaluation, and for each failure a sentence that
+    names the measured value and the threshold with their units (the result's message)."""
 
     def __init__(self) -> None:
         self.passed: list[str] = []
         self.failed: list[str] = []
+        self.reasons: list[str] = []
 
-    def add(self, ok: bool, good: str, bad: str) -> None:
+    def add(self, ok: bool, good: str, bad: str, why: str) -> None:
         (self.passed if ok else self.failed).append(good if ok else bad)
+        if not ok:
+            self.reasons.append(why)
+
+    def message(self, title: str, detail: str = "") -> str:
+        if self.failed:
+            return f"{title} failed: {'; '.join(self.reasons)}"
+        return f"{title} passed{': ' + detail if detail else ''}"
 
 
 class QualityGates:
@@ -302,7 +319,8 @@ class QualityGates:
             GateLevel.G5: self._g5,
         }[level]
         checks = _Checks()
-        score, message = judge(evidence, checks)
+        score, title, detail = judge(evidence, checks)
+        message = checks.message(title, detail)
         return GateResult(
             gate=level,
             edge=edge,
@@ -314,90 +332,147 @@ class QualityGates:
             policy=self._policy,
         )
 
-    def _g0(self, ev: GateEvidence, c: _Checks) -> tuple[float, str]:
-        c.add(bool(ev.seed_id), "seed_id_present", "seed_id_missing")
-        c.add(bool(ev.blueprint), "blueprint_present", "blueprint_missing")
-        c.add(ev.shape_preserved, "shape_preserved", "shape_changed")
-        c.add(ev.dtype_preserved, "dtype_preserved", "dtype_changed")
-        c.add(ev.input_preserved, "input_preserved", "input_modified_in_place")
-        return (0.0 if c.failed else 1.0), "germination sanity"
+    def _g0(self, ev: GateEvidence, c: _Checks) -> tuple[float, str, str]:
+        c.add(bool(ev.seed_id), "seed_id_present", "seed_id_missing", "the seed has no id")
+        c.add(bool(ev.blueprint), "blueprint_present", "blueprint_missing", "no blueprint was named")
+        c.add(
+            ev.shape_preserved,
+            "shape_preserved",
+            "shape_changed",
+            "the seed's output shape differs from its input's",
+        )
+        c.add(
+            ev.dtype_preserved,
+            "dtype_preserved",
+            "dtype_changed",
+            "the seed's output dtype differs from its input's",
+        )
+        c.add(
+            ev.input_preserved,
+            "input_preserved",
+            "input_modified_in_place",
+            "the seed wrote into its input tensor (it would change the host's features)",
+        )
+        return (0.0 if c.failed else 1.0), "G0 germination sanity", ""
 
-    def _g1(self, ev: GateEvidence, c: _Checks) -> tuple[float, str]:
-        c.add(ev.stage is SeedStage.GERMINATED, "germinated", "not_germinated")
-        c.add(not ev.nonfinite, "finite", "nonfinite_" + "_".join(ev.nonfinite))
-        return (0.0 if c.failed else 1.0), "training readiness"
+    def _finite(self, ev: GateEvidence, c: _Checks) -> None:
+        found = ", ".join(ev.nonfinite)
+        c.add(
+            not ev.nonfinite,
+            "finite",
+            "nonfinite_" + "_".join(ev.nonfinite),
+            f"the seed is unhealthy ({found})",
+        )
 
-    def _g2(self, ev: GateEvidence, c: _Checks) -> tuple[float, str]:
+    def _g1(self, ev: GateEvidence, c: _Checks) -> tuple[float, str, str]:
+        c.add(ev.stage is SeedStage.GERMINATED, "germinated", "not_germinated", f"stage is {ev.stage.name}")
+        self._finite(ev, c)
+        return (0.0 if c.failed else 1.0), "G1 training readiness", ""
+
+    def _g2(self, ev: GateEvidence, c: _Checks) -> tuple[float, str, str]:
         t = self._thresholds
         imp = ev.improvement
-        c.add(ev.trainable, "seed_trainable", "seed_not_trainable")
-        c.add(not ev.nonfinite, "finite", "nonfinite_" + "_".join(ev.nonfinite))
+        c.add(
+            ev.trainable,
+            "seed_trainable",
+            "seed_not_trainable",
+            "the seed cannot learn (no parameter requires grad, or its output does not)",
+        )
+        self._finite(ev, c)
         if self.strict:
             if imp is None:
-                c.add(False, "", "improvement_unmeasured")
+                c.add(
+                    False, "", "improvement_unmeasured",
+                    "no accuracy recorded since TRAINING began (record_accuracy, in percentage points 0-100)",
+                )  # fmt: skip
             else:
                 c.add(
                     imp >= t.min_training_improvement,
                     f"improvement_{imp:.2f}pp",
                     f"improvement_insufficient_{imp:.2f}pp_below_{t.min_training_improvement:.2f}pp",
+                    f"accuracy improved {imp:.2f} pp since TRAINING began, below min_training_improvement "
+                    f"{t.min_training_improvement:.2f} pp (accuracies are percentage points, 0-100: 93.1, not 0.931)",
                 )
             c.add(
                 ev.evaluations_in_stage >= t.min_training_evaluations,
                 "training_dwell_met",
                 f"training_dwell_{ev.evaluations_in_stage}_of_{t.min_training_evaluations}",
+                f"{ev.evaluations_in_stage} evaluations recorded in TRAINING, below min_training_evaluations "
+                f"{t.min_training_evaluations}",
             )
             if ev.activity is None:
-                c.add(False, "", "activity_unmeasured")
+                c.add(
+                    False, "", "activity_unmeasured",
+                    "seed activity not measured yet (it is taken by record_accuracy while the seed runs)",
+                )  # fmt: skip
             else:
                 c.add(
                     ev.activity >= t.min_activity,
                     f"seed_active_{ev.activity:.2e}",
                     f"seed_inactive_{ev.activity:.2e}_below_{t.min_activity:.2e}",
+                    f"seed activity {ev.activity:.2e} (relative parameter change per epoch), below min_activity "
+                    f"{t.min_activity:.2e}",
                 )
         else:
             c.add(
                 ev.evaluations_in_stage >= t.permissive_training_evaluations,
                 "training_dwell_met",
                 f"training_dwell_{ev.evaluations_in_stage}_of_{t.permissive_training_evaluations}",
+                f"{ev.evaluations_in_stage} evaluations recorded in TRAINING, below permissive_training_evaluations "
+                f"{t.permissive_training_evaluations}",
             )
         score = 0.0 if imp is None or imp <= 0 else min(1.0, imp / 5.0)
-        shown = "unmeasured" if imp is None else f"{imp:.2f}pp"
-        return score, f"blending readiness ({self._policy}): improvement {shown}"
+        measured = "improvement unmeasured" if imp is None else f"improvement {imp:.2f} pp"
+        return score, f"G2 blending readiness ({self._policy})", measured
 
-    def _g3(self, ev: GateEvidence, c: _Checks) -> tuple[float, str]:
+    def _g3(self, ev: GateEvidence, c: _Checks) -> tuple[float, str, str]:
         t = self._thresholds
         c.add(
             ev.alpha_target >= 1.0 - t.alpha_tolerance,
             "alpha_target_full",
             f"alpha_target_not_full_{ev.alpha_target:.4f}",
+            f"alpha target {ev.alpha_target:.4f}, below full alpha (1 - alpha_tolerance {t.alpha_tolerance:g})",
         )
         c.add(
             ev.alpha_mode is AlphaMode.HOLD and abs(ev.alpha - ev.alpha_target) <= t.alpha_tolerance,
             "alpha_target_reached",
             f"alpha_ramping_{ev.alpha:.4f}_to_{ev.alpha_target:.4f}_{ev.alpha_mode.name}",
+            f"alpha {ev.alpha:.4f} has not reached its target {ev.alpha_target:.4f} (schedule {ev.alpha_mode.name})",
         )
-        c.add(not ev.nonfinite, "finite", "nonfinite_" + "_".join(ev.nonfinite))
+        self._finite(ev, c)
         if self.strict:
             c.add(
                 ev.evaluations_in_stage >= t.min_blending_evaluations,
                 "blending_dwell_met",
                 f"blending_dwell_{ev.evaluations_in_stage}_of_{t.min_blending_evaluations}",
+                f"{ev.evaluations_in_stage} evaluations recorded in BLENDING, below min_blending_evaluations "
+                f"{t.min_blending_evaluations}",
             )
-        return ev.alpha, f"holding readiness ({self._policy})"
+        return ev.alpha, f"G3 holding readiness ({self._policy})", f"alpha {ev.alpha:.4f}"
 
-    def _g5(self, ev: GateEvidence, c: _Checks) -> tuple[float, str]:
+    def _g5(self, ev: GateEvidence, c: _Checks) -> tuple[float, str, str]:
         t = self._thresholds
         cf = ev.counterfactual
+        title = f"G5 fossilization readiness ({self._policy})"
         if cf is None:
-            c.add(False, "", "counterfactual_unmeasured")
-            return 0.0, f"fossilization readiness ({self._policy}): no counterfactual measured"
-        c.add(not ev.nonfinite, "finite", "nonfinite_" + "_".join(ev.nonfinite))
-        c.add(cf >= 0.0, f"contribution_non_negative_{cf:.2f}pp", f"contribution_negative_{cf:.2f}pp")
+            c.add(
+                False, "", "counterfactual_unmeasured",
+                "no counterfactual contribution measured (record_counterfactual, in percentage points)",
+            )  # fmt: skip
+            return 0.0, title, ""
+        self._finite(ev, c)
+        c.add(
+            cf >= 0.0,
+            f"contribution_non_negative_{cf:.2f}pp",
+            f"contribution_negative_{cf:.2f}pp",
+            f"contribution {cf:.2f} pp is negative (the model is better without the seed)",
+        )
         if self.strict:
             c.add(
                 cf >= t.min_fossilize_contribution,
                 f"contribution_sufficient_{cf:.2f}pp",
                 f"contribution_insufficient_{cf:.2f}pp_below_{t.min_fossilize_contribution:.2f}pp",
+                f"contribution {cf:.2f} pp, below min_fossilize_contribution {t.min_fossilize_contribution:.2f} pp",
             )
         score = 0.0 if cf <= 0 else min(1.0, cf / 10.0)
-        return score, f"fossilization readiness ({self._policy}): contribution {cf:.2f}pp"
+        return score, title, f"contribution {cf:.2f} pp"

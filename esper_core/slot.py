@@ -55,7 +55,7 @@ from esper_core.commands import (
     StepEpoch,
 )
 from esper_core.errors import LifecycleError
-from esper_core.gates import GateLevel, GateResult, QualityGates
+from esper_core.gates import GateLevel, GateResult, QualityGates, describe_gate
 from esper_core.isolation import isolated_in, seed_input, straight_through
 from esper_core.metrics import DEFAULT_ACTIVITY_DECAY, SlotReport
 from esper_core.slot_state import (
@@ -130,6 +130,7 @@ class SeedSlot(nn.Module):
         self._source: tuple[object, SlotState] | None = None
         # (envelope, state it was checked against, plan): checked by the load pre-hook
         self._planned: tuple[object, SlotState, Any] | None = None
+        self._last_gate: tuple[str | None, GateResult] | None = None  # (seed id, result): for report()
         self._last_output: Tensor | None = None
         self._output_checked = False
         self._alpha_seen = 0.0  # the value in _alpha_value (read without a device sync)
@@ -205,6 +206,8 @@ class SeedSlot(nn.Module):
             if rng is not None:
                 torch.random.set_rng_state(rng)
             raise
+        if outcome.result is not None:
+            self._last_gate = (outcome.state.seed_id or state.seed_id, outcome.result)
         if outcome.state is not state:
             self._commit(state, outcome.state, seed, gate)
         elif rng is not None:  # G0 refused: the candidate is dropped and the RNG rewound
@@ -366,8 +369,11 @@ class SeedSlot(nn.Module):
         return result
 
     def evaluate(self, target: SeedStage | None = None) -> GateResult:
-        """Judge the gate of the edge to ``target`` (default: the next stage). Changes nothing."""
-        return evaluate(self._state, self._config, target, self._evidence(None))
+        """Judge the gate of the edge to ``target`` (default: the next stage). Changes no lifecycle
+        state; the result is what ``report().last_gate`` shows next."""
+        result = evaluate(self._state, self._config, target, self._evidence(None))
+        self._last_gate = (self._state.seed_id, result)
+        return result
 
     def prune(self, reason: str, initiator: str) -> None:
         """Remove the seed now; the slot cools down (PRUNED -> EMBARGOED -> RESETTING -> DORMANT)."""
@@ -471,12 +477,14 @@ class SeedSlot(nn.Module):
 
     def report(self) -> SlotReport:
         """A snapshot for controllers, observations and telemetry (parameter counts ignore requires_grad)."""
+        last = self._last_gate
         return slot_report(
             self._config,
             self._state,
             seed_params=_build.parameter_count(self.seed),
             gate_params=_build.parameter_count(self.blend_gate),
             trainable=self.trainable(),
+            last_gate=describe_gate(last[1]) if last is not None and last[0] == self._state.seed_id else None,
         )
 
     def state_checksum(self) -> Tensor:
@@ -596,6 +604,7 @@ class SeedSlot(nn.Module):
         data["_text"] = None
         data["_source"] = None
         data["_planned"] = None
+        data["_last_gate"] = None
         data["_last_output"] = None
         data["_freeze"] = self._freeze.by_name(dict(self.named_parameters()))
         return data
@@ -603,6 +612,7 @@ class SeedSlot(nn.Module):
     def __setstate__(self, data: dict[str, Any]) -> None:
         frozen = data.pop("_freeze")
         data.setdefault("_planned", None)
+        data.setdefault("_last_gate", None)
         super().__setstate__(data)
         self._freeze = StageFreeze.from_names(frozen, dict(self.named_parameters()))
 

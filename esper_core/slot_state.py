@@ -301,7 +301,13 @@ class SlotConfig:
 
 
 def slot_report(
-    config: SlotConfig, state: SlotState, *, seed_params: int, gate_params: int, trainable: bool
+    config: SlotConfig,
+    state: SlotState,
+    *,
+    seed_params: int,
+    gate_params: int,
+    trainable: bool,
+    last_gate: str | None = None,
 ) -> SlotReport:
     """The :class:`SlotReport` of a slot in ``state`` (parameter counts and trainability measured by the slot)."""
     seed = state.seed
@@ -336,4 +342,6 @@ def slot_report(
         seed_param_count=seed_params,
         gate_param_count=gate_params,
         pending_prune=seed is not None and seed.pending_prune is not None,
+        warnings=() if seed is None else seed.warned,
+        last_gate=last_gate if seed is not None else None,
     )

@@ -31,6 +31,7 @@ from esper_core.stages import SeedStage, stage_from_value
 
 __all__ = [
     "COMMANDS",
+    "GERMINATE_KEYWORDS",
     "MUTATIONS",
     "Advance",
     "CaptureActivity",
@@ -43,6 +44,7 @@ __all__ = [
     "SchedulePrune",
     "SetAlphaTarget",
     "StepEpoch",
+    "check_germinate_keywords",
 ]
 
 _TEXT = r"(?s).*\S.*"
@@ -108,6 +110,25 @@ class Germinate:
     @property
     def options_dict(self) -> dict[str, Any]:
         return dict(self.options)
+
+
+#: The keywords ``germinate`` takes besides the blueprint (its options go in ``options={...}``).
+GERMINATE_KEYWORDS = ("options", "seed_id", "algorithm", "ramp_epochs", "curve", "alpha_target")
+
+
+def check_germinate_keywords(unexpected: Mapping[str, Any]) -> None:
+    """Raise :class:`LifecycleError` for keywords a ``germinate`` call does not take.
+
+    The usual cause is a blueprint option passed as a keyword (``dilation=2``): the message
+    points to ``options={...}`` instead of Python's ``TypeError`` about the signature.
+    """
+    if unexpected:
+        names = sorted(unexpected)
+        example = ", ".join(f"{name!r}: ..." for name in names[:3])
+        raise LifecycleError(
+            f"germinate() got unexpected keyword(s) {names}; blueprint options go in options={{...}} "
+            f"(e.g. options={{{example}}}); accepted keywords: {list(GERMINATE_KEYWORDS)}"
+        )
 
 
 @attrs.frozen(kw_only=True)

@@ -53,6 +53,7 @@ from esper_core.commands import (
     SchedulePrune,
     SetAlphaTarget,
     StepEpoch,
+    check_germinate_keywords,
 )
 from esper_core.errors import LifecycleError
 from esper_core.gates import GateLevel, GateResult, QualityGates, describe_gate
@@ -75,7 +76,6 @@ __all__ = ["AUTO_ADVANCE_GATES", "HISTORY_BOUND", "Decider", "Observer", "SeedSl
 Decider = Callable[["SeedSlot", GateResult], bool]
 Observer = Callable[[SeedEvent], None]
 _S = SeedStage
-_GERMINATE_KEYWORDS = ("options", "seed_id", "algorithm", "ramp_epochs", "curve", "alpha_target")
 
 
 class SeedSlot(nn.Module):
@@ -341,12 +341,7 @@ class SeedSlot(nn.Module):
         :class:`LifecycleError` (slot unavailable, bad argument, seed too large, G0 refused) or a
         registry error (unknown blueprint, bad option); the slot and the RNG are then unchanged.
         """
-        if unexpected:
-            raise LifecycleError(
-                f"germinate() got unexpected keyword(s) {sorted(unexpected)}; blueprint options go in "
-                f"options={{...}} (e.g. options={{{next(iter(unexpected))!r}: ...}}); accepted keywords: "
-                f"{list(_GERMINATE_KEYWORDS)}"
-            )
+        check_germinate_keywords(unexpected)
         command = Germinate(
             blueprint=blueprint,
             options={} if options is None else options,

@@ -38,7 +38,14 @@ import torch.distributed as dist
 from torch import nn
 
 from esper_core.alpha import AlphaCurve, BlendAlgorithm
-from esper_core.commands import Advance, Germinate, Prune, SchedulePrune, SetAlphaTarget
+from esper_core.commands import (
+    Advance,
+    Germinate,
+    Prune,
+    SchedulePrune,
+    SetAlphaTarget,
+    check_germinate_keywords,
+)
 from esper_core.distributed.checksum import FINGERPRINT_FIELDS, find_drift, slot_fingerprint
 from esper_core.distributed.stream import CallOp, CommandStream
 from esper_core.errors import DistributedError, EsperError, LifecycleError
@@ -250,8 +257,14 @@ class DistributedLifecycle:
         ramp_epochs: int = 5,
         curve: AlphaCurve = AlphaCurve.LINEAR,
         alpha_target: float = 1.0,
+        **unexpected: Any,
     ) -> None:
-        """Germinate rank 0's choice of blueprint in rank 0's choice of slot, on every rank."""
+        """Germinate rank 0's choice of blueprint in rank 0's choice of slot, on every rank.
+
+        Blueprint options go in ``options={...}``; any other keyword raises
+        :class:`LifecycleError` on every rank before anything is sent.
+        """
+        check_germinate_keywords(unexpected)
         outcome = self._call(
             CallOp.GERMINATE,
             slot_id,

@@ -27,13 +27,14 @@ Then it ticks every slot's epoch clock. Every threshold lives in :class:`Control
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 from torch import nn
 
-from esper_core._checks import INT32_MAX, check_bool, check_enum, check_float, check_int, shown
+from esper_core._checks import INT32_MAX, check_bool, check_enum, check_float, check_int, check_members, shown
 from esper_core.blend import BlendAlgorithm
 from esper_core.errors import LifecycleError
 from esper_core.hosts.base import HostError
@@ -103,14 +104,7 @@ def _names(optional: bool) -> Any:
         def convert(value: object) -> tuple[str, ...] | None:
             if value is None and optional:
                 return None
-            ok = isinstance(value, Sequence | set | frozenset) and not isinstance(value, str | bytes)
-            names = tuple(value) if ok else ()  # type: ignore[arg-type]
-            if not ok or not all(isinstance(n, str) for n in names):
-                accepted = "None or a " if optional else "a "
-                raise HostError(
-                    f"{name} must be {accepted}collection of blueprint names (str), got {shown(value)}"
-                )
-            return names
+            return check_members(name, value, str, accepted="blueprint names (str)", error=HostError)
 
         return convert
 
@@ -170,8 +164,8 @@ def rank_candidates(
       highest first (ties: larger, then earlier). Families averaging <= 0 are dropped.
     """
     strategy = _choice("strategy")(strategy)
-    candidates = _items(candidates, Candidate, "candidates")
-    outcomes = _items(outcomes, Outcome, "outcomes")
+    candidates = check_members("candidates", candidates, Candidate, error=HostError)
+    outcomes = check_members("outcomes", outcomes, Outcome, error=HostError)
     if strategy == "cheapest":
         return sorted(candidates, key=lambda c: (c.cost, c.order, c.blueprint))
     measured: dict[str, list[float]] = {}
@@ -185,14 +179,6 @@ def rank_candidates(
     return untried + proven
 
 
-def _items(values: object, kind: type, what: str) -> list[Any]:
-    ok = isinstance(values, Sequence | set | frozenset) and not isinstance(values, str | bytes)
-    items = list(values) if ok else []  # type: ignore[call-overload]
-    if not ok or not all(isinstance(v, kind) for v in items):
-        raise HostError(f"{what} must be a sequence of {kind.__name__}, got {shown(values)}")
-    return items
-
-
 @attrs.frozen
 class ControllerConfig:
     """Every threshold of :class:`HeuristicController` (scores and contributions in percentage points)."""
@@ -200,12 +186,12 @@ class ControllerConfig:
     param_budget: int = _field(_count(0, 2**53), "param_budget")
     """Most seed parameters (probation plus fossilized) the model may carry."""
     plateau_window: int = _field(_count(1), "plateau_window", default=3)
-    plateau_min_delta: float = _field(_points(0.0, 100.0), "plateau_min_delta", default=0.5)
+    plateau_min_delta: float = _field(_points(0.0, math.inf), "plateau_min_delta", default=0.5)
     warmup_epochs: int = _field(_count(0), "warmup_epochs", default=3)
     """No germination before this many epochs have been recorded."""
     max_concurrent: int = _field(_count(1), "max_concurrent", default=1)
     """Most seeds on probation at once; one at a time keeps credit assignment clean."""
-    prune_below: float = _field(_points(-100.0, 100.0), "prune_below", default=0.0)
+    prune_below: float = _field(_points(-math.inf, math.inf), "prune_below", default=0.0)
     prune_patience: int = _field(_count(1), "prune_patience", default=2)
     """Consecutive measurements below ``prune_below`` before pruning (validation noise guard)."""
     max_stage_epochs: int = _field(_count(1), "max_stage_epochs", default=12)

@@ -17,7 +17,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
-from esper_core._checks import check_bool, check_float, check_int, check_mapping, shown
+from esper_core._checks import check_bool, check_float, check_int, check_mapping, check_members, shown
 from esper_core.hosts.base import HostError, HostProtocol
 from esper_core.modes import eval_mode
 from esper_core.registry import get_topology
@@ -98,7 +98,7 @@ class MorphogeneticModel(nn.Module):
             )
         self.host = host
         points = {p.slot_id: p for p in host.injection_points()}
-        wanted = list(points) if slots is None else _slot_ids(slots)
+        wanted = list(points) if slots is None else list(check_members("slots", slots, str, error=HostError))
         unknown = [s for s in wanted if s not in points]
         if unknown or len(set(wanted)) != len(wanted):
             raise HostError(
@@ -203,7 +203,7 @@ class MorphogeneticModel(nn.Module):
 
     def seed_param_count(self, stages: Collection[SeedStage] = _LIVE) -> int:
         """Seed (and gate) parameters of the slots whose stage is in ``stages`` (SeedStage members)."""
-        _stages(stages)
+        check_members("stages", stages, SeedStage, accepted="SeedStage members", error=HostError)
         return sum(
             sum(p.numel() for p in self.slots[s].seed_parameters())
             for s in self._order
@@ -310,28 +310,6 @@ def evaluate_slots(
         contributions={s: percent[0] - percent[j + 1] for j, s in enumerate(measured)},
         samples=count,
     )
-
-
-def _slot_ids(slots: object) -> list[str]:
-    """The requested slot ids: a collection of str (a single str would be read as its letters)."""
-    ok = isinstance(slots, Collection) and not isinstance(slots, str | bytes | Tensor | Mapping)
-    try:
-        ids = list(slots) if ok else []  # type: ignore[call-overload]
-    except TypeError:  # a 0-dim array claims to be iterable
-        ok = False
-    if not ok or not all(isinstance(s, str) for s in ids):
-        raise HostError(f"slots must be None or a collection of slot ids (str), got {shown(slots)}")
-    return ids
-
-
-def _stages(stages: object) -> None:
-    ok = isinstance(stages, Collection) and not isinstance(stages, str | bytes | Tensor | Mapping)
-    try:
-        ok = ok and all(isinstance(s, SeedStage) for s in stages)  # type: ignore[union-attr]
-    except TypeError:  # a 0-dim array claims to be iterable
-        ok = False
-    if not ok:
-        raise HostError(f"stages must be a collection of SeedStage members, got {shown(stages)}")
 
 
 def _pair(batch: object) -> tuple[Tensor, Tensor]:

@@ -21,12 +21,12 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from esper_core._checks import MAX_TEXT, check_bool, check_int, check_text, shown
+from esper_core._checks import MAX_TEXT, check_bool, check_int, check_members, check_text, shown
 from esper_core._fields import (
     BOOL,
     EnumOf,
@@ -251,17 +251,10 @@ def _check_alpha(stage: SeedStage, a: AlphaSchedule) -> None:
 def _auto_advance(value: object) -> frozenset[GateLevel]:
     # Members must be GateLevel values themselves: GateLevel is an IntEnum, so a plain 1
     # would otherwise pass the subset test and sit in the config as an int.
-    gates = None
-    if isinstance(value, Collection) and not isinstance(value, str | bytes | Mapping):
-        try:
-            gates = frozenset(value)
-        except TypeError:  # unhashable members
-            gates = None
-    if gates is None or not all(isinstance(g, GateLevel) for g in gates) or not gates <= AUTO_ADVANCE_GATES:
-        accepted = sorted(g.name for g in AUTO_ADVANCE_GATES)
-        raise LifecycleError(
-            f"auto_advance must be a collection of GateLevel among {accepted}, got {shown(value)}"
-        )
+    accepted = f"GateLevel among {sorted(g.name for g in AUTO_ADVANCE_GATES)}"
+    gates = frozenset(check_members("auto_advance", value, GateLevel, accepted=accepted))
+    if not gates <= AUTO_ADVANCE_GATES:
+        raise LifecycleError(f"auto_advance must be a collection of {accepted}, got {shown(value)}")
     return gates
 
 

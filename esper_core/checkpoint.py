@@ -148,6 +148,13 @@ def check_slot_load(slot: Any, state_dict: Mapping[str, Any], prefix: str) -> Re
 def _checked_envelope(
     slot: Any, prefix: str, envelope: object, tensors: Mapping[str, Mapping[str, Any]]
 ) -> RestorePlan:
+    if slot.restored_from(envelope):  # the slot's own state (a resume into a live model): nothing to decode
+        seed = slot.seed
+        plan = RestorePlan(
+            slot.state, None, None, 0 if seed is None else sum(p.numel() for p in seed.parameters())
+        )
+        _check_declared_size(prefix, plan, tensors["seed"])
+        return plan
     try:
         plan = check_envelope(slot, envelope)
     except CheckpointError as exc:

@@ -26,7 +26,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
-from esper_core._checks import check_int, check_mapping, check_text, shown
+from esper_core._checks import MAX_TEXT, check_int, check_mapping, check_text, shown
 from esper_core.attachment import SlotAttachment
 from esper_core.errors import EsperError
 from esper_core.hosts.base import HostError
@@ -70,6 +70,16 @@ def _text(what: str) -> Any:
     return lambda value: check_text(what, value, error=HostError)
 
 
+def _path(value: object) -> str:
+    # "" is the model itself (its forward gets the slot), so it is accepted.
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise HostError(
+            f"InjectionTarget path must be a submodule path (str, '' for the model itself) of at most "
+            f"{MAX_TEXT} characters, got {shown(value)}"
+        )
+    return value
+
+
 def _optional_text(what: str) -> Any:
     return lambda value: None if value is None else check_text(what, value, error=HostError)
 
@@ -83,7 +93,7 @@ class InjectionTarget:
     field is checked on construction (:class:`HostError` naming it).
     """
 
-    path: str = attrs.field(converter=_text("InjectionTarget path"))
+    path: str = attrs.field(converter=_path)
     topology: str = attrs.field(converter=_text("InjectionTarget topology"))
     dim: int | None = attrs.field(
         default=None,

@@ -153,7 +153,11 @@ def test_gate_evidence_is_checked_on_construction() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "needle"),
     [
-        ("exclude", "noop", r"collection \(list, tuple or set\) of blueprint names"),  # was silently ('n', 'o', 'o', 'p')
+        (
+            "exclude",
+            "noop",
+            r"collection \(list, tuple or set\) of blueprint names",
+        ),  # was silently ('n', 'o', 'o', 'p')
         ("include", "lora", r"collection \(list, tuple or set\) of blueprint names"),
         ("prune_below", math.nan, "prune_below"),  # was accepted: never prunes
         ("prune_below", "0", "prune_below"),
@@ -188,5 +192,7 @@ def test_pure_controller_helpers_check_their_arguments() -> None:
         plateaued([1.0, 2.0], "2", 0.5)  # type: ignore[arg-type]
     with pytest.raises(HostError, match=r"history\[1\]"):
         plateaued([1.0, "2"], 1, 0.5)  # type: ignore[list-item]
-    with pytest.raises(HostError, match=r"candidates must be a collection \(list, tuple or set\) of Candidate"):
+    with pytest.raises(
+        HostError, match=r"candidates must be a collection \(list, tuple or set\) of Candidate"
+    ):
         rank_candidates([("r0c0", "lora")], "cheapest")  # type: ignore[list-item]

@@ -39,7 +39,6 @@ from esper_core.restore import RestorePlan, build_modules, check_envelope, forke
 __all__ = [
     "EXTRA_STATE_SUFFIX",
     "SlotEntry",
-    "check_slot_load",
     "find_slots",
     "load_checkpoint",
     "slot_envelope",

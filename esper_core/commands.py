@@ -31,7 +31,6 @@ from esper_core.stages import SeedStage, stage_from_value
 
 __all__ = [
     "COMMANDS",
-    "GERMINATE_KEYWORDS",
     "MUTATIONS",
     "Advance",
     "CaptureActivity",
@@ -44,7 +43,6 @@ __all__ = [
     "SchedulePrune",
     "SetAlphaTarget",
     "StepEpoch",
-    "check_germinate_keywords",
 ]
 
 _TEXT = r"(?s).*\S.*"

@@ -41,7 +41,6 @@ __all__ = [
     "GateResult",
     "GateThresholds",
     "QualityGates",
-    "describe_gate",
     "gate_for_edge",
 ]
 
@@ -211,12 +210,11 @@ class GateResult:
     def target(self) -> SeedStage:
         return self.edge[1]
 
-
-def describe_gate(result: GateResult) -> str:
-    """``result`` as one line: ``"G2 TRAINING->BLENDING: <message>"`` (the message names every
-    failed check with the measured value and the threshold in their units)."""
-    a, b = result.edge
-    return f"{result.gate.name} {a.name}->{b.name}: {result.message}"
+    def describe(self) -> str:
+        """This result as one line: ``"G2 TRAINING->BLENDING: <message>"`` (the message names
+        every failed check with the measured value and the threshold in their units)."""
+        a, b = self.edge
+        return f"{self.gate.name} {a.name}->{b.name}: {self.message}"
 
 
 class _Checks:

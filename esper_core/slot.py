@@ -56,7 +56,7 @@ from esper_core.commands import (
     check_germinate_keywords,
 )
 from esper_core.errors import LifecycleError
-from esper_core.gates import GateLevel, GateResult, QualityGates, describe_gate
+from esper_core.gates import GateLevel, GateResult, QualityGates
 from esper_core.isolation import isolated_in, seed_input, straight_through
 from esper_core.metrics import DEFAULT_ACTIVITY_DECAY, SlotReport
 from esper_core.slot_state import (
@@ -479,7 +479,7 @@ class SeedSlot(nn.Module):
             seed_params=_build.parameter_count(self.seed),
             gate_params=_build.parameter_count(self.blend_gate),
             trainable=self.trainable(),
-            last_gate=describe_gate(last[1]) if last is not None and last[0] == self._state.seed_id else None,
+            last_gate=last[1].describe() if last is not None and last[0] == self._state.seed_id else None,
         )
 
     def state_checksum(self) -> Tensor:

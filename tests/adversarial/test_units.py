@@ -74,7 +74,7 @@ def test_evaluate_alone_fills_the_report_too() -> None:
     result = slot.evaluate()
     assert not result.passed
     assert "1 evaluations recorded in TRAINING, below min_training_evaluations 3" in result.message
-    assert slot.report().last_gate == f"G2 TRAINING->BLENDING: {result.message}"
+    assert slot.report().last_gate == result.describe() == f"G2 TRAINING->BLENDING: {result.message}"
 
 
 def test_a_percent_accuracy_does_not_warn() -> None:

@@ -15,11 +15,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from esper_core._checks import check_mapping
 from esper_core._placement import channels_last, channels_last_strides
 from esper_core.alpha import BlendAlgorithm
 from esper_core.blend import BlendGate
 from esper_core.commands import Germinate
-from esper_core.errors import EsperError, LifecycleError
+from esper_core.errors import EsperError, LifecycleError, OptionError
 from esper_core.evidence import Evidence, Probe
 from esper_core.groupnorm import guard_groupnorms
 from esper_core.modes import eval_mode, module_modes, restore_modes
@@ -70,7 +71,7 @@ def resolve(
     from esper_core.registry import get_blueprint
 
     spec = get_blueprint(topology, blueprint)
-    resolved = spec.resolve(dim, dict(options))
+    resolved = spec.resolve(dim, check_mapping("options", options, error=OptionError))
     count = spec.count_params(dim, **resolved)
     if count > max_params:
         raise LifecycleError(
@@ -102,8 +103,9 @@ def build_seed(
     from esper_core.registry import get_blueprint
 
     spec = get_blueprint(topology, blueprint)
+    options = check_mapping("options", options, error=OptionError)
     try:
-        module = spec.build(dim, **dict(options))
+        module = spec.build(dim, **options)
     except EsperError:
         raise
     except Exception as exc:  # a pack's factory: report it as ours, naming it

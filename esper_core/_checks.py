@@ -13,7 +13,7 @@ cannot (``10**400``) is an error here, never an ``OverflowError`` further down.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -27,6 +27,7 @@ __all__ = [
     "check_float",
     "check_int",
     "check_mapping",
+    "check_members",
     "check_text",
     "shown",
 ]
@@ -40,8 +41,24 @@ E = TypeVar("E", bound=Enum)
 
 
 def shown(value: object, limit: int = 80) -> str:
-    """``repr(value)``, cut to ``limit`` characters (a huge value must not flood a message)."""
-    text = repr(value)
+    """``repr(value)``, cut to ``limit`` characters (a huge value must not flood a message).
+
+    Never raises: an int too long for ``repr`` (Python refuses more than 4300 digits) is
+    described by its size, and an object whose ``repr`` raises by its type, so reporting a
+    bad value can never fail in its turn.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        digits = int(value.bit_length() * math.log10(2)) + 1
+        # str() of an int over 4300 digits raises; the leading digits are shown when it can work.
+        if value.bit_length() < 14_000:
+            return f"{str(value)[:12]}... (an int of {len(str(abs(value)))} digits)"
+        return f"{'a negative' if value < 0 else 'an'} int of about {digits} digits"
+    try:
+        text = repr(value)
+    except Exception:  # a value's own __repr__ may fail in any way
+        text = f"<{type(value).__name__} object whose repr() fails>"
+    if type(text) is not str:
+        text = f"<{type(value).__name__} object>"
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
@@ -140,6 +157,33 @@ def check_text(
             f"{what} must be a non-empty string of at most {max_length} characters, got {shown(value)}"
         )
     return value
+
+
+def check_members(
+    what: str,
+    value: object,
+    kind: type | tuple[type, ...],
+    *,
+    accepted: str = "",
+    error: type[EsperError] = LifecycleError,
+) -> tuple[Any, ...]:
+    """``value``'s members as a tuple, if it is a collection (list, tuple, set, ...) whose every
+    member is an instance of ``kind``. A single ``str`` (it would be read as its letters), a
+    mapping (its keys) and an object that only claims to be iterable are rejected.
+    ``accepted`` describes the members in the message (default: ``kind``'s name).
+    """
+    members: tuple[Any, ...] | None = None
+    if isinstance(value, Collection) and not isinstance(value, str | bytes | Mapping):
+        try:
+            members = tuple(value)
+        except TypeError:  # e.g. a 0-dim array: it has __iter__ but cannot be iterated
+            members = None
+    if members is None or not all(isinstance(m, kind) for m in members):
+        names = accepted or (
+            kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        )
+        raise error(f"{what} must be a collection (list, tuple or set) of {names}, got {shown(value)}")
+    return members
 
 
 def check_mapping(what: str, value: object, *, error: type[EsperError] = LifecycleError) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 
 from torch import Tensor
 
+from esper_core._checks import INT32_MAX, MAX_TEXT, shown
 from esper_core.errors import HostError
 
 __all__ = ["OutputKey", "check_output_key", "describe_output", "replace_output", "select_output"]
@@ -34,13 +35,14 @@ OutputKey = int | str | None
 
 def check_output_key(key: object) -> OutputKey:
     """Return ``key`` if it is ``None``, an ``int >= 0`` or a non-empty ``str``, else raise :class:`HostError`."""
-    if key is None or (isinstance(key, int) and not isinstance(key, bool) and key >= 0):
+    if key is None or (isinstance(key, int) and not isinstance(key, bool) and 0 <= key <= INT32_MAX):
         return key
-    if isinstance(key, str) and key:
+    if isinstance(key, str) and 0 < len(key) <= MAX_TEXT:
         return key
     raise HostError(
-        f"output must be None (the module returns one tensor), an int >= 0 (a tuple element, or the "
-        f"i-th set field of a ModelOutput) or a non-empty str (a key or field name); got {key!r}"
+        f"output must be None (the module returns one tensor), an int in [0, {INT32_MAX}] (a tuple "
+        f"element, or the i-th set field of a ModelOutput) or a non-empty str of at most {MAX_TEXT} "
+        f"characters (a key or field name); got {shown(key)}"
     )
 
 

@@ -18,6 +18,7 @@ import warnings
 import attrs
 import pluggy
 
+from esper_core._checks import shown
 from esper_core.errors import (
     BlueprintError,
     ConflictError,
@@ -219,7 +220,7 @@ class Registry:
         entry = self._topologies.get(name) if isinstance(name, str) else None
         if entry is None:
             raise UnknownTopologyError(
-                f"unknown topology {name!r}; registered topologies: {self.topology_names()}"
+                f"unknown topology {shown(name)}; registered topologies: {self.topology_names()}"
             )
         return entry[0]
 
@@ -242,15 +243,19 @@ class Registry:
         self, topology: str, name: object, distribution: str | None, version: str | None
     ) -> UnknownBlueprintError:
         available = sorted(s.name for s, _ in self._blueprints.values() if s.topology == topology)
-        message = f"unknown blueprint {name!r} for topology {topology!r}; available: {available}"
-        key = f"{topology}:{name}"
+        message = f"unknown blueprint {shown(name)} for topology {topology!r}; available: {available}"
+        key = f"{topology}:{name}" if isinstance(name, str) else None
         for r in self._refusals:
             if r.kind == "blueprint" and r.key == key:
                 message += f"; {r.source.distribution} {r.source.version} registers it, but it was refused: {r.reason}"
         if distribution is not None:
             message += "; " + _install_hint(self.plugins, distribution, version)
         return UnknownBlueprintError(
-            message, topology=topology, name=str(name), distribution=distribution, version=version
+            message,
+            topology=topology,
+            name=name if isinstance(name, str) else shown(name),
+            distribution=distribution,
+            version=version,
         )
 
     def source(self, spec: BlueprintSpec) -> Source:

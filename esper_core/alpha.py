@@ -19,7 +19,7 @@ from enum import Enum
 
 import attrs
 
-from esper_core._checks import check_float, check_int
+from esper_core._checks import check_float, check_int, shown
 from esper_core._fields import EnumOf, Float, Int, entry
 from esper_core.errors import LifecycleError
 
@@ -91,7 +91,7 @@ def curve_progress(curve: AlphaCurve, t: float, steepness: float = DEFAULT_STEEP
         low = _logistic(-steepness / 2.0)
         high = _logistic(steepness / 2.0)
         return min(1.0, max(0.0, (_logistic(steepness * (t - 0.5)) - low) / (high - low)))
-    raise LifecycleError(f"unknown alpha curve {curve!r}; accepted: {[c.value for c in AlphaCurve]}")
+    raise LifecycleError(f"unknown alpha curve {shown(curve)}; accepted: {[c.value for c in AlphaCurve]}")
 
 
 _UNIT = Float(0.0, 1.0)
@@ -178,7 +178,9 @@ class AlphaSchedule:
         target = _unit("target", target)
         epochs = _epochs("epochs", epochs)
         if curve is not None and not isinstance(curve, AlphaCurve):
-            raise LifecycleError(f"curve must be an AlphaCurve, got {curve!r}; accepted: {list(AlphaCurve)}")
+            raise LifecycleError(
+                f"curve must be an AlphaCurve, got {shown(curve)}; accepted: {list(AlphaCurve)}"
+            )
         new_curve = self.curve if curve is None else curve
         new_steepness = self.steepness if steepness is None else steepness
         if epochs == 0 or abs(target - self.alpha) <= ALPHA_TOLERANCE:

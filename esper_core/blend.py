@@ -77,9 +77,11 @@ def blend(
 
 
 def check_alpha_override(alpha: object, h: Tensor) -> None:
-    """Raise unless ``alpha`` is a tensor that is 0-dim, or ``h.dim()``-dim and broadcastable to ``h``.
+    """Raise unless ``alpha`` is a floating tensor on ``h``'s device (a 0-dim one may also live
+    on the CPU) that is 0-dim, or ``h.dim()``-dim and broadcastable to ``h``.
 
-    Shapes only (no value is read, so no device sync); :func:`blend` clamps values to [0, 1].
+    Shapes, dtypes and devices only (no value is read, so no device sync); :func:`blend`
+    clamps values to [0, 1].
     """
     ok = isinstance(alpha, Tensor) and (
         alpha.dim() == 0
@@ -90,6 +92,17 @@ def check_alpha_override(alpha: object, h: Tensor) -> None:
         raise LifecycleError(
             f"alpha_override must be a 0-dim tensor or a {h.dim()}-dim tensor broadcastable to "
             f"{tuple(h.shape)} (e.g. {(h.shape[0],) + (1,) * (h.dim() - 1)}); got {got}"
+        )
+    assert isinstance(alpha, Tensor)
+    if not alpha.is_floating_point() or alpha.layout is not torch.strided:
+        raise LifecycleError(
+            f"alpha_override must be a dense floating tensor (alpha is a weight in [0, 1]); got {alpha.dtype} "
+            f"in layout {alpha.layout}"
+        )
+    if alpha.device != h.device and not (alpha.dim() == 0 and alpha.device.type == "cpu"):
+        raise LifecycleError(
+            f"alpha_override is on {alpha.device} but the features are on {h.device}; accepted: a tensor on "
+            f"{h.device} (or a 0-dim CPU tensor)"
         )
 
 

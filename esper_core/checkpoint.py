@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from esper_core._checks import shown
 from esper_core._legacy import LEGACY_MODULE_NAMES, rename_legacy_keys
 from esper_core.errors import CheckpointError
 from esper_core.restore import RestorePlan, build_modules, check_envelope, forked_rng
@@ -75,16 +76,25 @@ def slot_envelope(slot: Any) -> dict[str, Any]:
 # ---- a whole model -------------------------------------------------------------------------------------
 
 
-def load_checkpoint(model: nn.Module, state_dict: Mapping[str, Any], *, strict: bool = True) -> Any:
-    """``model.load_state_dict(state_dict)``, all or nothing, with every slot restored.
+def load_checkpoint(
+    model: nn.Module, state_dict: Mapping[str, Any], *, strict: bool = True, assign: bool = False
+) -> Any:
+    """``nn.Module.load_state_dict(model, state_dict)``, all or nothing, with every slot restored.
 
     Checks every envelope, every seed and blend-gate tensor against the modules the envelopes
     need, and every other key of the model, before anything changes; a bad checkpoint raises
     :class:`CheckpointError` naming the key and leaves the whole model as it was. Returns
     what ``load_state_dict`` returns (missing and unexpected keys, empty when ``strict``).
+    ``MorphogeneticModel.load_state_dict`` and ``SeedSlot.load_state_dict`` are this function.
     """
     if not isinstance(state_dict, Mapping):
         raise CheckpointError(f"a state dict must be a mapping, got {type(state_dict).__name__}")
+    odd = next((key for key in state_dict if not isinstance(key, str)), None)
+    if odd is not None:
+        raise CheckpointError(f"checkpoint key {shown(odd)} is a {type(odd).__name__}; accepted: str keys")
+    for name, flag in (("strict", strict), ("assign", assign)):
+        if type(flag) is not bool:
+            raise CheckpointError(f"load_checkpoint {name} must be True or False, got {shown(flag)}")
     entries = find_slots(model)
     legacy = tuple(LEGACY_MODULE_NAMES)
     if any(key.startswith(legacy) or any(f".{old}" in key for old in legacy) for key in state_dict):
@@ -101,12 +111,7 @@ def load_checkpoint(model: nn.Module, state_dict: Mapping[str, Any], *, strict: 
                     f"checkpoint field {key!r} is missing: no envelope for slot {slot.slot_id!r}"
                 )
             continue
-        try:
-            plan = check_envelope(slot, state_dict[key])
-        except CheckpointError as exc:
-            raise CheckpointError(f"{key}: {exc}") from None
-        _check_declared_size(prefix, plan, tensors[prefix]["seed"])
-        checked.append((prefix, slot, plan))
+        checked.append((prefix, slot, _checked_envelope(slot, prefix, state_dict[key], tensors[prefix])))
     with forked_rng():  # modules are built only once every envelope is known to be good
         built = [(prefix, slot, build_modules(slot, plan)) for prefix, slot, plan in checked]
     for prefix, _slot, plan in built:
@@ -116,7 +121,45 @@ def load_checkpoint(model: nn.Module, state_dict: Mapping[str, Any], *, strict: 
         source = state_dict[prefix + EXTRA_STATE_SUFFIX]
         slot.restore_state(plan.state, plan.seed, plan.gate, take_reference=False, source=source)
     # load_state_dict hands each slot the same envelope object again: a no-op (restored_from).
-    return model.load_state_dict(state_dict, strict=strict)
+    # nn.Module's own method: the keys were checked against nn.Module.state_dict's, and the
+    # slot's and MorphogeneticModel's load_state_dict are this function.
+    return nn.Module.load_state_dict(model, state_dict, strict=strict, assign=assign)
+
+
+def check_slot_load(slot: Any, state_dict: Mapping[str, Any], prefix: str) -> RestorePlan:
+    """The restore plan for one slot loaded by a plain ``load_state_dict`` of a model around it.
+
+    ``state_dict`` holds (at least) the slot's own keys under ``prefix``, as the slot's load
+    pre-hook sees them. Checks the envelope, the seed's declared size against the tensors
+    present (before building anything), then builds the modules and checks every tensor
+    present for them: shape, dtype kind, layout, device, type. Missing and unexpected keys
+    are left to ``load_state_dict``'s ``strict``, which a pre-hook cannot see. Changes
+    nothing; raises :class:`CheckpointError` naming the key.
+    """
+    tensors = _by_slot([prefix], state_dict)[prefix]
+    plan = _checked_envelope(slot, prefix, state_dict[prefix + EXTRA_STATE_SUFFIX], tensors)
+    with forked_rng():
+        plan = build_modules(slot, plan)
+    _check_module_tensors(prefix, plan, tensors, strict=False)
+    return plan
+
+
+def _checked_envelope(
+    slot: Any, prefix: str, envelope: object, tensors: Mapping[str, Mapping[str, Any]]
+) -> RestorePlan:
+    if slot.restored_from(envelope):  # the slot's own state (a resume into a live model): nothing to decode
+        seed = slot.seed
+        plan = RestorePlan(
+            slot.state, None, None, 0 if seed is None else sum(p.numel() for p in seed.parameters())
+        )
+        _check_declared_size(prefix, plan, tensors["seed"])
+        return plan
+    try:
+        plan = check_envelope(slot, envelope)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{prefix}{EXTRA_STATE_SUFFIX}: {exc}") from None
+    _check_declared_size(prefix, plan, tensors["seed"])
+    return plan
 
 
 def _by_slot(prefixes: list[str], state_dict: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -137,7 +180,10 @@ def _by_slot(prefixes: list[str], state_dict: Mapping[str, Any]) -> dict[str, di
 def _check_declared_size(prefix: str, plan: RestorePlan, seed_tensors: Mapping[str, Any]) -> None:
     """Refuse, before building anything, a seed larger than the tensors the file holds for it."""
     sub = f"{prefix}seed."
-    present = sum(v.numel() for v in seed_tensors.values() if isinstance(v, torch.Tensor))
+    tensors = {k: v for k, v in seed_tensors.items() if not k.endswith(EXTRA_STATE_SUFFIX)}
+    for key, value in tensors.items():
+        _check_data(key, value)
+    present = sum(_held(v) for v in tensors.values())
     if plan.params > present:
         seed = plan.state.seed
         assert seed is not None
@@ -145,6 +191,12 @@ def _check_declared_size(prefix: str, plan: RestorePlan, seed_tensors: Mapping[s
             f"checkpoint tensors under {sub!r} hold {present:,} values, but the envelope's seed "
             f"({seed.blueprint} with {seed.options_dict}) has {plan.params:,} parameters: the file is inconsistent"
         )
+
+
+def _held(value: torch.Tensor) -> int:
+    """Values a (strided, non-meta) checkpoint tensor really holds: an expanded view (stride 0)
+    holds only its storage, however large its shape."""
+    return min(value.numel(), value.untyped_storage().nbytes() // max(1, value.element_size()))
 
 
 def _check_module_tensors(
@@ -161,7 +213,8 @@ def _check_module_tensors(
                         f"checkpoint tensor {key!r} is missing; the envelope's {name} needs it"
                     )
                 continue
-            _check_tensor(key, found[key], tensor)
+            if isinstance(tensor, torch.Tensor):  # not a submodule's extra state
+                _check_tensor(key, found[key], tensor)
         if strict:
             for key in found:
                 if key not in expected:
@@ -190,17 +243,24 @@ def _check_other_keys(
                 raise CheckpointError(f"checkpoint key {key!r} is not part of this model")
 
 
-def _check_tensor(key: str, value: object, target: torch.Tensor) -> None:
+def _check_data(key: str, value: object, shape: tuple[int, ...] | None = None) -> None:
+    """A tensor that holds data: dense (strided) and not on the ``meta`` device."""
     if not isinstance(value, torch.Tensor):
-        raise CheckpointError(
-            f"checkpoint tensor {key!r}: got {type(value).__name__}; accepted: a tensor of shape {tuple(target.shape)}"
-        )
-    problem = None
+        wanted = "a tensor" if shape is None else f"a tensor of shape {shape}"
+        raise CheckpointError(f"checkpoint tensor {key!r}: got {type(value).__name__}; accepted: {wanted}")
     if value.layout is not torch.strided:
-        problem = f"layout {value.layout}; accepted: torch.strided"
-    elif value.device.type == "meta":
-        problem = "a tensor on the meta device (it holds no data); accepted: a tensor with data"
-    elif value.shape != target.shape:
+        raise CheckpointError(f"checkpoint tensor {key!r}: layout {value.layout}; accepted: torch.strided")
+    if value.device.type == "meta":
+        raise CheckpointError(
+            f"checkpoint tensor {key!r}: a tensor on the meta device (it holds no data); accepted: a tensor with data"
+        )
+
+
+def _check_tensor(key: str, value: object, target: torch.Tensor) -> None:
+    _check_data(key, value, tuple(target.shape))
+    assert isinstance(value, torch.Tensor)
+    problem = None
+    if value.shape != target.shape:
         problem = f"shape {tuple(value.shape)}; accepted: {tuple(target.shape)}"
     elif value.is_floating_point() != target.is_floating_point() or (
         not target.is_floating_point() and value.dtype != target.dtype

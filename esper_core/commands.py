@@ -114,14 +114,27 @@ class Germinate:
     def from_keywords(cls, blueprint: str, /, **keywords: Any) -> Germinate:
         """``Germinate(blueprint=blueprint, **keywords)``, with a clear error for a keyword that is
         not one of its fields (a blueprint option passed bare instead of in ``options={...}``)."""
-        fields = [f.name for f in attrs.fields(cls)][1:]
-        unexpected = sorted(set(keywords) - set(fields))
-        if unexpected:
-            raise LifecycleError(
-                f"germinate() got unexpected keyword(s) {unexpected}; blueprint options go in "
-                f"options={{...}} (e.g. options={{{unexpected[0]!r}: ...}}); accepted keywords: {fields}"
-            )
+        check_germinate_keywords({k: v for k, v in keywords.items() if k not in GERMINATE_KEYWORDS})
         return cls(blueprint=blueprint, **keywords)
+
+
+#: The keywords ``germinate`` takes besides the blueprint (its options go in ``options={...}``).
+GERMINATE_KEYWORDS = tuple(f.name for f in attrs.fields(Germinate) if f.name != "blueprint")
+
+
+def check_germinate_keywords(unexpected: Mapping[str, Any]) -> None:
+    """Raise :class:`LifecycleError` for keywords a ``germinate`` call does not take.
+
+    The usual cause is a blueprint option passed as a keyword (``dilation=2``): the message
+    points to ``options={...}`` instead of Python's ``TypeError`` about the signature.
+    """
+    if unexpected:
+        names = sorted(unexpected)
+        example = ", ".join(f"{name!r}: ..." for name in names[:3])
+        raise LifecycleError(
+            f"germinate() got unexpected keyword(s) {names}; blueprint options go in options={{...}} "
+            f"(e.g. options={{{example}}}); accepted keywords: {list(GERMINATE_KEYWORDS)}"
+        )
 
 
 @attrs.frozen(kw_only=True)

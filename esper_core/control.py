@@ -39,11 +39,14 @@ an uninterrupted one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+from torch import nn
 
+from esper_core._checks import INT32_MAX, check_bool, check_enum, check_float, check_int, check_members, shown
 from esper_core._control_state import STATE_VERSION, parse_state
 from esper_core.blend import BlendAlgorithm
 from esper_core.errors import LifecycleError
@@ -72,25 +75,63 @@ STRATEGIES = ("gain_per_param", "cheapest")
 
 
 def plateaued(history: Sequence[float], window: int, min_delta: float) -> bool:
-    """True when the best of the last ``window`` scores beats the earlier best by less than ``min_delta``."""
-    if window < 1 or len(history) <= window:
+    """True when the best of the last ``window`` scores beats the earlier best by less than ``min_delta``.
+
+    ``history`` holds finite scores (percent), ``window`` is an int >= 0 (0: never a
+    plateau), ``min_delta`` a finite number >= 0 (percentage points); else :class:`HostError`.
+    """
+    scores = _scores(history, "history")
+    window = check_int("window", window, error=HostError)
+    min_delta = check_float("min_delta", min_delta, minimum=0.0, unit=" percentage points", error=HostError)
+    if window < 1 or len(scores) <= window:
         return False
-    return max(history[-window:]) < max(history[:-window]) + min_delta
+    return max(scores[-window:]) < max(scores[:-window]) + min_delta
 
 
-def _non_negative(_instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise HostError(f"{attribute.name} must be a number >= 0, got {value!r}")
+def _scores(values: object, what: str) -> list[float]:
+    if not isinstance(values, Sequence) or isinstance(values, str | bytes):
+        raise HostError(f"{what} must be a sequence of scores (percent), got {shown(values)}")
+    return [check_float(f"{what}[{i}]", v, error=HostError) for i, v in enumerate(values)]
 
 
-def _positive_int(_instance: object, attribute: attrs.Attribute, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise HostError(f"{attribute.name} must be an int >= 1, got {value!r}")
+def _count(minimum: int, maximum: int = INT32_MAX) -> Any:
+    return lambda name: (
+        lambda value: check_int(name, value, minimum=minimum, maximum=maximum, error=HostError)
+    )
 
 
-def _strategy(_instance: object, attribute: attrs.Attribute, value: str) -> None:
-    if value not in STRATEGIES:
-        raise HostError(f"{attribute.name} must be one of {list(STRATEGIES)}, got {value!r}")
+def _field(make: Any, name: str, **kwargs: Any) -> Any:
+    """An attrs field whose converter checks the value, naming the field in the error."""
+    return attrs.field(converter=make(name), **kwargs)
+
+
+def _points(minimum: float, maximum: float) -> Any:
+    return lambda name: (
+        lambda value: check_float(
+            name, value, minimum=minimum, maximum=maximum, unit=" percentage points", error=HostError
+        )
+    )
+
+
+def _names(optional: bool) -> Any:
+    def make(name: str) -> Any:
+        def convert(value: object) -> tuple[str, ...] | None:
+            if value is None and optional:
+                return None
+            return check_members(name, value, str, accepted="blueprint names (str)", error=HostError)
+
+        return convert
+
+    return make
+
+
+def _choice(name: str) -> Any:
+    def convert(value: object) -> str:
+        if not isinstance(value, str) or value not in STRATEGIES:
+            raise HostError(f"{name} must be one of {list(STRATEGIES)}, got {shown(value)}")
+        return value
+
+    return convert
 
 
 @attrs.frozen
@@ -136,8 +177,9 @@ def rank_candidates(
       promises more); then families whose outcomes average a positive gain per parameter,
       highest first (ties: larger, then earlier). Families averaging <= 0 are dropped.
     """
-    if strategy not in STRATEGIES:
-        raise HostError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
+    strategy = _choice("strategy")(strategy)
+    candidates = check_members("candidates", candidates, Candidate, error=HostError)
+    outcomes = check_members("outcomes", outcomes, Outcome, error=HostError)
     if strategy == "cheapest":
         return sorted(candidates, key=lambda c: (c.cost, c.order, c.blueprint))
     measured: dict[str, list[float]] = {}
@@ -155,26 +197,29 @@ def rank_candidates(
 class ControllerConfig:
     """Every threshold of :class:`HeuristicController` (scores and contributions in percentage points)."""
 
-    param_budget: int = attrs.field(validator=_non_negative)
+    param_budget: int = _field(_count(0, 2**53), "param_budget")
     """Most seed parameters (probation plus fossilized) the model may carry."""
-    plateau_window: int = attrs.field(default=3, validator=_positive_int)
-    plateau_min_delta: float = attrs.field(default=0.5, validator=_non_negative)
-    warmup_epochs: int = attrs.field(default=3, validator=_non_negative)
+    plateau_window: int = _field(_count(1), "plateau_window", default=3)
+    plateau_min_delta: float = _field(_points(0.0, math.inf), "plateau_min_delta", default=0.5)
+    warmup_epochs: int = _field(_count(0), "warmup_epochs", default=3)
     """No germination before this many epochs have been recorded."""
-    max_concurrent: int = attrs.field(default=1, validator=_positive_int)
+    max_concurrent: int = _field(_count(1), "max_concurrent", default=1)
     """Most seeds on probation at once; one at a time keeps credit assignment clean."""
-    prune_below: float = 0.0
-    prune_patience: int = attrs.field(default=2, validator=_positive_int)
+    prune_below: float = _field(_points(-math.inf, math.inf), "prune_below", default=0.0)
+    prune_patience: int = _field(_count(1), "prune_patience", default=2)
     """Consecutive measurements below ``prune_below`` before pruning (validation noise guard)."""
-    max_stage_epochs: int = attrs.field(default=12, validator=_positive_int)
-    exclude: tuple[str, ...] = attrs.field(default=("noop",), converter=tuple)
-    """Blueprint names never germinated (``noop`` adds nothing to learn)."""
-    include: tuple[str, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(tuple))
+    max_stage_epochs: int = _field(_count(1), "max_stage_epochs", default=12)
+    exclude: tuple[str, ...] = _field(_names(optional=False), "exclude", default=("noop",))
+    """Blueprint names never germinated (``noop`` adds nothing to learn); a collection, not one str."""
+    include: tuple[str, ...] | None = _field(_names(optional=True), "include", default=None)
     """When set, only these blueprint names are candidates."""
-    ramp_epochs: int = attrs.field(default=3, validator=_positive_int)
+    ramp_epochs: int = _field(_count(1), "ramp_epochs", default=3)
     """Epochs of the alpha ramp of a new seed."""
-    algorithm: BlendAlgorithm = attrs.field(default=BlendAlgorithm.ADD, converter=BlendAlgorithm)
-    strategy: str = attrs.field(default=STRATEGIES[0], validator=_strategy)
+    algorithm: BlendAlgorithm = attrs.field(
+        default=BlendAlgorithm.ADD,
+        converter=lambda v: check_enum("algorithm", v, BlendAlgorithm, error=HostError),
+    )
+    strategy: str = _field(_choice, "strategy", default=STRATEGIES[0])
     """How to choose what to germinate: one of :data:`STRATEGIES` (see :func:`rank_candidates`)."""
 
 
@@ -237,6 +282,12 @@ class HeuristicController:
     ) -> None:
         if not isinstance(config, ControllerConfig):
             raise HostError(f"config must be a ControllerConfig, got {type(config).__name__}")
+        if not isinstance(slots, Mapping | nn.ModuleDict) or not all(
+            isinstance(k, str) and isinstance(v, SeedSlot) for k, v in slots.items()
+        ):
+            raise HostError(
+                f"slots must be a mapping (or ModuleDict) slot id -> SeedSlot, got {shown(slots)}"
+            )
         self.slots = dict(slots.items())
         if lifecycle is not None:
             missing = [verb for verb in _VERBS if not callable(getattr(lifecycle, verb, None))]
@@ -270,7 +321,14 @@ class HeuristicController:
         )
 
     def step(self, evaluation: Evaluation, epoch: int, *, tick: bool = True) -> list[Decision]:
-        """Record ``evaluation``, act, then (``tick``) call ``step_epoch`` on every slot."""
+        """Record ``evaluation``, act, then (``tick``) call ``step_epoch`` on every slot.
+
+        The arguments are checked before anything is recorded (:class:`HostError`).
+        """
+        if not isinstance(evaluation, Evaluation):
+            raise HostError(f"evaluation must be an Evaluation, got {shown(evaluation)}")
+        epoch = check_int("epoch", epoch, error=HostError)
+        tick = check_bool("tick", tick, error=HostError)
         self.history.append(evaluation.score)
         decisions: list[Decision] = []
         for slot_id, slot in self.slots.items():

@@ -27,10 +27,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from esper_core._checks import MAX_TEXT, check_int, check_mapping, check_text, shown
 from esper_core._decoding import install_guards
 from esper_core._outputs import OutputKey, check_output_key, describe_output, select_output
 from esper_core._placement import host_placement, place_slots
 from esper_core.attachment import SlotAttachment
+from esper_core.errors import EsperError
 from esper_core.hosts.base import HostError
 from esper_core.model import Evaluation, evaluate_slots
 from esper_core.modes import eval_mode
@@ -68,6 +70,24 @@ class InjectedSlots(nn.ModuleDict):
         return x
 
 
+def _text(what: str) -> Any:
+    return lambda value: check_text(what, value, error=HostError)
+
+
+def _path(value: object) -> str:
+    # "" is the model itself (its forward gets the slot), so it is accepted.
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise HostError(
+            f"InjectionTarget path must be a submodule path (str, '' for the model itself) of at most "
+            f"{MAX_TEXT} characters, got {shown(value)}"
+        )
+    return value
+
+
+def _optional_text(what: str) -> Any:
+    return lambda value: None if value is None else check_text(what, value, error=HostError)
+
+
 @attrs.frozen
 class InjectionTarget:
     """Where to put one slot: the submodule ``path`` whose output it sees, in ``topology``.
@@ -77,14 +97,20 @@ class InjectionTarget:
     says which tensor of the module's output the slot sees when the module returns more
     than one tensor: ``None`` (default: it returns one tensor), an index (``0`` for the
     hidden states of a Hugging Face attention layer's ``(hidden, weights)`` tuple) or a key
-    (``"last_hidden_state"`` of a ``ModelOutput``); see :mod:`esper_core._outputs`.
+    (``"last_hidden_state"`` of a ``ModelOutput``). Each field is checked on construction
+    (:class:`HostError` naming it).
     """
 
-    path: str
-    topology: str
-    dim: int | None = None
-    slot_id: str | None = None
-    output: OutputKey = None
+    path: str = attrs.field(converter=_path)
+    topology: str = attrs.field(converter=_text("InjectionTarget topology"))
+    dim: int | None = attrs.field(
+        default=None,
+        converter=lambda v: (
+            None if v is None else check_int("InjectionTarget dim", v, minimum=1, error=HostError)
+        ),
+    )
+    slot_id: str | None = attrs.field(default=None, converter=_optional_text("InjectionTarget slot_id"))
+    output: OutputKey = attrs.field(default=None, converter=check_output_key)
 
     @property
     def resolved_id(self) -> str:
@@ -113,15 +139,19 @@ class Injection:
 
 
 def _normalise(targets: Mapping[str, str] | Iterable[InjectionTarget]) -> list[InjectionTarget]:
+    accepted = "a mapping path -> topology or an iterable of InjectionTarget objects"
     if isinstance(targets, Mapping):
         items: list[Any] = [InjectionTarget(path, topology) for path, topology in targets.items()]
     else:
-        items = list(targets)
+        try:
+            if isinstance(targets, str | bytes | Tensor):
+                raise TypeError
+            items = list(targets)  # type: ignore[arg-type]
+        except TypeError:
+            raise HostError(f"targets must be {accepted}; got {shown(targets)}") from None
     for item in items:
         if not isinstance(item, InjectionTarget):
-            raise HostError(
-                f"targets must be a mapping path -> topology or InjectionTarget objects; got {item!r}"
-            )
+            raise HostError(f"targets must be {accepted}; got an item {shown(item)}")
     if not items:
         raise HostError("inject_slots needs at least one target; got none")
     return items
@@ -139,16 +169,27 @@ def _submodule(model: nn.Module, path: str) -> nn.Module:
 
 
 def _probe(model: nn.Module, paths: list[str], example_input: Any) -> dict[str, Any]:
-    """Run one forward under ``no_grad`` in eval mode and record the outputs at ``paths``."""
+    """Run one forward under ``no_grad`` in eval mode and record the outputs at ``paths``.
+
+    The global RNG is restored afterwards (a model may draw random numbers even in eval
+    mode), and a forward that fails is reported as :class:`HostError` naming the input.
+    """
     seen: dict[str, Any] = {}
     handles = [
         _submodule(model, p).register_forward_hook(lambda _m, _a, out, p=p: seen.setdefault(p, out))
         for p in paths
     ]
     try:
-        with eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
             args = example_input if isinstance(example_input, tuple) else (example_input,)
             model(*args)
+    except EsperError:
+        raise
+    except Exception as exc:  # the user's model, run on the user's example input
+        raise HostError(
+            f"the probe forward of {type(model).__name__} on example_input {shown(example_input)} failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     finally:
         for h in handles:
             h.remove()
@@ -279,7 +320,9 @@ def _shape(tensor: Tensor) -> str:
 
 
 def get_injection(model: nn.Module) -> Injection | None:
-    """The injection attached to ``model``, or ``None``."""
+    """The injection attached to ``model``, or ``None``; :class:`HostError` if ``model`` is no module."""
+    if not isinstance(model, nn.Module):
+        raise HostError(f"expected an nn.Module with injected slots, got {shown(model)}")
     return model.__dict__.get(_STATE)
 
 
@@ -312,9 +355,12 @@ def alpha_overrides(model: nn.Module, overrides: Mapping[str, Tensor]) -> Iterat
     state = get_injection(model)
     if state is None:
         raise HostError(f"{type(model).__name__} has no injected slots")
+    overrides = check_mapping("overrides", overrides, error=HostError)
     unknown = [s for s in overrides if s not in state.slots]
     if unknown:
-        raise HostError(f"unknown slot ids {unknown}; injected slots are {list(state.slots)}")
+        raise HostError(f"unknown slot ids {shown(unknown, 200)}; injected slots are {list(state.slots)}")
+    for slot_id, alpha in overrides.items():
+        _check_override(slot_id, alpha, state.slots[slot_id])
     previous = dict(state.overrides)
     state.overrides.update(overrides)
     try:
@@ -322,6 +368,26 @@ def alpha_overrides(model: nn.Module, overrides: Mapping[str, Tensor]) -> Iterat
     finally:
         state.overrides.clear()
         state.overrides.update(previous)
+
+
+def _check_override(slot_id: str, alpha: object, slot: SeedSlot) -> None:
+    """What can be checked before the forward (the other sizes are only known then): a dense
+    floating tensor, 0-dim or with the topology's number of dims and size 1 or ``dim`` on
+    the feature axis. The slot checks the rest when it runs."""
+    topology = get_topology(slot.topology)
+    ndim, axis = topology.ndim, topology.feature_axis
+    ok = (
+        isinstance(alpha, Tensor)
+        and alpha.layout is torch.strided
+        and alpha.is_floating_point()
+        and (alpha.dim() == 0 or (alpha.dim() == ndim and alpha.shape[axis] in (1, slot.dim)))
+    )
+    if not ok:
+        got = f"{alpha.dtype} {tuple(alpha.shape)}" if isinstance(alpha, Tensor) else shown(alpha)
+        raise HostError(
+            f"alpha override for {slot_id!r}: got {got}; accepted: a dense floating tensor, 0-dim or "
+            f"{ndim}-dim broadcastable to the features, e.g. {topology.alpha_shape(8)} for a batch of 8"
+        )
 
 
 def evaluate_injected(

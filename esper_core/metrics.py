@@ -216,6 +216,14 @@ class SlotReport:
     seed_param_count: int
     gate_param_count: int
     pending_prune: bool
+    warnings: tuple[str, ...] = ()
+    """One-time warning codes emitted for this seed so far (e.g. ``accuracy_looks_like_a_fraction``;
+    each was a :class:`~esper_core.telemetry.SeedWarning` event with the full message)."""
+    last_gate: str | None = attrs.field(default=None, eq=False)
+    """The most recent gate judgement of this seed (``advance``, ``evaluate`` or an automatic
+    advance) as one line: gate, edge, verdict and, when it failed, every failed check with the
+    measured value and the threshold in their units. Runtime only: not kept in checkpoints,
+    and not part of a report's equality."""
 
     @property
     def param_count(self) -> int:

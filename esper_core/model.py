@@ -17,6 +17,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from esper_core._checks import check_bool, check_float, check_int, check_mapping, check_members, shown
 from esper_core._placement import host_placement, place_slots
 from esper_core.hosts.base import HostError, HostProtocol
 from esper_core.modes import eval_mode
@@ -34,8 +35,17 @@ def live_stages() -> frozenset[SeedStage]:
     return LIVE
 
 
-def _frozen_mapping(value: Mapping[str, float]) -> Mapping[str, float]:
-    return MappingProxyType(dict(value))
+def _contributions(value: object) -> Mapping[str, float]:
+    items = check_mapping("contributions", value, error=HostError)
+    return MappingProxyType(
+        {
+            slot_id: check_float(
+                f"contributions[{shown(slot_id)}]", v, minimum=-100.0, maximum=100.0, unit=" percentage points",
+                error=HostError,
+            )
+            for slot_id, v in items.items()
+        }
+    )  # fmt: skip
 
 
 @attrs.frozen
@@ -43,12 +53,20 @@ class Evaluation:
     """One validation pass: the model's score (percent) and each measured seed's contribution.
 
     ``contributions[slot_id]`` is ``score(all seeds as they are) - score(that seed's alpha at 0)``
-    in percentage points; slots without a seed blended in (alpha 0) are absent.
+    in percentage points; slots without a seed blended in (alpha 0) are absent. Every field
+    is checked on construction (:class:`HostError`): ``score`` in [0, 100], contributions in
+    [-100, 100], ``samples`` an int >= 0.
     """
 
-    score: float
-    contributions: Mapping[str, float] = attrs.field(converter=_frozen_mapping, factory=dict)
-    samples: int = 0
+    score: float = attrs.field(
+        converter=lambda v: check_float(
+            "score", v, minimum=0.0, maximum=100.0, unit=" percent", error=HostError
+        )
+    )
+    contributions: Mapping[str, float] = attrs.field(converter=_contributions, factory=dict)
+    samples: int = attrs.field(
+        default=0, converter=lambda v: check_int("samples", v, maximum=2**53, error=HostError)
+    )
 
 
 def contribution_configs(alphas: Sequence[float]) -> list[list[float]]:
@@ -85,10 +103,12 @@ class MorphogeneticModel(nn.Module):
             )
         self.host = host
         points = {p.slot_id: p for p in host.injection_points()}
-        wanted = list(points) if slots is None else list(slots)
+        wanted = list(points) if slots is None else list(check_members("slots", slots, str, error=HostError))
         unknown = [s for s in wanted if s not in points]
         if unknown or len(set(wanted)) != len(wanted):
-            raise HostError(f"unknown or repeated slot ids {unknown or wanted}; this host has {list(points)}")
+            raise HostError(
+                f"unknown or repeated slot ids {shown(unknown or wanted, 200)}; this host has {list(points)}"
+            )
         self._order = tuple(s for s in points if s in wanted)
         self._topology = get_topology(host.topology)
         self.slots = nn.ModuleDict(
@@ -111,7 +131,7 @@ class MorphogeneticModel(nn.Module):
     def slot(self, slot_id: str) -> SeedSlot:
         """The slot ``slot_id``; :class:`HostError` lists the equipped ones."""
         if not isinstance(slot_id, str) or slot_id not in self.slots:
-            raise HostError(f"unknown slot id {slot_id!r}; this model has slots {list(self._order)}")
+            raise HostError(f"unknown slot id {shown(slot_id)}; this model has slots {list(self._order)}")
         return self.slots[slot_id]
 
     # ----------------------------------------------------------------------------- forward
@@ -120,13 +140,21 @@ class MorphogeneticModel(nn.Module):
         return self.forward_with_alphas(x, {})
 
     def forward_with_alphas(self, x: Tensor, overrides: Mapping[str, Tensor]) -> Tensor:
-        """Forward with a per-sample alpha for some slots (shape ``topology.alpha_shape(N)``)."""
+        """Forward with a per-sample alpha for some slots (shape ``topology.alpha_shape(N)``).
+
+        Every override is checked before anything runs (a host layer in training mode updates
+        its running statistics): :class:`HostError` names the slot and what is accepted.
+        """
+        overrides = check_mapping("overrides", overrides, error=HostError)
         for slot_id, alpha in overrides.items():
             self.slot(slot_id)
             expected = self._topology.alpha_shape(x.shape[0])
-            if tuple(alpha.shape) != expected:
+            ok = isinstance(alpha, Tensor) and alpha.layout is torch.strided and alpha.is_floating_point()
+            if not ok or tuple(alpha.shape) != expected or alpha.device != x.device:
+                got = f"{alpha.dtype} {tuple(alpha.shape)} on {alpha.device}" if ok else shown(alpha)
                 raise HostError(
-                    f"alpha override for {slot_id!r} has shape {tuple(alpha.shape)}; expected {expected}"
+                    f"alpha override for {slot_id!r}: got {got}; accepted: a dense floating tensor of shape "
+                    f"{expected} on {x.device}"
                 )
         route = [s for s in self._order if s in overrides or self.slots[s].seed is not None]
         if not route:
@@ -137,6 +165,19 @@ class MorphogeneticModel(nn.Module):
             h = self.slots[slot_id](h, overrides.get(slot_id))
             prev = slot_id
         return self.host.forward_segment(h, prev, None)
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """``nn.Module.load_state_dict``, all or nothing: :func:`esper_core.checkpoint.load_checkpoint`.
+
+        Every key (host and slots), shape, dtype kind, layout, device and envelope is checked
+        first; a bad checkpoint raises :class:`~esper_core.errors.CheckpointError` naming the
+        key and the whole model is exactly as before.
+        """
+        from esper_core.checkpoint import load_checkpoint
+
+        return load_checkpoint(self, state_dict, strict=strict, assign=assign)
 
     # --------------------------------------------------------------------------- lifecycle
 
@@ -164,7 +205,8 @@ class MorphogeneticModel(nn.Module):
         return sum(p.numel() for p in {id(p): p for p in self.host.parameters()}.values())
 
     def seed_param_count(self, stages: Collection[SeedStage] = _LIVE) -> int:
-        """Seed (and gate) parameters of the slots whose stage is in ``stages``."""
+        """Seed (and gate) parameters of the slots whose stage is in ``stages`` (SeedStage members)."""
+        check_members("stages", stages, SeedStage, accepted="SeedStage members", error=HostError)
         return sum(
             sum(p.numel() for p in self.slots[s].seed_parameters())
             for s in self._order
@@ -230,13 +272,23 @@ def evaluate_slots(
     Only seeds that are blended in (alpha > 0) are ablated: a seed at alpha 0 cannot change
     the output, so its contribution is unmeasured rather than zero.
     """
+    counterfactual = check_bool("counterfactual", counterfactual, error=HostError)
+    if not callable(score):
+        raise HostError(f"score must be a callable score(output, target) -> Tensor, got {shown(score)}")
+    try:
+        batches = iter(batches)
+    except TypeError:
+        raise HostError(
+            f"batches must be an iterable of (inputs, targets) pairs, got {shown(batches)}"
+        ) from None
     measured = [s for s, slot in slots.items() if counterfactual and slot.seed is not None and slot.alpha > 0]
     rows = torch.tensor(contribution_configs([float(slots[s].alpha) for s in measured]), dtype=torch.float32)
     k = rows.shape[0]
     totals = torch.zeros(k, dtype=torch.float64)
     count = 0
     with eval_mode(module):
-        for x, y in batches:
+        for batch in batches:
+            x, y = _pair(batch)
             b = x.shape[0]
             xk = x.repeat(k, *([1] * (x.ndim - 1)))
             yk = y.repeat(k, *([1] * (y.ndim - 1)))
@@ -244,14 +296,64 @@ def evaluate_slots(
                 slot_id: rows[:, j].to(x.device).repeat_interleave(b).view(alpha_shape(slot_id, k * b))
                 for j, slot_id in enumerate(measured)
             }
-            scores = score(run(xk, overrides), yk).reshape(k, -1).double()
+            output = run(xk, overrides)
+            try:
+                result = score(output, yk)
+            except Exception as exc:  # the caller's function: reported as ours, naming it
+                raise HostError(f"score(output, target) raised {type(exc).__name__}: {exc}") from exc
+            scores = _scores(result, k, b)
             totals += scores.sum(dim=1).cpu()
             count += scores.shape[1]
     if count == 0:
         raise HostError("evaluate() needs at least one non-empty batch; got none")
-    percent = (100.0 * totals / count).tolist()
+    # Means of scores in [0, 1]: clamped so that rounding cannot leave [0, 100] percent.
+    percent = (100.0 * totals / count).clamp(0.0, 100.0).tolist()
     return Evaluation(
         score=percent[0],
         contributions={s: percent[0] - percent[j + 1] for j, s in enumerate(measured)},
         samples=count,
     )
+
+
+def _pair(batch: object) -> tuple[Tensor, Tensor]:
+    """``batch`` as (inputs, targets): two tensors with the same non-zero batch size."""
+    if not (
+        isinstance(batch, tuple | list)
+        and len(batch) == 2
+        and all(isinstance(t, Tensor) and t.layout is torch.strided for t in batch)
+    ):
+        raise HostError(f"each batch must be a pair (inputs, targets) of dense tensors, got {shown(batch)}")
+    x, y = batch
+    if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise HostError(
+            "a batch needs inputs and targets with the same non-zero batch size on dim 0; got shapes "
+            f"{tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    return x, y
+
+
+def _scores(result: object, k: int, b: int) -> Tensor:
+    """``score``'s result as a float64 ``(k, -1)`` tensor, checked: real, batch first, values in [0, 1]."""
+    ok = (
+        isinstance(result, Tensor)
+        and result.layout is torch.strided
+        and not result.is_complex()
+        and result.dim() >= 1
+        and result.shape[0] == k * b
+    )
+    if not ok:
+        got = f"{result.dtype} {tuple(result.shape)}" if isinstance(result, Tensor) else shown(result)
+        raise HostError(
+            f"score(output, target) must return a real tensor of per-sample scores in [0, 1] with the batch "
+            f"first ({k * b} rows here); got {got}"
+        )
+    assert isinstance(result, Tensor)
+    scores = result.reshape(k, -1).double()
+    if scores.numel():
+        low, high = torch.aminmax(scores)
+        if not (bool(low >= 0.0) and bool(high <= 1.0)):  # NaN fails both
+            raise HostError(
+                f"score(output, target) must return per-sample scores in [0, 1] (e.g. 1.0 for a correct "
+                f"prediction; the evaluation reports their mean in percent); got values in [{low:.4g}, {high:.4g}]"
+            )
+    return scores

@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from esper_core._checks import shown
 from esper_core.errors import OptionError
 
 __all__ = ["Option"]
@@ -79,14 +80,19 @@ class Option:
             if isinstance(value, int) and not isinstance(value, bool):
                 return value
         elif self.type is float:
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                return float(value)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                try:
+                    number = float(value)
+                except OverflowError:  # an int too large for a float (10**400)
+                    number = math.inf
+                if math.isfinite(number):
+                    return number
         elif isinstance(value, str):
             return value
         self._reject(value)
 
     def _reject(self, value: Any) -> None:
         raise OptionError(
-            f"option {self.name!r} got {value!r} ({type(value).__name__}); "
+            f"option {self.name!r} got {shown(value)} ({type(value).__name__}); "
             f"accepted: {self.describe_accepted()}"
         )

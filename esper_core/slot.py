@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from esper_core import _build
 from esper_core import stages as st
+from esper_core._checks import shown
 from esper_core._freeze import StageFreeze, unused_modules
 from esper_core._legacy import rename_legacy_keys
 from esper_core.activity import ActivityMeter
@@ -128,12 +129,15 @@ class SeedSlot(nn.Module):
         self._freeze = StageFreeze()
         self._text: tuple[SlotState, str] | None = None
         self._source: tuple[object, SlotState] | None = None
+        # (envelope, state it was checked against, plan): checked by the load pre-hook
+        self._planned: tuple[object, SlotState, Any] | None = None
+        self._last_gate: tuple[str | None, GateResult] | None = None  # (seed id, result): for report()
         self._last_output: Tensor | None = None
         self._output_checked = False
         self._alpha_seen = 0.0  # the value in _alpha_value (read without a device sync)
         self._mirror(SlotState())
         self.register_load_state_dict_post_hook(_after_load)
-        self.register_load_state_dict_pre_hook(_legacy_keys)
+        self.register_load_state_dict_pre_hook(_before_load)
 
     # ---- configuration and state (read-only) --------------------------------------------------
 
@@ -223,6 +227,8 @@ class SeedSlot(nn.Module):
             if rng is not None:
                 torch.random.set_rng_state(rng)
             raise
+        if outcome.result is not None:
+            self._last_gate = (outcome.state.seed_id or state.seed_id, outcome.result)
         if outcome.state is not state:
             self._commit(state, outcome.state, seed, gate)
         elif rng is not None:  # G0 refused: the candidate is dropped and the RNG rewound
@@ -358,7 +364,7 @@ class SeedSlot(nn.Module):
         """
         command = Germinate.from_keywords(
             blueprint,
-            options=options or {},
+            options={} if options is None else options,
             seed_id=seed_id,
             algorithm=algorithm,
             ramp_epochs=ramp_epochs,
@@ -379,8 +385,11 @@ class SeedSlot(nn.Module):
         return result
 
     def evaluate(self, target: SeedStage | None = None) -> GateResult:
-        """Judge the gate of the edge to ``target`` (default: the next stage). Changes nothing."""
-        return evaluate(self._state, self._config, target, self._evidence(None))
+        """Judge the gate of the edge to ``target`` (default: the next stage). Changes no lifecycle
+        state; the result is what ``report().last_gate`` shows next."""
+        result = evaluate(self._state, self._config, target, self._evidence(None))
+        self._last_gate = (self._state.seed_id, result)
+        return result
 
     def prune(self, reason: str, initiator: str) -> None:
         """Remove the seed now; the slot cools down (PRUNED -> EMBARGOED -> RESETTING -> DORMANT)."""
@@ -469,7 +478,7 @@ class SeedSlot(nn.Module):
     def add_observer(self, fn: Observer) -> None:
         """Call ``fn(event)`` synchronously for every event of this slot (after commit)."""
         if not callable(fn):
-            raise LifecycleError(f"an observer must be callable, got {fn!r}")
+            raise LifecycleError(f"an observer must be callable, got {shown(fn)}")
         self._observers.append(fn)
 
     def remove_observer(self, fn: Observer) -> None:
@@ -477,7 +486,7 @@ class SeedSlot(nn.Module):
         try:
             self._observers.remove(fn)
         except ValueError:
-            raise LifecycleError(f"observer {fn!r} is not registered on slot {self.slot_id!r}") from None
+            raise LifecycleError(f"observer {shown(fn)} is not registered on slot {self.slot_id!r}") from None
 
     def _emit(self, event: SeedEvent) -> None:
         for fn in list(self._observers):
@@ -488,12 +497,14 @@ class SeedSlot(nn.Module):
 
     def report(self) -> SlotReport:
         """A snapshot for controllers, observations and telemetry (parameter counts ignore requires_grad)."""
+        last = self._last_gate
         return slot_report(
             self._config,
             self._state,
             seed_params=_build.parameter_count(self.seed),
             gate_params=_build.parameter_count(self.blend_gate),
             trainable=self.trainable(),
+            last_gate=last[1].describe() if last is not None and last[0] == self._state.seed_id else None,
         )
 
     def state_checksum(self) -> Tensor:
@@ -528,6 +539,9 @@ class SeedSlot(nn.Module):
         """
         if not isinstance(state, SlotState):
             raise LifecycleError(f"restore_state needs a SlotState, got {type(state).__name__}")
+        for what, module in (("seed", seed), ("gate", gate)):
+            if module is not None and not isinstance(module, nn.Module):
+                raise LifecycleError(f"restore_state needs {what}: an nn.Module or None, got {shown(module)}")
         needs_seed = state.stage in st.LIVE
         needs_gate = needs_seed and state.seed is not None and state.seed.algorithm is BlendAlgorithm.GATE
         if (seed is not None) != needs_seed or (gate is not None) != needs_gate:
@@ -573,8 +587,26 @@ class SeedSlot(nn.Module):
         from esper_core.restore import restore_slot
 
         # load_state_dict calls this before the seed's tensors are copied; the post-hook
-        # takes the activity meter's reference once they are in.
+        # takes the activity meter's reference once they are in. The pre-hook has already
+        # checked the envelope against the file's tensors and built the modules.
+        planned, self._planned = self._planned, None
+        if planned is not None and planned[0] is state and planned[1] is self._state:
+            plan = planned[2]
+            self.restore_state(plan.state, plan.seed, plan.gate, take_reference=False, source=state)
+            return
         restore_slot(self, state, take_reference=False)
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """``nn.Module.load_state_dict``, all or nothing: :func:`esper_core.checkpoint.load_checkpoint`.
+
+        A bad checkpoint raises :class:`~esper_core.errors.CheckpointError` naming the key
+        and the slot is exactly as before.
+        """
+        from esper_core.checkpoint import load_checkpoint
+
+        return load_checkpoint(self, state_dict, strict=strict, assign=assign)
 
     def start_activity_interval(self) -> None:
         """Take the activity meter's reference copy of the seed's weights now (after loading weights)."""
@@ -591,12 +623,16 @@ class SeedSlot(nn.Module):
         data["decider"] = None
         data["_text"] = None
         data["_source"] = None
+        data["_planned"] = None
+        data["_last_gate"] = None
         data["_last_output"] = None
         data["_freeze"] = self._freeze.by_name(dict(self.named_parameters()))
         return data
 
     def __setstate__(self, data: dict[str, Any]) -> None:
         frozen = data.pop("_freeze")
+        data.setdefault("_planned", None)
+        data.setdefault("_last_gate", None)
         super().__setstate__(data)
         self._freeze = StageFreeze.from_names(frozen, dict(self.named_parameters()))
 
@@ -606,10 +642,20 @@ class SeedSlot(nn.Module):
         )
 
 
-def _legacy_keys(_slot: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+def _before_load(slot: SeedSlot, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
     # Version-1 checkpoints named the blend gate "gate_module"; load_state_dict works on its
     # own copy of the dict, so renaming in place is safe.
     rename_legacy_keys(state_dict, prefix)
+    # A plain load_state_dict of a model around the slot: check the envelope against the
+    # file's tensors (sizes before anything is built) now, before torch copies any of them
+    # into this slot; set_extra_state then commits the plan. load_checkpoint has already
+    # restored the slot, so this is skipped (restored_from) on that path.
+    from esper_core.checkpoint import EXTRA_STATE_SUFFIX, check_slot_load
+
+    envelope = state_dict.get(prefix + EXTRA_STATE_SUFFIX)
+    slot._planned = None
+    if envelope is not None and not slot.restored_from(envelope):
+        slot._planned = (envelope, slot.state, check_slot_load(slot, state_dict, prefix))
 
 
 def _after_load(slot: nn.Module, _incompatible: object) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 
-from esper_core._checks import MAX_TEXT, check_bool, check_int, check_text
+from esper_core._checks import MAX_TEXT, check_bool, check_int, check_members, check_text, shown
 from esper_core._fields import (
     BOOL,
     EnumOf,
@@ -255,21 +255,18 @@ def _check_alpha(stage: SeedStage, a: AlphaSchedule) -> None:
 
 
 def _auto_advance(value: object) -> frozenset[GateLevel]:
-    try:
-        gates = frozenset(value)  # type: ignore[arg-type]
-    except TypeError:
-        gates = None
-    if gates is None or not gates <= AUTO_ADVANCE_GATES:
-        accepted = sorted(g.name for g in AUTO_ADVANCE_GATES)
-        raise LifecycleError(
-            f"auto_advance must be a collection of GateLevel among {accepted}, got {value!r}"
-        )
+    # Members must be GateLevel values themselves: GateLevel is an IntEnum, so a plain 1
+    # would otherwise pass the subset test and sit in the config as an int.
+    accepted = f"GateLevel among {sorted(g.name for g in AUTO_ADVANCE_GATES)}"
+    gates = frozenset(check_members("auto_advance", value, GateLevel, accepted=accepted))
+    if not gates <= AUTO_ADVANCE_GATES:
+        raise LifecycleError(f"auto_advance must be a collection of {accepted}, got {shown(value)}")
     return gates
 
 
 def _gates(_instance: object, _attribute: object, value: object) -> None:
     if not isinstance(value, QualityGates):
-        raise LifecycleError(f"gates must be a QualityGates, got {type(value).__name__}")
+        raise LifecycleError(f"gates must be a QualityGates, got {shown(value)} ({type(value).__name__})")
 
 
 @attrs.frozen(kw_only=True)
@@ -303,7 +300,13 @@ class SlotConfig:
 
 
 def slot_report(
-    config: SlotConfig, state: SlotState, *, seed_params: int, gate_params: int, trainable: bool
+    config: SlotConfig,
+    state: SlotState,
+    *,
+    seed_params: int,
+    gate_params: int,
+    trainable: bool,
+    last_gate: str | None = None,
 ) -> SlotReport:
     """The :class:`SlotReport` of a slot in ``state`` (parameter counts and trainability measured by the slot)."""
     seed = state.seed
@@ -338,4 +341,6 @@ def slot_report(
         seed_param_count=seed_params,
         gate_param_count=gate_params,
         pending_prune=seed is not None and seed.pending_prune is not None,
+        warnings=() if seed is None else seed.warned,
+        last_gate=last_gate if seed is not None else None,
     )

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 from torch import nn
 
+from esper_core._checks import check_mapping, shown
 from esper_core.errors import BlueprintError, OptionError, RegistryError
 from esper_core.options import Option
 
@@ -146,10 +147,11 @@ class BlueprintSpec:
         Raises :class:`OptionError` naming this blueprint (``topology:name``), the option,
         the value and what is accepted.
         """
+        options = check_mapping(f"the options of {self.key}", options, error=OptionError)
         unknown = sorted(set(options) - {opt.name for opt in self.options})
         if unknown:
             raise OptionError(
-                f"{self.key} got unknown option(s) {unknown}; accepted options: {self._option_names()}"
+                f"{self.key} got unknown option(s) {shown(unknown, 200)}; accepted options: {self._option_names()}"
             )
         resolved = {}
         for opt in self.options:

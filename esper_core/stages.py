@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from enum import IntEnum
 from types import MappingProxyType
 
+from esper_core._checks import shown
 from esper_core.errors import LifecycleError
 
 __all__ = [
@@ -104,13 +105,13 @@ def stage_from_value(value: object) -> SeedStage:
     if isinstance(value, SeedStage):
         return value
     if isinstance(value, bool) or not isinstance(value, int):
-        raise LifecycleError(f"a stage must be an int, got {value!r}; accepted: {_accepted()}")
+        raise LifecycleError(f"a stage must be an int, got {shown(value)}; accepted: {_accepted()}")
     if value in RESERVED_STAGE_VALUES:
         raise LifecycleError(f"stage value {value} is reserved (retired stage); accepted: {_accepted()}")
     try:
         return SeedStage(value)
     except ValueError:
-        raise LifecycleError(f"unknown stage value {value!r}; accepted: {_accepted()}") from None
+        raise LifecycleError(f"unknown stage value {shown(value)}; accepted: {_accepted()}") from None
 
 
 def _accepted() -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from esper_core import _edges, _measure
+from esper_core._checks import shown
 from esper_core._steps import advance_edge, gate_evidence, require_dormant
 from esper_core.commands import (
     Advance,
@@ -58,7 +59,7 @@ def transition(
     handler = _HANDLERS.get(type(command))
     if handler is None:
         raise LifecycleError(
-            f"not a lifecycle command: {command!r}; accepted: {sorted(c.__name__ for c in _HANDLERS)}"
+            f"not a lifecycle command: {shown(command)}; accepted: {sorted(c.__name__ for c in _HANDLERS)}"
         )
     return handler(state, config, command, evidence, decide or _agree)
 

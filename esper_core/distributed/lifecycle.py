@@ -38,7 +38,13 @@ import torch.distributed as dist
 from torch import nn
 
 from esper_core.alpha import AlphaCurve, BlendAlgorithm
-from esper_core.commands import Advance, Germinate, Prune, SchedulePrune, SetAlphaTarget
+from esper_core.commands import (
+    Advance,
+    Germinate,
+    Prune,
+    SchedulePrune,
+    SetAlphaTarget,
+)
 from esper_core.distributed.checksum import FINGERPRINT_FIELDS, find_drift, slot_fingerprint
 from esper_core.distributed.stream import CallOp, CommandStream
 from esper_core.errors import CheckpointError, DistributedError, EsperError, LifecycleError

@@ -120,6 +120,10 @@ class CNNHost(SegmentedHost):
             self.to(memory_format=torch.channels_last)
 
     def _enter(self, x: Tensor) -> Tensor:
+        channels = self.config["in_channels"]
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != channels or not x.is_floating_point():
+            got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+            raise HostError(f"CNNHost expects floating images (B, {channels}, H, W); got {got}")
         return x.contiguous(memory_format=self.memory_format)
 
     def _exit(self, h: Tensor) -> Tensor:

@@ -124,6 +124,9 @@ class TransformerHost(SegmentedHost):
         )
 
     def _enter(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.is_floating_point() or x.is_complex():
+            got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+            raise HostError(f"TransformerHost expects integer token ids (B, T); got {got}")
         t = x.shape[-1]
         if t > self.block_size:
             raise HostError(f"sequence length {t} exceeds block_size {self.block_size}")

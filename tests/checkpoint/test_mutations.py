@@ -6,13 +6,16 @@ from __future__ import annotations
 import copy
 import json
 import math
+import random
+import time
 from typing import Any
 
 import torch
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from esper_core.checkpoint import slot_envelope
+from esper_core.checkpoint import load_checkpoint, slot_envelope
+from esper_core.codec import decode_envelope
 from esper_core.errors import CheckpointError
 from esper_core.restore import restore_slot
 
@@ -175,3 +178,197 @@ def check_load(scenario, fresh_slot, example_input, target_name: str, envelope: 
     target.report()
     target.step_epoch()
     slot_envelope(target)
+
+
+# ---- counted, seeded fuzzing (issue 16: report how many were tried and how many failed) -----------------
+
+JUNK: tuple[object, ...] = (
+    None, True, False, -1, 0, 1, 2, 5, 11, 2**31, 10**400, 0.0, -0.0, 0.5, 1.0, 100.0, 1e-7, math.nan, math.inf,
+    "", " ", "x", "cnn", "transformer", "ckpt_conv", "hold", "down", "gate", "cosine", [], [1, 2], {}, {"hidden": 3},
+)  # fmt: skip
+
+
+def _mutated_envelope(rng: random.Random, scenario: Any) -> object:
+    envelope = source_envelope(scenario, rng.choice(SOURCES))
+    if rng.random() < 0.3:  # text-level damage: truncation, a flipped character
+        text = json.dumps(envelope, separators=(",", ":"))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(text) + 1)
+            op = rng.choice(["delete", "insert", "replace", "truncate"])
+            char = rng.choice('{}[]",:0123456789.-eE ntrufalsNI\\x')
+            text = {
+                "delete": text[:at] + text[at + 1 :],
+                "insert": text[:at] + char + text[at:],
+                "replace": text[:at] + char + text[at + 1 :],
+                "truncate": text[:at],
+            }[op]
+        return text
+    for _ in range(rng.randint(1, 2)):
+        op = rng.choice(["perturb", "perturb", "delete", "replace", "add"])
+        apply(envelope, op, rng.randrange(10_000), copy.deepcopy(rng.choice(JUNK)))
+    return json.dumps(envelope) if rng.random() < 0.5 else envelope
+
+
+def _tensor_damage(rng: random.Random, value: torch.Tensor) -> object:
+    """A plausible corruption of one checkpoint tensor (some are valid data that must load)."""
+    shape = tuple(value.shape)
+    return rng.choice(
+        [
+            lambda: torch.zeros(*(s + 1 for s in shape)) if shape else torch.zeros(2),
+            lambda: torch.zeros(shape, dtype=torch.int64),
+            lambda: torch.zeros(shape, dtype=torch.float64),  # another floating dtype: valid, cast on load
+            lambda: torch.full(shape, math.nan),  # valid data (a NaN weight is the governor's business)
+            lambda: torch.empty(shape, device="meta"),
+            lambda: value.reshape(-1).to_sparse() if value.dim() <= 1 else value.to_sparse(),
+            lambda: torch.zeros(1).expand(shape) if shape else torch.zeros(()),
+            lambda: value.tolist(),
+            lambda: rng.choice(JUNK),
+            lambda: value.clone(),  # unchanged: valid
+        ]
+    )()
+
+
+def _mutated_state(rng: random.Random, state: dict[str, Any], scenario: Any) -> dict[str, Any]:
+    state = dict(state)
+    for _ in range(rng.randint(1, 3)):
+        key = rng.choice(sorted(state))
+        op = rng.choice(["damage", "damage", "delete", "add", "swap", "envelope"])
+        if op == "damage" and isinstance(state[key], torch.Tensor):
+            state[key] = _tensor_damage(rng, state[key])
+        elif op == "delete":
+            del state[key]
+        elif op == "add":
+            prefix = rng.choice(["first.", "slot.", "slot.seed.", "slot.blend_gate.", "slot.seed.inner.", ""])
+            state[f"{prefix}extra{rng.randrange(3)}"] = rng.choice(
+                [torch.zeros(2), torch.zeros(6, 6, 1, 1), 3]
+            )
+        elif op == "swap":
+            other = rng.choice(sorted(state))
+            state[key], state[other] = state[other], state[key]
+        else:  # another scenario's envelope, mutated (data or text)
+            envelope = _mutated_envelope(rng, scenario)
+            state["slot._extra_state"] = envelope if isinstance(envelope, str) else json.dumps(envelope)
+    return state
+
+
+class _Net(torch.nn.Module):
+    def __init__(self, slot: torch.nn.Module) -> None:
+        super().__init__()
+        self.first = torch.nn.Conv2d(6, 6, 1)
+        self.slot = slot
+        self.last = torch.nn.Conv2d(6, 6, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last(self.slot(self.first(x)))
+
+
+def _whole(model: torch.nn.Module) -> tuple[Any, ...]:
+    tensors = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    return slot_envelope(model.slot), id(model.slot.seed), id(model.slot.blend_gate), tensors
+
+
+def _unchanged(before: tuple[Any, ...], after: tuple[Any, ...]) -> bool:
+    if before[:3] != after[:3] or before[3].keys() != after[3].keys():
+        return False
+    return all(
+        before[3][k].dtype == after[3][k].dtype
+        and torch.equal(before[3][k].nan_to_num(0), after[3][k].nan_to_num(0))
+        for k in before[3]
+    )
+
+
+def _try(counts: dict[str, Any], what: str, load: Any, snapshot: Any, loaded: Any) -> None:
+    counts["tried"] += 1
+    before = snapshot()
+    try:
+        load()
+    except CheckpointError as exc:
+        if _unchanged(before, snapshot()):
+            counts["rejected"] += 1
+        else:
+            counts["failures"].append(f"{what}: rejected ({str(exc)[:120]}) but the target changed")
+        return
+    except Exception as exc:  # anything but the library's error is a failure
+        counts["failures"].append(f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
+        return
+    try:
+        loaded()
+    except Exception as exc:
+        counts["failures"].append(f"{what}: loaded, but {type(exc).__name__}: {str(exc)[:200]}")
+        return
+    counts["loaded"] += 1
+
+
+def test_counted_checkpoint_mutations(scenario, fresh_slot, example_input) -> None:
+    """2,400 seeded mutations: 1,500 of slot envelopes (data and text), 900 of whole state dicts
+    (tensors damaged, deleted, added, swapped, envelopes edited) through ``load_checkpoint``
+    and (one in three) the slot's own ``load_state_dict``. Every one either loads to a working
+    model or raises CheckpointError and changes nothing."""
+    rng = random.Random(1616)
+    counts: dict[str, Any] = {"tried": 0, "loaded": 0, "rejected": 0, "failures": []}
+    deadline = time.monotonic() + 120
+    for i in range(1500):
+        if time.monotonic() > deadline:
+            break
+        target = scenario(rng.choice(TARGETS))
+        envelope = _mutated_envelope(rng, scenario)
+
+        def slot_loaded(target=target) -> None:
+            written = slot_envelope(target)
+            again = fresh_slot()
+            restore_slot(again, written)
+            assert slot_envelope(again) == written
+            x = example_input(target)
+            assert target(x).shape == x.shape
+            target.step_epoch()
+
+        _try(
+            counts,
+            f"envelope #{i}",
+            lambda t=target, e=envelope: restore_slot(t, e),
+            lambda t=target: state_of(t),
+            slot_loaded,
+        )
+    sources = [
+        _Net(scenario(name)).state_dict() for name in ("blending_gate", "holding", "training", "dormant")
+    ]
+    for i in range(900):
+        if time.monotonic() > deadline:
+            break
+        state = _mutated_state(rng, rng.choice(sources), scenario)
+        model = _Net(scenario(rng.choice(TARGETS)))
+
+        def model_loaded(model=model, state=state) -> None:
+            x = torch.randn(2, 6, 3, 3, generator=torch.Generator().manual_seed(0))
+            assert model(x).shape == x.shape
+            loaded = model.state_dict()
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    assert torch.equal(
+                        loaded[key].nan_to_num(0), value.to(loaded[key].dtype).nan_to_num(0)
+                    ), key
+            assert decode_envelope(model.slot.lifecycle_text()).state == model.slot.state
+
+        if i % 3 == 2:  # the slot's own load_state_dict, with the slot's part of the file
+            part = {k[len("slot.") :]: v for k, v in state.items() if k.startswith("slot.")}
+            _try(
+                counts,
+                f"slot state dict #{i}",
+                lambda m=model, s=part: m.slot.load_state_dict(s),
+                lambda m=model: _whole(m),
+                lambda m=model: decode_envelope(m.slot.lifecycle_text()),
+            )
+            continue
+        _try(
+            counts,
+            f"state dict #{i}",
+            lambda m=model, s=state: load_checkpoint(m, s),
+            lambda m=model: _whole(m),
+            model_loaded,
+        )
+    print(
+        f"checkpoint mutations: tried {counts['tried']}, loaded {counts['loaded']}, rejected {counts['rejected']}, "
+        f"failed {len(counts['failures'])}"
+    )
+    assert not counts["failures"], "\n".join(counts["failures"][:15])
+    assert counts["tried"] >= 1000, counts["tried"]

@@ -127,9 +127,9 @@ def test_a_seed_stuck_at_a_gate_is_pruned_as_stalled() -> None:
 
 
 def test_config_validation_names_the_value() -> None:
-    with pytest.raises(HostError, match="param_budget must be a number >= 0, got -1"):
+    with pytest.raises(HostError, match=r"param_budget must be an int in \[0, 9007199254740992\], got -1"):
         ControllerConfig(param_budget=-1)
-    with pytest.raises(HostError, match="plateau_window must be an int >= 1, got 0"):
+    with pytest.raises(HostError, match=r"plateau_window must be an int in \[1, 2147483647\], got 0"):
         ControllerConfig(param_budget=10, plateau_window=0)
     with pytest.raises(HostError, match="config must be a ControllerConfig"):
         HeuristicController({}, {"param_budget": 3})

@@ -152,7 +152,9 @@ def test_fused_counterfactual_equals_separate_passes(make: object, permissive: Q
 
 def test_override_shape_is_checked() -> None:
     model, x = _cnn_model()
-    with pytest.raises(HostError, match=r"shape \(6, 1\); expected \(6, 1, 1, 1\)"):
+    with pytest.raises(
+        HostError, match=r"got torch.float32 \(6, 1\) on cpu; accepted: .* of shape \(6, 1, 1, 1\)"
+    ):
         model.forward_with_alphas(x, {"r0c0": torch.ones(6, 1)})
     with pytest.raises(HostError, match="unknown slot id 'zz'"):
         model.forward_with_alphas(x, {"zz": torch.ones(6, 1, 1, 1)})

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
 import torch
 from torch import Tensor, nn
 
@@ -24,17 +25,20 @@ from esper_core.errors import EsperError, LifecycleError, OptionError
 from esper_core.evidence import Evidence, Probe
 from esper_core.groupnorm import guard_groupnorms
 from esper_core.modes import eval_mode, module_modes, restore_modes
-from esper_core.slot_state import Provenance, SlotConfig
+from esper_core.slot_state import Provenance, SlotConfig, SlotState
+from esper_core.stages import LIVE
 from esper_core.topology import Topology
 
 __all__ = [
     "build_gate",
     "build_seed",
     "candidate",
+    "modules_for",
     "parameter_count",
     "probe_seed",
     "provenance",
     "resolve",
+    "resolved",
 ]
 
 
@@ -57,6 +61,14 @@ def _place(module: nn.Module, anchor: Tensor) -> nn.Module:
     if floating:
         return module.to(device=anchor.device, dtype=anchor.dtype, memory_format=layout)
     return module.to(device=anchor.device, memory_format=layout)
+
+
+def resolved(config: SlotConfig, command: Germinate) -> Germinate:
+    """``command`` with its options resolved at ``config``'s topology and dim (see :func:`resolve`)."""
+    options = resolve(
+        config.topology, command.blueprint, config.dim, command.options_dict, config.max_seed_params
+    )
+    return attrs.evolve(command, options=options)
 
 
 def resolve(
@@ -123,6 +135,23 @@ def build_seed(
 def build_gate(topology: Topology, dim: int, anchor: Tensor) -> BlendGate:
     """A fresh blend gate for the GATE algorithm, on ``anchor``'s device and dtype."""
     return _place(BlendGate.for_topology(topology, dim), anchor)
+
+
+def modules_for(
+    state: SlotState,
+    seed: nn.Module | None,
+    gate: nn.Module | None,
+    topology: Topology,
+    dim: int,
+    anchor: Tensor,
+) -> tuple[nn.Module | None, nn.Module | None]:
+    """The modules ``state`` needs: no seed outside live stages; a blend gate exactly for a GATE
+    blend (``gate`` when given, else a fresh one on ``anchor``'s device and dtype)."""
+    if state.stage not in LIVE or state.seed is None:
+        return None, None
+    if state.seed.algorithm is not BlendAlgorithm.GATE:
+        return seed, None
+    return seed, gate if gate is not None else build_gate(topology, dim, anchor)
 
 
 def parameter_count(*modules: nn.Module | None) -> int:

@@ -12,7 +12,7 @@ stays frozen. Parameter counts never depend on the flag.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from torch import nn
 
@@ -55,15 +55,10 @@ class StageFreeze:
         entry = self._frozen.get(id(param))
         return param.requires_grad if entry is None else entry[1]
 
-    # A copy (deepcopy, pickle) of the slot gets new parameter objects: the record is kept by
-    # parameter name and rebuilt against the copy's parameters.
+    # A copy (deepcopy, pickle) of the slot gets new parameter objects: the record travels as
+    # (parameter, flag) pairs, which the copy maps to its own parameters, and is keyed again.
+    def __getstate__(self) -> list[tuple[nn.Parameter, bool]]:
+        return list(self._frozen.values())
 
-    def by_name(self, named: Mapping[str, nn.Parameter]) -> list[tuple[str, bool]]:
-        names = {id(p): n for n, p in named.items()}
-        return [(names[key], flag) for key, (_, flag) in self._frozen.items() if key in names]
-
-    @classmethod
-    def from_names(cls, frozen: list[tuple[str, bool]], named: Mapping[str, nn.Parameter]) -> StageFreeze:
-        freeze = cls()
-        freeze._frozen = {id(named[n]): (named[n], flag) for n, flag in frozen if n in named}
-        return freeze
+    def __setstate__(self, pairs: list[tuple[nn.Parameter, bool]]) -> None:
+        self._frozen = {id(param): (param, flag) for param, flag in pairs}

@@ -17,7 +17,7 @@ from typing import Any
 from esper_core._fields import FieldError
 from esper_core.slot_state import HISTORY_BOUND
 
-__all__ = ["LEGACY_MODULE_NAMES", "convert_v1", "rename_legacy_keys"]
+__all__ = ["LEGACY_MODULE_NAMES", "convert_v1", "may_be_legacy", "rename_legacy_keys"]
 
 _TOP = [
     "version",
@@ -143,3 +143,12 @@ def rename_legacy_keys(state_dict: dict[str, Any], prefix: str) -> None:
         start = prefix + old
         for key in [k for k in state_dict if k.startswith(start)]:
             state_dict[prefix + new + key[len(start) :]] = state_dict.pop(key)
+
+
+def may_be_legacy(envelope: object) -> bool:
+    """Whether a slot with this envelope may have version-1 tensor keys: False only for a
+    version-2 envelope (text as ``state_text`` writes it, or data), so that a load does not
+    scan every key of the file once per slot; anything else is scanned."""
+    if isinstance(envelope, str):
+        return not envelope.startswith('{"version":2,')
+    return not (isinstance(envelope, dict) and envelope.get("version") == 2)

@@ -34,13 +34,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import attrs
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from esper_core import stages as st
 from esper_core.errors import LifecycleError
+from esper_core.evidence import ActivityEvidence
 
-__all__ = ["ActivityMeter", "ActivityReading", "relative_changes"]
+__all__ = ["ActivityMeter", "relative_changes"]
 
 
 def _norm(t: Tensor) -> Tensor:
@@ -80,24 +81,18 @@ def _read(scalars: list[Tensor]) -> list[float]:
     return torch.stack([s.to(device, torch.float32) for s in scalars]).tolist()
 
 
-@attrs.frozen
-class ActivityReading:
-    """One measurement: the mean relative change, and whether anything was non-finite."""
-
-    value: float | None
-    nonfinite_parameters: bool = False
-    nonfinite_gradients: bool = False
-
-
 class ActivityMeter:
-    """Holds the reference copy of a seed's parameters between two measurements.
+    """A seed's activity between two measurements: the reference copy of its parameters, and
+    its last training output (checked for non-finite values at the next measurement).
 
-    Not serialised: after a restore the slot calls :meth:`start` again, so the first
-    interval after a resume is measured from the resume point.
+    Not serialised: after a restore the slot takes the reference again once the checkpoint's
+    tensors are in, so the first interval after a resume is measured from the resume point.
     """
 
     def __init__(self) -> None:
         self._reference: list[Tensor] | None = None
+        #: The seed's last output in a training forward (detached), or None.
+        self.last_output: Tensor | None = None
 
     @property
     def started(self) -> bool:
@@ -109,10 +104,36 @@ class ActivityMeter:
         self._reference = [p.detach().clone() for p in params]
 
     def clear(self) -> None:
-        """Drop the reference copy."""
+        """Drop the reference copy and the last output."""
         self._reference = None
+        self.last_output = None
 
-    def measure(self, params: Sequence[Tensor]) -> ActivityReading:
+    def follow(
+        self, old: st.SeedStage, new: st.SeedStage, seed: nn.Module | None, *, restart: bool, reference: bool
+    ) -> None:
+        """Keep a reference exactly while a stage runs the seed: dropped when the seed is gone,
+        taken on entering a stage that runs it (or on every ``restart``, a restore), unless
+        ``reference`` is False (a load follows; the slot takes it once the tensors are in)."""
+        if new not in st.LIVE:
+            self.clear()
+        elif new in st.RUNS_SEED and (restart or old not in st.RUNS_SEED):
+            if reference and seed is not None:
+                self.start(list(seed.parameters()))
+            else:
+                self.clear()
+
+    def evidence(self, seed: nn.Module | None) -> ActivityEvidence:
+        """:meth:`measure` of ``seed``'s parameters, with the last output's finiteness; restarts."""
+        reading = self.measure([] if seed is None else list(seed.parameters()))
+        last, self.last_output = self.last_output, None
+        return ActivityEvidence(
+            value=reading.value,
+            nonfinite_parameters=reading.nonfinite_parameters,
+            nonfinite_gradients=reading.nonfinite_gradients,
+            nonfinite_output=last is not None and not bool(torch.isfinite(last).all()),
+        )
+
+    def measure(self, params: Sequence[Tensor]) -> ActivityEvidence:
         """Relative change since :meth:`start` (or the previous measure), then restart.
 
         ``value`` is None when there are no parameters or no reference yet. One host
@@ -131,8 +152,8 @@ class ActivityMeter:
         bad_grads = not all(math.isfinite(v) for v in values[: len(grads)])
         changes = values[len(grads) :]
         if not usable:
-            return ActivityReading(value=None, nonfinite_gradients=bad_grads)
+            return ActivityEvidence(value=None, nonfinite_gradients=bad_grads)
         if not all(math.isfinite(v) for v in changes):
-            return ActivityReading(value=None, nonfinite_parameters=True, nonfinite_gradients=bad_grads)
+            return ActivityEvidence(value=None, nonfinite_parameters=True, nonfinite_gradients=bad_grads)
         ratios = [_ratio(*changes[i : i + 3]) for i in range(0, len(changes), 3)]
-        return ActivityReading(value=sum(ratios) / len(ratios), nonfinite_gradients=bad_grads)
+        return ActivityEvidence(value=sum(ratios) / len(ratios), nonfinite_gradients=bad_grads)

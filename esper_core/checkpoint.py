@@ -32,13 +32,16 @@ import torch
 from torch import nn
 
 from esper_core._checks import shown
-from esper_core._legacy import LEGACY_MODULE_NAMES, rename_legacy_keys
+from esper_core._legacy import LEGACY_MODULE_NAMES, may_be_legacy, rename_legacy_keys
+from esper_core.codec import state_text
 from esper_core.errors import CheckpointError
-from esper_core.restore import RestorePlan, build_modules, check_envelope, forked_rng
+from esper_core.restore import RestorePlan, build_modules, check_envelope, forked_rng, restore_slot
+from esper_core.slot_state import SlotConfig, SlotState
 
 __all__ = [
     "EXTRA_STATE_SUFFIX",
     "SlotEntry",
+    "SlotEnvelope",
     "find_slots",
     "load_checkpoint",
     "slot_envelope",
@@ -71,6 +74,78 @@ def slot_envelope(slot: Any) -> dict[str, Any]:
     from esper_core.codec import encode_envelope
 
     return encode_envelope(slot.config, slot.state)
+
+
+class SlotEnvelope:
+    """One slot's envelope as its ``state_dict`` extra state (held by the slot, one per slot).
+
+    It remembers three things so that saving and loading cost nothing they need not: the
+    JSON text of the current state (encoded once per state value), the envelope object the
+    current state was restored from (``load_checkpoint`` restores every slot, then
+    ``load_state_dict`` hands each the same object again: a no-op), and the plan the load
+    pre-hook checked against the file's tensors (committed by ``set_extra_state``). A copy
+    of a slot starts with an empty one.
+    """
+
+    def __init__(self) -> None:
+        self._text: tuple[SlotState, str] | None = None
+        self._source: tuple[object, SlotState] | None = None
+        self._planned: tuple[object, SlotState, RestorePlan] | None = None
+
+    def text(self, config: SlotConfig, state: SlotState) -> str:
+        """The envelope of ``state`` as JSON text (cached per state value; call :meth:`forget` when the config changes)."""
+        cached = self._text
+        if cached is None or cached[0] is not state:
+            cached = self._text = (state, state_text(config, state))
+        return cached[1]
+
+    def forget(self) -> None:
+        """Drop the cached text (the configuration changed)."""
+        self._text = None
+
+    def remember(self, envelope: object, state: SlotState) -> None:
+        """``state`` was restored from ``envelope``."""
+        self._source = (envelope, state)
+
+    def restored_from(self, envelope: object, state: SlotState) -> bool:
+        """Whether loading ``envelope`` into a slot in ``state`` would change nothing: it is the
+        very object ``state`` was restored from, or ``state``'s own text (identity, then equality)."""
+        source = self._source
+        if source is not None and envelope is source[0] and source[1] is state:
+            return True
+        # Compared with the text only when it is at hand: encoding it just to compare would cost
+        # more than the restore it might spare (which is a no-op for an equal state anyway).
+        cached = self._text
+        return cached is not None and cached[0] is state and envelope == cached[1]
+
+    def before_load(self, slot: Any, state_dict: dict[str, Any], prefix: str) -> None:
+        """The slot's load pre-hook: check the envelope against the file's tensors (sizes before
+        anything is built) before torch copies any of them into the slot."""
+        envelope = state_dict.get(prefix + EXTRA_STATE_SUFFIX)
+        if may_be_legacy(envelope):  # load_state_dict works on its own copy of the dict
+            rename_legacy_keys(state_dict, prefix)
+        self._planned = None
+        if envelope is not None and not slot.restored_from(envelope):
+            self._planned = (envelope, slot.state, check_slot_load(slot, state_dict, prefix))
+
+    def __getstate__(self) -> dict[str, Any]:  # a copy of the slot encodes and restores anew
+        return {}
+
+    def __setstate__(self, _state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    def load(self, slot: Any, envelope: object) -> None:
+        """``set_extra_state``: commit the pre-hook's plan for ``envelope``, else restore it now.
+
+        ``load_state_dict`` calls this before the seed's tensors are copied; the slot's
+        post-hook takes the activity meter's reference once they are in.
+        """
+        planned, self._planned = self._planned, None
+        if planned is not None and planned[0] is envelope and planned[1] is slot.state:
+            plan = planned[2]
+            slot.restore_state(plan.state, plan.seed, plan.gate, take_reference=False, source=envelope)
+            return
+        restore_slot(slot, envelope, take_reference=False)
 
 
 # ---- a whole model -------------------------------------------------------------------------------------

@@ -20,12 +20,21 @@ import torch
 from torch import nn
 
 from esper_core import stages as st
+from esper_core._checks import shown
 from esper_core.alpha import BlendAlgorithm
 from esper_core.codec import Envelope, decode_envelope
-from esper_core.errors import CheckpointError, EsperError, UnknownBlueprintError
+from esper_core.errors import CheckpointError, EsperError, LifecycleError, UnknownBlueprintError
 from esper_core.slot_state import SlotState
 
-__all__ = ["RestorePlan", "build_modules", "check_envelope", "forked_rng", "plan_restore", "restore_slot"]
+__all__ = [
+    "RestorePlan",
+    "build_modules",
+    "check_envelope",
+    "check_modules",
+    "forked_rng",
+    "plan_restore",
+    "restore_slot",
+]
 
 
 @attrs.frozen(eq=False)
@@ -169,6 +178,19 @@ def _build(slot: Any, what: str, state: SlotState) -> nn.Module:
     if module.training != slot.training:
         module.train(slot.training)
     return module
+
+
+def check_modules(state: SlotState, seed: object, gate: object) -> None:
+    """Raise :class:`LifecycleError` unless ``seed`` and ``gate`` are what ``state`` needs: a
+    seed module exactly in live stages, a blend gate exactly for a live GATE blend."""
+    for what, module in (("seed", seed), ("gate", gate)):
+        if module is not None and not isinstance(module, nn.Module):
+            raise LifecycleError(f"restore_state needs {what}: an nn.Module or None, got {shown(module)}")
+    if (seed is not None) != _live(state) or (gate is not None) != _needs_gate(state):
+        raise LifecycleError(
+            f"stage {state.stage.name} needs a seed module: {_live(state)}, a blend gate: "
+            f"{_needs_gate(state)}; got {type(seed).__name__} and {type(gate).__name__}"
+        )
 
 
 def restore_slot(slot: Any, envelope: object, *, take_reference: bool = True) -> None:

@@ -29,44 +29,27 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-import attrs
 import torch
 from torch import Tensor, nn
 
 from esper_core import _build
+from esper_core import commands as cmd
 from esper_core import stages as st
-from esper_core._checks import shown
 from esper_core._freeze import StageFreeze, unused_modules
-from esper_core._legacy import rename_legacy_keys
 from esper_core.activity import ActivityMeter
 from esper_core.alpha import AlphaCurve, AlphaMode, BlendAlgorithm
 from esper_core.blend import blend, check_alpha_override
-from esper_core.codec import state_checksum, state_text
-from esper_core.commands import (
-    Advance,
-    CaptureActivity,
-    Germinate,
-    ObserveOutput,
-    Prune,
-    RecordAccuracy,
-    RecordCounterfactual,
-    SchedulePrune,
-    SetAlphaTarget,
-    StepEpoch,
-)
+from esper_core.checkpoint import SlotEnvelope
+from esper_core.codec import state_checksum
 from esper_core.errors import LifecycleError
-from esper_core.evidence import ActivityEvidence, Evidence, Outcome
+from esper_core.evidence import Evidence, Outcome
 from esper_core.gates import GateLevel, GateResult, QualityGates
 from esper_core.isolation import check_host_untouched, host_version, seed_input, straight_through
 from esper_core.metrics import DEFAULT_ACTIVITY_DECAY, SlotReport
-from esper_core.slot_state import (
-    MAX_SEED_PARAMS,
-    SlotConfig,
-    SlotState,
-    slot_report,
-)
+from esper_core.restore import check_modules
+from esper_core.slot_state import MAX_SEED_PARAMS, SlotConfig, SlotState, slot_report
 from esper_core.stages import SeedStage, isolated_in
-from esper_core.telemetry import SeedEvent, SlotRestored, emit
+from esper_core.telemetry import Observers, SeedEvent, SlotRestored
 from esper_core.transition import evaluate, precheck, transition
 
 __all__ = ["Decider", "Observer", "SeedSlot"]
@@ -76,6 +59,14 @@ Decider = Callable[["SeedSlot", GateResult], bool]
 #: ``observer(event)``: called for every event of a slot, after the change is committed.
 Observer = Callable[[SeedEvent], None]
 _S = SeedStage
+
+
+def _setting(name: str, doc: str) -> Any:
+    return property(lambda self: getattr(self._config, name), doc=doc)
+
+
+def _derived(name: str, doc: str) -> Any:
+    return property(lambda self: getattr(self._state, name), doc=doc)
 
 
 class SeedSlot(nn.Module):
@@ -103,21 +94,15 @@ class SeedSlot(nn.Module):
         super().__init__()
         from esper_core.registry import get_topology
 
-        topo = get_topology(topology)
+        self._topology = topo = get_topology(topology)
         self._config = SlotConfig(
-            slot_id=slot_id,
-            topology=topo.name,
-            dim=dim,
-            gates=QualityGates("strict") if gates is None else gates,
-            embargo_epochs=embargo_epochs,
-            auto_advance=auto_advance,
+            slot_id=slot_id, topology=topo.name, dim=dim, gates=QualityGates("strict") if gates is None else gates,
+            embargo_epochs=embargo_epochs, auto_advance=auto_advance, activity_decay=activity_decay,
             isolate_blending=topo.sequence_axis is None if isolate_blending is None else isolate_blending,
-            activity_decay=activity_decay,
             max_seed_params=max_seed_params,
-        )
-        self._topology = topo
+        )  # fmt: skip
         self.decider: Decider | None = None
-        self._observers: list[Observer] = []
+        self._observers = Observers(slot_id)
         # Tracks the module's device, dtype and memory format through .to()/.half() (4-d and
         # not degenerate, so .to(memory_format=...) changes its strides); not in state_dict.
         self.register_buffer("_anchor", torch.zeros(1, 2, 2, 2), persistent=False)
@@ -127,12 +112,8 @@ class SeedSlot(nn.Module):
         self.register_module("blend_gate", None)
         self._meter = ActivityMeter()
         self._freeze = StageFreeze()
-        self._text: tuple[SlotState, str] | None = None
-        self._source: tuple[object, SlotState] | None = None
-        # (envelope, state it was checked against, plan): checked by the load pre-hook
-        self._planned: tuple[object, SlotState, Any] | None = None
+        self._envelope = SlotEnvelope()
         self._last_gate: tuple[str | None, GateResult] | None = None  # (seed id, result): for report()
-        self._last_output: Tensor | None = None
         self._output_checked = False
         self._alpha_seen = 0.0  # the value in _alpha_value (read without a device sync)
         self._mirror(SlotState())
@@ -143,38 +124,22 @@ class SeedSlot(nn.Module):
 
     config = property(lambda self: self._config, doc="The slot's :class:`SlotConfig`.")
     state = property(lambda self: self._state, doc="The slot's :class:`SlotState` (a frozen value).")
-    slot_id = property(lambda self: self._config.slot_id, doc="The slot's id (unique in its model).")
-    topology = property(lambda self: self._config.topology, doc="The topology name of the features it sees.")
-    dim = property(lambda self: self._config.dim, doc="Width of the feature axis at the injection point.")
-    gates = property(lambda self: self._config.gates, doc="The `QualityGates` in force.")
-    embargo_epochs = property(
-        lambda self: self._config.embargo_epochs, doc="Epochs a pruned slot stays EMBARGOED."
-    )
-    auto_advance = property(
-        lambda self: self._config.auto_advance, doc="Gates `step_epoch` tries on its own."
-    )
-    isolate_blending = property(
-        lambda self: self._config.isolate_blending,
-        doc="Whether the seed input stays isolated while BLENDING.",
-    )
-    activity_decay = property(
-        lambda self: self._config.activity_decay, doc="Weight of the previous activity EMA."
-    )
-    stage = property(lambda self: self._state.stage, doc="The current `SeedStage`.")
-
-    schedule = property(lambda self: self._state.schedule, doc="The seed's alpha schedule.")
-    alpha = property(
-        lambda self: self._state.alpha, doc="The alpha schedule's current value (0 without a seed)."
-    )
-    metrics = property(
-        lambda self: self._state.metrics, doc="The seed's `SeedMetrics` (empty without a seed)."
-    )
-    seed_id = property(lambda self: self._state.seed_id, doc="The seed's id, or None.")
-    blueprint = property(lambda self: self._state.blueprint, doc="The seed's blueprint name, or None.")
-    algorithm = property(lambda self: self._state.algorithm, doc="The `BlendAlgorithm` (ADD without a seed).")
-    healthy = property(
-        lambda self: self._state.healthy, doc="No sticky health issue and no negative measured contribution."
-    )
+    slot_id = _setting("slot_id", "The slot's id (unique in its model).")
+    topology = _setting("topology", "The topology name of the features it sees.")
+    dim = _setting("dim", "Width of the feature axis at the injection point.")
+    gates = _setting("gates", "The `QualityGates` in force.")
+    embargo_epochs = _setting("embargo_epochs", "Epochs a pruned slot stays EMBARGOED.")
+    auto_advance = _setting("auto_advance", "Gates `step_epoch` tries on its own.")
+    isolate_blending = _setting("isolate_blending", "Whether the seed input stays isolated while BLENDING.")
+    activity_decay = _setting("activity_decay", "Weight of the previous activity EMA.")
+    stage = _derived("stage", "The current `SeedStage`.")
+    schedule = _derived("schedule", "The seed's alpha schedule.")
+    alpha = _derived("alpha", "The alpha schedule's current value (0 without a seed).")
+    metrics = _derived("metrics", "The seed's `SeedMetrics` (empty without a seed).")
+    seed_id = _derived("seed_id", "The seed's id, or None.")
+    blueprint = _derived("blueprint", "The seed's blueprint name, or None.")
+    algorithm = _derived("algorithm", "The `BlendAlgorithm` (ADD without a seed).")
+    healthy = _derived("healthy", "No sticky health issue and no negative measured contribution.")
     isolated = property(
         lambda self: isolated_in(self._state.stage, isolate_blending=self.isolate_blending),
         doc="Whether the seed input is isolated from the host in the current stage.",
@@ -213,7 +178,7 @@ class SeedSlot(nn.Module):
         command = self.prepare(command)
         built: tuple[nn.Module | None, nn.Module | None] | None = None
         rng = None
-        if isinstance(command, Germinate):
+        if isinstance(command, cmd.Germinate):
             rng = torch.random.get_rng_state()
             evidence, built = _build.candidate(self._config, self._topology, self._anchor, command)
         else:
@@ -222,7 +187,9 @@ class SeedSlot(nn.Module):
             outcome = transition(state, self._config, command, evidence, self._decide)
             if outcome.state is not state:
                 seed, gate = built if built is not None else (self.seed, self.blend_gate)
-                seed, gate = self._modules_for(outcome.state, seed, gate)
+                seed, gate = _build.modules_for(
+                    outcome.state, seed, gate, self._topology, self.dim, self._anchor
+                )
         except BaseException:
             if rng is not None:
                 torch.random.set_rng_state(rng)
@@ -234,7 +201,7 @@ class SeedSlot(nn.Module):
         elif rng is not None:  # G0 refused: the candidate is dropped and the RNG rewound
             torch.random.set_rng_state(rng)
         for event in outcome.events:
-            self._emit(event)
+            self._observers.emit(event)
         return outcome
 
     def prepare(self, command: object) -> Any:
@@ -245,43 +212,18 @@ class SeedSlot(nn.Module):
         built. Raises the library's error; changes nothing.
         """
         precheck(self._state, self._config, command)
-        if isinstance(command, Germinate):
-            c = self._config
-            resolved = _build.resolve(
-                c.topology, command.blueprint, c.dim, command.options_dict, c.max_seed_params
-            )
-            return attrs.evolve(command, options=resolved)
-        return command
+        return _build.resolved(self._config, command) if isinstance(command, cmd.Germinate) else command
 
     def _evidence(self, command: object) -> Evidence:
-        activity = None
-        if isinstance(command, CaptureActivity | RecordAccuracy) and self._state.stage in st.RUNS_SEED:
-            activity = self._measure_activity()
+        measure = (
+            isinstance(command, cmd.CaptureActivity | cmd.RecordAccuracy)
+            and self._state.stage in st.RUNS_SEED
+        )
         return Evidence(
             trainable_params=self._trainable_params(),
             param_count=_build.parameter_count(self.seed, self.blend_gate),
-            activity=activity,
+            activity=self._meter.evidence(self.seed) if measure else None,
         )
-
-    def _measure_activity(self) -> ActivityEvidence:
-        reading = self._meter.measure([] if self.seed is None else list(self.seed.parameters()))
-        last, self._last_output = self._last_output, None
-        return ActivityEvidence(
-            value=reading.value,
-            nonfinite_parameters=reading.nonfinite_parameters,
-            nonfinite_gradients=reading.nonfinite_gradients,
-            nonfinite_output=last is not None and not bool(torch.isfinite(last).all()),
-        )
-
-    def _modules_for(
-        self, state: SlotState, seed: nn.Module | None, gate: nn.Module | None
-    ) -> tuple[nn.Module | None, nn.Module | None]:
-        """The modules ``state`` needs: no seed outside live stages; a blend gate exactly for GATE."""
-        if state.stage not in st.LIVE or state.seed is None:
-            return None, None
-        if state.seed.algorithm is not BlendAlgorithm.GATE:
-            return seed, None
-        return seed, gate if gate is not None else _build.build_gate(self._topology, self.dim, self._anchor)
 
     def _decide(self, result: GateResult) -> bool:
         """The single place a gate result becomes a verdict (``decider``: e.g. rank 0's)."""
@@ -289,7 +231,9 @@ class SeedSlot(nn.Module):
 
     # ---- commit and mirror --------------------------------------------------------------------
 
-    def _commit(self, old: SlotState, new: SlotState, seed: nn.Module | None, gate: nn.Module | None) -> None:
+    def _commit(
+        self, old: SlotState, new: SlotState, seed: nn.Module | None, gate: nn.Module | None, **meter: bool
+    ) -> None:
         if self.seed is not seed:
             self.seed = seed
         if self.blend_gate is not gate:
@@ -297,11 +241,7 @@ class SeedSlot(nn.Module):
         self._mirror(new)
         if new.stage is not old.stage:
             self._output_checked = False
-        if new.stage not in st.LIVE:
-            self._meter.clear()
-            self._last_output = None
-        elif new.stage in st.RUNS_SEED and old.stage not in st.RUNS_SEED and seed is not None:
-            self._meter.start(list(seed.parameters()))
+        self._meter.follow(old.stage, new.stage, seed, **({"restart": False, "reference": True} | meter))
 
     def _mirror(self, state: SlotState) -> None:
         """Set the plain attributes and the buffer ``forward`` reads, and the stage freeze."""
@@ -330,15 +270,8 @@ class SeedSlot(nn.Module):
         The slot's identity (``slot_id``, ``topology``, ``dim``) cannot change. Under
         ``torch.distributed`` every rank must make the same change.
         """
-        fixed = sorted({"slot_id", "topology", "dim"} & set(changes))
-        if fixed:
-            raise LifecycleError(f"reconfigure cannot change {fixed}: they are the slot's identity")
-        known = [f.name for f in attrs.fields(SlotConfig)]
-        unknown = sorted(set(changes) - set(known))
-        if unknown:
-            raise LifecycleError(f"reconfigure got unknown setting(s) {unknown}; accepted: {known[3:]}")
-        self._config = attrs.evolve(self._config, **changes)
-        self._text = None
+        self._config = self._config.reconfigured(**changes)
+        self._envelope.forget()
         self._mirror(self._state)
 
     # ---- the verbs ----------------------------------------------------------------------------
@@ -362,7 +295,7 @@ class SeedSlot(nn.Module):
         :class:`LifecycleError` (slot unavailable, bad argument, seed too large, G0 refused) or a
         registry error (unknown blueprint, bad option); the slot and the RNG are then unchanged.
         """
-        command = Germinate.from_keywords(
+        command = cmd.Germinate.from_keywords(
             blueprint,
             options={} if options is None else options,
             seed_id=seed_id,
@@ -380,7 +313,7 @@ class SeedSlot(nn.Module):
 
     def advance(self, target: SeedStage | None = None) -> GateResult:
         """Evaluate the edge's gate, let the decider rule, and commit the transition if passed."""
-        result = self.apply(Advance(target=target)).result
+        result = self.apply(cmd.Advance(target=target)).result
         assert result is not None
         return result
 
@@ -393,13 +326,13 @@ class SeedSlot(nn.Module):
 
     def prune(self, reason: str, initiator: str) -> None:
         """Remove the seed now; the slot cools down (PRUNED -> EMBARGOED -> RESETTING -> DORMANT)."""
-        self.apply(Prune(reason=reason, initiator=initiator))
+        self.apply(cmd.Prune(reason=reason, initiator=initiator))
 
     def schedule_prune(
         self, epochs: int, curve: AlphaCurve = AlphaCurve.LINEAR, *, reason: str, initiator: str
     ) -> None:
         """Ramp alpha down to 0 over ``epochs`` epochs, then prune (at once if nothing is blended in)."""
-        self.apply(SchedulePrune(epochs=epochs, curve=curve, reason=reason, initiator=initiator))
+        self.apply(cmd.SchedulePrune(epochs=epochs, curve=curve, reason=reason, initiator=initiator))
 
     def set_alpha_target(
         self,
@@ -414,11 +347,11 @@ class SeedSlot(nn.Module):
         Switching to GATE adds a fresh blend gate (new parameters: the :class:`AlphaTargetSet`
         event's ``parameters_changed`` says so); switching away removes it.
         """
-        self.apply(SetAlphaTarget(target=target, epochs=epochs, curve=curve, algorithm=algorithm))
+        self.apply(cmd.SetAlphaTarget(target=target, epochs=epochs, curve=curve, algorithm=algorithm))
 
     def step_epoch(self) -> None:
         """One tick: ramp alpha, finish a scheduled prune, run the cooldown, try automatic advances."""
-        self.apply(StepEpoch())
+        self.apply(cmd.StepEpoch())
 
     def record_accuracy(self, accuracy: float) -> None:
         """One epoch's validation accuracy in percentage points (0-100, e.g. 93.1; not 0.931).
@@ -426,15 +359,15 @@ class SeedSlot(nn.Module):
         Marks the end of the epoch's training for this seed: in stages that run the seed, the
         activity measure for G2 is taken here (and the seed is checked for non-finite values).
         """
-        self.apply(RecordAccuracy(accuracy=accuracy))
+        self.apply(cmd.RecordAccuracy(accuracy=accuracy))
 
     def capture_activity(self) -> None:
         """Measure the seed's relative parameter change since the last capture (see ``record_accuracy``)."""
-        self.apply(CaptureActivity())
+        self.apply(cmd.CaptureActivity())
 
     def record_counterfactual(self, contribution: float) -> None:
         """A measured leave-one-out contribution in percentage points (-100 to 100)."""
-        self.apply(RecordCounterfactual(contribution=contribution))
+        self.apply(cmd.RecordCounterfactual(contribution=contribution))
 
     # ---- forward -------------------------------------------------------------------------------
 
@@ -465,33 +398,23 @@ class SeedSlot(nn.Module):
         tracking = torch.is_grad_enabled() and not torch.compiler.is_compiling()
         if tracking and not self._output_checked:
             self._output_checked = True
-            self.apply(ObserveOutput(requires_grad=bool(s.requires_grad)))
+            self.apply(cmd.ObserveOutput(requires_grad=bool(s.requires_grad)))
         if self._straight and alpha_override is None:
             return straight_through(h, s)
         gate = self.blend_gate(x) if self.blend_gate is not None else None
         if tracking and self.training:
-            self._last_output = s.detach()
+            self._meter.last_output = s.detach()
         return blend(self._algorithm, h, s, alpha, gate, reference=x)
 
     # ---- events --------------------------------------------------------------------------------
 
     def add_observer(self, fn: Observer) -> None:
         """Call ``fn(event)`` synchronously for every event of this slot (after commit)."""
-        if not callable(fn):
-            raise LifecycleError(f"an observer must be callable, got {shown(fn)}")
-        self._observers.append(fn)
+        self._observers.add(fn)
 
     def remove_observer(self, fn: Observer) -> None:
         """Stop calling ``fn``; :class:`LifecycleError` when it was not registered."""
-        try:
-            self._observers.remove(fn)
-        except ValueError:
-            raise LifecycleError(f"observer {shown(fn)} is not registered on slot {self.slot_id!r}") from None
-
-    def _emit(self, event: SeedEvent) -> None:
-        for fn in list(self._observers):
-            fn(event)
-        emit(event)
+        self._observers.remove(fn)
 
     # ---- reporting ------------------------------------------------------------------------------
 
@@ -539,62 +462,28 @@ class SeedSlot(nn.Module):
         """
         if not isinstance(state, SlotState):
             raise LifecycleError(f"restore_state needs a SlotState, got {type(state).__name__}")
-        for what, module in (("seed", seed), ("gate", gate)):
-            if module is not None and not isinstance(module, nn.Module):
-                raise LifecycleError(f"restore_state needs {what}: an nn.Module or None, got {shown(module)}")
-        needs_seed = state.stage in st.LIVE
-        needs_gate = needs_seed and state.seed is not None and state.seed.algorithm is BlendAlgorithm.GATE
-        if (seed is not None) != needs_seed or (gate is not None) != needs_gate:
-            raise LifecycleError(
-                f"stage {state.stage.name} needs a seed module: {needs_seed}, a blend gate: {needs_gate}; got "
-                f"{type(seed).__name__} and {type(gate).__name__}"
-            )
+        check_modules(state, seed, gate)
         old = self._state
-        if old == state and seed is self.seed and gate is self.blend_gate:
-            self._source = (source, state)
-            return
-        self._commit(old, state, seed, gate)
-        self._source = (source, state)
-        self._output_checked = False
-        if take_reference and seed is not None and state.stage in st.RUNS_SEED:
-            self._meter.start(list(seed.parameters()))
-        elif state.stage in st.RUNS_SEED:
-            self._meter.clear()
-        self._emit(SlotRestored(slot_id=self.slot_id, seed_id=self.seed_id, stage=state.stage))
+        if old != state or seed is not self.seed or gate is not self.blend_gate:
+            self._commit(old, state, seed, gate, restart=True, reference=take_reference)
+            self._output_checked = False
+            self._observers.emit(SlotRestored(slot_id=self.slot_id, seed_id=self.seed_id, stage=state.stage))
+        self._envelope.remember(source, state)
 
     def restored_from(self, envelope: object) -> bool:
         """Whether loading ``envelope`` would change nothing: it is the very object the current
         state was restored from, or the slot's own text (an identity check, then text equality)."""
-        source = self._source
-        if source is not None and envelope is source[0] and source[1] is self._state:
-            return True
-        # Compared with the text only when it is at hand: encoding it just to compare would cost
-        # more than the restore it might spare (which is a no-op for an equal state anyway).
-        cached = self._text
-        return cached is not None and cached[0] is self._state and envelope == cached[1]
+        return self._envelope.restored_from(envelope, self._state)
 
     def lifecycle_text(self) -> str:
         """The slot's checkpoint envelope as JSON text (cached per state value)."""
-        cached = self._text
-        if cached is None or cached[0] is not self._state:
-            cached = self._text = (self._state, state_text(self._config, self._state))
-        return cached[1]
+        return self._envelope.text(self._config, self._state)
 
     def get_extra_state(self) -> Any:
         return self.lifecycle_text()
 
     def set_extra_state(self, state: Any) -> None:
-        from esper_core.restore import restore_slot
-
-        # load_state_dict calls this before the seed's tensors are copied; the post-hook
-        # takes the activity meter's reference once they are in. The pre-hook has already
-        # checked the envelope against the file's tensors and built the modules.
-        planned, self._planned = self._planned, None
-        if planned is not None and planned[0] is state and planned[1] is self._state:
-            plan = planned[2]
-            self.restore_state(plan.state, plan.seed, plan.gate, take_reference=False, source=state)
-            return
-        restore_slot(self, state, take_reference=False)
+        self._envelope.load(self, state)
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
@@ -619,22 +508,9 @@ class SeedSlot(nn.Module):
         # Observers and the decider belong to whoever registered them (an optimizer binding, a
         # distributed lifecycle): a copy or a pickle of the slot must not call them.
         data = dict(self.__dict__)
-        data["_observers"] = []
         data["decider"] = None
-        data["_text"] = None
-        data["_source"] = None
-        data["_planned"] = None
         data["_last_gate"] = None
-        data["_last_output"] = None
-        data["_freeze"] = self._freeze.by_name(dict(self.named_parameters()))
         return data
-
-    def __setstate__(self, data: dict[str, Any]) -> None:
-        frozen = data.pop("_freeze")
-        data.setdefault("_planned", None)
-        data.setdefault("_last_gate", None)
-        super().__setstate__(data)
-        self._freeze = StageFreeze.from_names(frozen, dict(self.named_parameters()))
 
     def extra_repr(self) -> str:
         return (
@@ -643,19 +519,7 @@ class SeedSlot(nn.Module):
 
 
 def _before_load(slot: SeedSlot, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
-    # Version-1 checkpoints named the blend gate "gate_module"; load_state_dict works on its
-    # own copy of the dict, so renaming in place is safe.
-    rename_legacy_keys(state_dict, prefix)
-    # A plain load_state_dict of a model around the slot: check the envelope against the
-    # file's tensors (sizes before anything is built) now, before torch copies any of them
-    # into this slot; set_extra_state then commits the plan. load_checkpoint has already
-    # restored the slot, so this is skipped (restored_from) on that path.
-    from esper_core.checkpoint import EXTRA_STATE_SUFFIX, check_slot_load
-
-    envelope = state_dict.get(prefix + EXTRA_STATE_SUFFIX)
-    slot._planned = None
-    if envelope is not None and not slot.restored_from(envelope):
-        slot._planned = (envelope, slot.state, check_slot_load(slot, state_dict, prefix))
+    slot._envelope.before_load(slot, state_dict, prefix)
 
 
 def _after_load(slot: nn.Module, _incompatible: object) -> None:

@@ -298,6 +298,21 @@ class SlotConfig:
         converter=lambda v: check_int("max_seed_params", v, minimum=1, maximum=2**53),
     )
 
+    def reconfigured(self, **changes: Any) -> SlotConfig:
+        """This configuration with ``changes``, each checked like the constructor's.
+
+        The identity (``slot_id``, ``topology``, ``dim``) cannot change; an unknown setting or
+        a bad value raises :class:`~esper_core.errors.LifecycleError` naming it.
+        """
+        fixed = sorted({"slot_id", "topology", "dim"} & set(changes))
+        if fixed:
+            raise LifecycleError(f"reconfigure cannot change {fixed}: they are the slot's identity")
+        known = [f.name for f in attrs.fields(SlotConfig)]
+        unknown = sorted(set(changes) - set(known))
+        if unknown:
+            raise LifecycleError(f"reconfigure got unknown setting(s) {unknown}; accepted: {known[3:]}")
+        return attrs.evolve(self, **changes)
+
 
 def slot_report(
     config: SlotConfig,

@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import threading
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
+from esper_core._checks import shown
 from esper_core.alpha import AlphaCurve, BlendAlgorithm
+from esper_core.errors import LifecycleError
 from esper_core.gates import GateLevel, GateResult
 from esper_core.stages import SeedStage
 
 __all__ = [
     "AlphaTargetSet",
     "GateEvaluated",
+    "Observers",
     "PruneScheduled",
     "SeedEvent",
     "SeedFossilized",
@@ -226,3 +230,41 @@ def emit(event: SeedEvent) -> None:
             if strict:
                 raise
             _report(impl.plugin_name, exc)
+
+
+class Observers:
+    """The observers of one slot: ``fn(event)`` for each of its events, synchronously, after the
+    change is committed; then the ``esper_seed_event`` hook (:func:`emit`).
+
+    An observer belongs to whoever registered it (an optimizer binding, a distributed
+    lifecycle): a copy or a pickle of the slot starts with none.
+    """
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self._fns: list[Callable[[SeedEvent], None]] = []
+
+    def add(self, fn: Callable[[SeedEvent], None]) -> None:
+        """Call ``fn(event)`` for every event; :class:`LifecycleError` when ``fn`` is not callable."""
+        if not callable(fn):
+            raise LifecycleError(f"an observer must be callable, got {shown(fn)}")
+        self._fns.append(fn)
+
+    def remove(self, fn: Callable[[SeedEvent], None]) -> None:
+        """Stop calling ``fn``; :class:`LifecycleError` when it was not registered."""
+        try:
+            self._fns.remove(fn)
+        except ValueError:
+            raise LifecycleError(f"observer {shown(fn)} is not registered on slot {self.owner!r}") from None
+
+    def emit(self, event: SeedEvent) -> None:
+        """Every observer, in registration order, then the hook."""
+        for fn in list(self._fns):
+            fn(event)
+        emit(event)
+
+    def __getstate__(self) -> str:
+        return self.owner
+
+    def __setstate__(self, owner: str) -> None:
+        self.__init__(owner)  # type: ignore[misc]

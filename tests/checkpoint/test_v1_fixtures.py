@@ -50,3 +50,35 @@ def test_v1_checkpoint_loads_exactly(path: Path) -> None:
     model.step_epoch()
     with torch.no_grad():
         model(payload["input"])
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+def test_v1_checkpoint_loads_through_the_slots_own_hooks(path: Path) -> None:
+    """``nn.Module.load_state_dict`` (no ``load_checkpoint``): each slot's pre-hook renames its
+    version-1 keys (``gate_module.*``) and restores its envelope; same outputs and facts."""
+    maker = _maker()
+    payload = torch.load(path, weights_only=True)
+    model = maker.build(payload["config"]["topology"])
+    torch.nn.Module.load_state_dict(model, payload["state_dict"])
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(payload["input"]), payload["output"])
+    assert maker.report_facts(model) == json.loads(payload["reports"])
+
+
+@pytest.mark.parametrize(
+    ("envelope", "legacy"),
+    [
+        ('{"version":2,"slot_id":"a"}', False),  # what state_text writes
+        ({"version": 2, "slot_id": "a"}, False),
+        ('{"version": 2, "slot_id": "a"}', True),  # not our writer's text: scanned, to be safe
+        ('{"version": 1, "slot_id": "a"}', True),
+        ({"version": 1}, True),
+        (None, True),
+        ("", True),
+    ],
+)
+def test_only_version_2_envelopes_skip_the_legacy_key_scan(envelope: object, legacy: bool) -> None:
+    from esper_core._legacy import may_be_legacy
+
+    assert may_be_legacy(envelope) is legacy

@@ -26,6 +26,7 @@ from esper_core.inject import get_injection, inject_slots, remove_slots
 from esper_core.optim import OptimizerBinding, host_parameters
 from esper_core.slot import SeedSlot
 from esper_core.stages import SeedStage
+from esper_core.telemetry import Observers
 
 from .conftest import drive
 
@@ -39,7 +40,7 @@ def observer_copies(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
         own = SeedSlot.__getstate__
 
         def getstate(slot: SeedSlot) -> dict:
-            return {**own(slot), "_observers": []}
+            return {**own(slot), "_observers": Observers(slot.slot_id)}
 
         monkeypatch.setattr(SeedSlot, "__getstate__", getstate, raising=False)
     return request.param

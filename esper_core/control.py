@@ -55,7 +55,7 @@ from esper_core.hosts.base import HostError
 from esper_core.model import Evaluation, live_stages
 from esper_core.registry import list_blueprints
 from esper_core.slot import SeedSlot
-from esper_core.stages import SeedStage
+from esper_core.stages import PROBATION, SeedStage
 
 __all__ = [
     "STRATEGIES",
@@ -67,8 +67,6 @@ __all__ = [
     "plateaued",
     "rank_candidates",
 ]
-
-_PROBATION = frozenset({SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING})
 
 #: Selection strategies of :class:`HeuristicController`; the first is the default.
 STRATEGIES = ("gain_per_param", "cheapest")
@@ -344,7 +342,7 @@ class HeuristicController:
             if slot.stage != memory.stage:
                 memory.stage, memory.age = slot.stage, 0
             memory.age += 1
-            if slot.stage in _PROBATION:
+            if slot.stage in PROBATION:
                 decision = self._review(slot_id, slot, evaluation, epoch)
                 if decision is not None:
                     decisions.append(decision)
@@ -380,7 +378,7 @@ class HeuristicController:
     def _note_outcome(self, slot_id: str, slot: SeedSlot, epoch: int) -> None:
         """Record the outcome of the seed this controller germinated once it left probation."""
         memory = self._memory[slot_id]
-        if memory.blueprint is None or slot.stage in _PROBATION:
+        if memory.blueprint is None or slot.stage in PROBATION:
             return
         fate = "fossilized" if slot.stage == SeedStage.FOSSILIZED else "pruned"
         contribution = 0.0 if memory.contribution is None else memory.contribution
@@ -423,7 +421,7 @@ class HeuristicController:
         cfg = self.config
         if len(self.history) < max(cfg.warmup_epochs, 1) or len(self.history) < self._quiet_until:
             return None
-        if sum(slot.stage in _PROBATION for slot in self.slots.values()) >= cfg.max_concurrent:
+        if sum(slot.stage in PROBATION for slot in self.slots.values()) >= cfg.max_concurrent:
             return None
         if not plateaued(self.history, cfg.plateau_window, cfg.plateau_min_delta):
             return None

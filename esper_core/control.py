@@ -35,27 +35,31 @@ stopped with a :class:`~esper_core.errors.DistributedError` naming both calls.
 **Checkpoints.** :meth:`HeuristicController.state_dict` is the controller's memory as plain
 data (:mod:`esper_core._control_state`); save it with the model, and a resumed run decides as
 an uninterrupted one.
+
+Layout: :class:`ControllerConfig` is defined in ``esper_core._control_config`` and the pure
+selection logic (:data:`STRATEGIES`, :func:`plateaued`, :class:`Candidate`, :class:`Outcome`,
+:func:`rank_candidates`) in ``esper_core._control_selection``; import every name from here.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 from torch import nn
 
-from esper_core._checks import INT32_MAX, check_bool, check_enum, check_float, check_int, check_members, shown
+from esper_core._checks import check_bool, check_int, shown
+from esper_core._control_config import ControllerConfig
+from esper_core._control_selection import STRATEGIES, Candidate, Outcome, plateaued, rank_candidates
 from esper_core._control_state import STATE_VERSION, parse_state
-from esper_core.blend import BlendAlgorithm
 from esper_core.errors import LifecycleError
 from esper_core.gates import GateResult
 from esper_core.hosts.base import HostError
 from esper_core.model import Evaluation, live_stages
 from esper_core.registry import list_blueprints
 from esper_core.slot import SeedSlot
-from esper_core.stages import SeedStage
+from esper_core.stages import PROBATION, SeedStage
 
 __all__ = [
     "STRATEGIES",
@@ -67,160 +71,6 @@ __all__ = [
     "plateaued",
     "rank_candidates",
 ]
-
-_PROBATION = frozenset({SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING})
-
-#: Selection strategies of :class:`HeuristicController`; the first is the default.
-STRATEGIES = ("gain_per_param", "cheapest")
-
-
-def plateaued(history: Sequence[float], window: int, min_delta: float) -> bool:
-    """True when the best of the last ``window`` scores beats the earlier best by less than ``min_delta``.
-
-    ``history`` holds finite scores (percent), ``window`` is an int >= 0 (0: never a
-    plateau), ``min_delta`` a finite number >= 0 (percentage points); else :class:`HostError`.
-    """
-    scores = _scores(history, "history")
-    window = check_int("window", window, error=HostError)
-    min_delta = check_float("min_delta", min_delta, minimum=0.0, unit=" percentage points", error=HostError)
-    if window < 1 or len(scores) <= window:
-        return False
-    return max(scores[-window:]) < max(scores[:-window]) + min_delta
-
-
-def _scores(values: object, what: str) -> list[float]:
-    if not isinstance(values, Sequence) or isinstance(values, str | bytes):
-        raise HostError(f"{what} must be a sequence of scores (percent), got {shown(values)}")
-    return [check_float(f"{what}[{i}]", v, error=HostError) for i, v in enumerate(values)]
-
-
-def _count(minimum: int, maximum: int = INT32_MAX) -> Any:
-    return lambda name: (
-        lambda value: check_int(name, value, minimum=minimum, maximum=maximum, error=HostError)
-    )
-
-
-def _field(make: Any, name: str, **kwargs: Any) -> Any:
-    """An attrs field whose converter checks the value, naming the field in the error."""
-    return attrs.field(converter=make(name), **kwargs)
-
-
-def _points(minimum: float, maximum: float) -> Any:
-    return lambda name: (
-        lambda value: check_float(
-            name, value, minimum=minimum, maximum=maximum, unit=" percentage points", error=HostError
-        )
-    )
-
-
-def _names(optional: bool) -> Any:
-    def make(name: str) -> Any:
-        def convert(value: object) -> tuple[str, ...] | None:
-            if value is None and optional:
-                return None
-            return check_members(name, value, str, accepted="blueprint names (str)", error=HostError)
-
-        return convert
-
-    return make
-
-
-def _choice(name: str) -> Any:
-    def convert(value: object) -> str:
-        if not isinstance(value, str) or value not in STRATEGIES:
-            raise HostError(f"{name} must be one of {list(STRATEGIES)}, got {shown(value)}")
-        return value
-
-    return convert
-
-
-@attrs.frozen
-class Candidate:
-    """An affordable germination: ``blueprint`` at ``slot_id`` (``order``: its execution index)."""
-
-    cost: int
-    order: int
-    slot_id: str
-    blueprint: str
-
-
-@attrs.frozen
-class Outcome:
-    """How a finished seed did: its last measured contribution and what became of it.
-
-    ``contribution`` is the last counterfactual contribution (pp) the controller saw for the
-    seed, or ``0.0`` when it was never measured (it left before blending in); ``fate`` is
-    ``"fossilized"`` or ``"pruned"``.
-    """
-
-    slot_id: str
-    blueprint: str
-    params: int
-    contribution: float
-    fate: str
-    epoch: int
-
-    @property
-    def gain_per_param(self) -> float:
-        """``contribution / params`` (pp per parameter; 0 for a parameter-free seed)."""
-        return self.contribution / self.params if self.params else 0.0
-
-
-def rank_candidates(
-    candidates: Sequence[Candidate], strategy: str, outcomes: Sequence[Outcome] = ()
-) -> list[Candidate]:
-    """Order ``candidates`` by ``strategy`` (best first); pure, so it is tested on its own.
-
-    * ``"cheapest"``: by cost, then execution order, then name.
-    * ``"gain_per_param"``: families (blueprint names) without an outcome first, largest
-      cost first (no evidence yet: assume equal gain per parameter, so a larger seed
-      promises more); then families whose outcomes average a positive gain per parameter,
-      highest first (ties: larger, then earlier). Families averaging <= 0 are dropped.
-    """
-    strategy = _choice("strategy")(strategy)
-    candidates = check_members("candidates", candidates, Candidate, error=HostError)
-    outcomes = check_members("outcomes", outcomes, Outcome, error=HostError)
-    if strategy == "cheapest":
-        return sorted(candidates, key=lambda c: (c.cost, c.order, c.blueprint))
-    measured: dict[str, list[float]] = {}
-    for outcome in outcomes:
-        measured.setdefault(outcome.blueprint, []).append(outcome.gain_per_param)
-    mean = {name: sum(gains) / len(gains) for name, gains in measured.items()}
-    untried = [c for c in candidates if c.blueprint not in mean]
-    proven = [c for c in candidates if mean.get(c.blueprint, 0.0) > 0.0]
-    untried.sort(key=lambda c: (-c.cost, c.order, c.blueprint))
-    proven.sort(key=lambda c: (-mean[c.blueprint], -c.cost, c.order, c.blueprint))
-    return untried + proven
-
-
-@attrs.frozen
-class ControllerConfig:
-    """Every threshold of :class:`HeuristicController` (scores and contributions in percentage points)."""
-
-    param_budget: int = _field(_count(0, 2**53), "param_budget")
-    """Most seed parameters (probation plus fossilized) the model may carry."""
-    plateau_window: int = _field(_count(1), "plateau_window", default=3)
-    plateau_min_delta: float = _field(_points(0.0, math.inf), "plateau_min_delta", default=0.5)
-    warmup_epochs: int = _field(_count(0), "warmup_epochs", default=3)
-    """No germination before this many epochs have been recorded."""
-    max_concurrent: int = _field(_count(1), "max_concurrent", default=1)
-    """Most seeds on probation at once; one at a time keeps credit assignment clean."""
-    prune_below: float = _field(_points(-math.inf, math.inf), "prune_below", default=0.0)
-    prune_patience: int = _field(_count(1), "prune_patience", default=2)
-    """Consecutive measurements below ``prune_below`` before pruning (validation noise guard)."""
-    max_stage_epochs: int = _field(_count(1), "max_stage_epochs", default=12)
-    exclude: tuple[str, ...] = _field(_names(optional=False), "exclude", default=("noop",))
-    """Blueprint names never germinated (``noop`` adds nothing to learn); a collection, not one str."""
-    include: tuple[str, ...] | None = _field(_names(optional=True), "include", default=None)
-    """When set, only these blueprint names are candidates."""
-    ramp_epochs: int = _field(_count(1), "ramp_epochs", default=3)
-    """Epochs of the alpha ramp of a new seed."""
-    algorithm: BlendAlgorithm = attrs.field(
-        default=BlendAlgorithm.ADD,
-        converter=lambda v: check_enum("algorithm", v, BlendAlgorithm, error=HostError),
-    )
-    strategy: str = _field(_choice, "strategy", default=STRATEGIES[0])
-    """How to choose what to germinate: one of :data:`STRATEGIES` (see :func:`rank_candidates`)."""
 
 
 @attrs.frozen
@@ -344,7 +194,7 @@ class HeuristicController:
             if slot.stage != memory.stage:
                 memory.stage, memory.age = slot.stage, 0
             memory.age += 1
-            if slot.stage in _PROBATION:
+            if slot.stage in PROBATION:
                 decision = self._review(slot_id, slot, evaluation, epoch)
                 if decision is not None:
                     decisions.append(decision)
@@ -380,7 +230,7 @@ class HeuristicController:
     def _note_outcome(self, slot_id: str, slot: SeedSlot, epoch: int) -> None:
         """Record the outcome of the seed this controller germinated once it left probation."""
         memory = self._memory[slot_id]
-        if memory.blueprint is None or slot.stage in _PROBATION:
+        if memory.blueprint is None or slot.stage in PROBATION:
             return
         fate = "fossilized" if slot.stage == SeedStage.FOSSILIZED else "pruned"
         contribution = 0.0 if memory.contribution is None else memory.contribution
@@ -423,7 +273,7 @@ class HeuristicController:
         cfg = self.config
         if len(self.history) < max(cfg.warmup_epochs, 1) or len(self.history) < self._quiet_until:
             return None
-        if sum(slot.stage in _PROBATION for slot in self.slots.values()) >= cfg.max_concurrent:
+        if sum(slot.stage in PROBATION for slot in self.slots.values()) >= cfg.max_concurrent:
             return None
         if not plateaued(self.history, cfg.plateau_window, cfg.plateau_min_delta):
             return None

@@ -29,13 +29,12 @@ from torch.utils.hooks import RemovableHandle
 
 from esper_core._checks import MAX_TEXT, check_int, check_mapping, check_text, shown
 from esper_core._decoding import install_guards
-from esper_core._outputs import OutputKey, check_output_key, describe_output, select_output
+from esper_core._inject_probe import probe, probed_dim, submodule
+from esper_core._outputs import OutputKey, check_output_key
 from esper_core._placement import host_placement, place_slots
 from esper_core.attachment import SlotAttachment
-from esper_core.errors import EsperError
 from esper_core.hosts.base import HostError
 from esper_core.model import Evaluation, evaluate_slots
-from esper_core.modes import eval_mode
 from esper_core.registry import get_topology
 from esper_core.slot import SeedSlot
 
@@ -157,45 +156,6 @@ def _normalise(targets: Mapping[str, str] | Iterable[InjectionTarget]) -> list[I
     return items
 
 
-def _submodule(model: nn.Module, path: str) -> nn.Module:
-    try:
-        return model.get_submodule(path)
-    except AttributeError:
-        names = [name for name, _ in model.named_modules() if name]
-        shown = names if len(names) <= 30 else [*names[:30], f"... {len(names) - 30} more"]
-        raise HostError(
-            f"target path {path!r} does not exist in {type(model).__name__}; submodules: {shown}"
-        ) from None
-
-
-def _probe(model: nn.Module, paths: list[str], example_input: Any) -> dict[str, Any]:
-    """Run one forward under ``no_grad`` in eval mode and record the outputs at ``paths``.
-
-    The global RNG is restored afterwards (a model may draw random numbers even in eval
-    mode), and a forward that fails is reported as :class:`HostError` naming the input.
-    """
-    seen: dict[str, Any] = {}
-    handles = [
-        _submodule(model, p).register_forward_hook(lambda _m, _a, out, p=p: seen.setdefault(p, out))
-        for p in paths
-    ]
-    try:
-        with eval_mode(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
-            args = example_input if isinstance(example_input, tuple) else (example_input,)
-            model(*args)
-    except EsperError:
-        raise
-    except Exception as exc:  # the user's model, run on the user's example input
-        raise HostError(
-            f"the probe forward of {type(model).__name__} on example_input {shown(example_input)} failed: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    finally:
-        for h in handles:
-            h.remove()
-    return seen
-
-
 def inject_slots(
     model: nn.Module,
     targets: Mapping[str, str] | Iterable[InjectionTarget],
@@ -231,7 +191,7 @@ def inject_slots(
     for t, slot_id in zip(items, ids, strict=True):
         if not _SLOT_ID_RE.match(slot_id):
             raise HostError(f"slot id {slot_id!r} (for path {t.path!r}) must match {_SLOT_ID_RE.pattern}")
-        _submodule(model, t.path)
+        submodule(model, t.path)
         get_topology(t.topology)
         if t.dim is not None and (isinstance(t.dim, bool) or not isinstance(t.dim, int) or t.dim < 1):
             raise HostError(f"dim for {t.path!r} must be a positive int or None, got {t.dim!r}")
@@ -248,9 +208,16 @@ def inject_slots(
         )
     dims = {t.path: t.dim for t in items}
     if example_input is not None:
-        seen = _probe(model, [t.path for t in items], example_input)
+        seen = probe(model, [t.path for t in items], example_input)
         for t in items:
-            dims[t.path] = _probed_dim(t, seen.get(t.path, None), t.path in seen)
+            dims[t.path] = probed_dim(
+                seen.get(t.path, None),
+                t.path in seen,
+                path=t.path,
+                topology=t.topology,
+                dim=t.dim,
+                key=t.output,
+            )
     slots = InjectedSlots(
         {
             slot_id: SeedSlot(slot_id, topology=t.topology, dim=dims[t.path], **slot_options)
@@ -258,10 +225,10 @@ def inject_slots(
         }
     )
     for t, slot_id in zip(items, ids, strict=True):  # its target's device and dtype, the model's layout
-        place_slots(slots[slot_id], host_placement(_submodule(model, t.path), model))
+        place_slots(slots[slot_id], host_placement(submodule(model, t.path), model))
     overrides: dict[str, Tensor] = {}
     attachments = tuple(
-        SlotAttachment(t.path, _submodule(model, t.path), slots[slot_id], overrides, output=t.output)
+        SlotAttachment(t.path, submodule(model, t.path), slots[slot_id], overrides, output=t.output)
         for t, slot_id in zip(items, ids, strict=True)
     )
     model.add_module(SLOTS_ATTRIBUTE, slots)
@@ -272,51 +239,6 @@ def inject_slots(
         guards = install_guards(model, [t.path for t in items], list(slots.values()))
     model.__dict__[_STATE] = Injection(slots, tuple(items), attachments, overrides, guards)
     return slots
-
-
-def _probed_dim(target: InjectionTarget, output: Any, ran: bool) -> int:
-    if not ran:
-        raise HostError(f"target {target.path!r} did not run during the probe forward; cannot inject there")
-    if target.output is None and not isinstance(output, Tensor):
-        raise HostError(
-            f"target {target.path!r} returns {describe_output(output)}; a slot needs one Tensor: pass "
-            f"InjectionTarget({target.path!r}, {target.topology!r}, output=...) with the index or key of "
-            "the tensor the slot should see (e.g. output=0 for the first element)"
-        )
-    output = select_output(output, target.output, where=f"target {target.path!r}")
-    topology = get_topology(target.topology)
-    if output.dim() != topology.ndim:
-        raise HostError(
-            f"target {target.path!r} outputs shape {_shape(output)} but topology {topology.name!r} "
-            f"expects {topology.ndim}-d {topology.layout}"
-        )
-    try:
-        probed = int(output.size(topology.feature_axis))
-    except RuntimeError:  # a NestedTensor ragged along the feature axis
-        raise HostError(
-            f"target {target.path!r} outputs a NestedTensor {_shape(output)} whose feature axis "
-            f"{topology.feature_axis} is ragged; a slot needs one feature width"
-        ) from None
-    if target.dim is not None and target.dim != probed:
-        raise HostError(
-            f"dim {target.dim} given for {target.path!r} does not match the probe: its output has {probed} "
-            f"features on axis {topology.feature_axis} of {_shape(output)}"
-        )
-    return probed
-
-
-def _shape(tensor: Tensor) -> str:
-    """``tensor``'s shape for a message; a NestedTensor's ragged sizes show as ``*``."""
-    if not tensor.is_nested:
-        return str(tuple(tensor.shape))
-    parts = tensor.unbind()
-    if not parts:
-        return "(0, ...) nested"
-    sizes = [
-        str(parts[0].shape[a]) if len({p.shape[a] for p in parts}) == 1 else "*"
-        for a in range(tensor.dim() - 1)
-    ]
-    return f"({len(parts)}, {', '.join(sizes)}) nested"
 
 
 def get_injection(model: nn.Module) -> Injection | None:

@@ -72,6 +72,10 @@ __all__ = [
     "rank_candidates",
 ]
 
+# Public where users import them (reprs, pickles and docs name esper_core.control).
+for _cls in (ControllerConfig, Candidate, Outcome):
+    _cls.__module__ = __name__
+
 
 @attrs.frozen
 class Decision:

@@ -48,6 +48,9 @@ __all__ = [
     "gate_for_edge",
 ]
 
+# Public where users import them (reprs, pickles and docs name esper_core.gates).
+GateEvidence.__module__ = GateThresholds.__module__ = __name__
+
 
 class GateLevel(IntEnum):
     """The gates. 4 is skipped on purpose: it belonged to a retired stage."""

@@ -30,7 +30,6 @@ from esper_core.stages import SeedStage
 __all__ = [
     "AlphaTargetSet",
     "GateEvaluated",
-    "Observers",
     "PruneScheduled",
     "SeedEvent",
     "SeedFossilized",

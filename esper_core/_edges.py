@@ -128,7 +128,8 @@ def gated_entry(
         schedule = AlphaSchedule(curve=seed.curve).retarget(seed.germination_target, seed.ramp_epochs)
     elif target is _S.HOLDING:
         schedule = AlphaSchedule(alpha=1.0, start=1.0, target=1.0, curve=schedule.curve)
-    entered = attrs.evolve(seed, metrics=seed.metrics.enter_stage(blending=blending), schedule=schedule)
+    metrics = seed.metrics.enter_stage(blending=blending, holding=target is _S.HOLDING)
+    entered = attrs.evolve(seed, metrics=metrics, schedule=schedule)
     new = enter(state, target, entered)
     events: list[SeedEvent] = [stage_changed(config, state, target, schedule.alpha)]
     if target is _S.TRAINING and not ev.trainable_params:

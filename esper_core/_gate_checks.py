@@ -130,7 +130,13 @@ def judge_g2(ev: GateEvidence, t: GateThresholds, policy: str, c: Checks) -> tup
                 f"seed_active_{ev.activity:.2e}",
                 f"seed_inactive_{ev.activity:.2e}_below_{t.min_activity:.2e}",
                 f"seed activity {ev.activity:.2e} (relative parameter change per epoch), below min_activity "
-                f"{t.min_activity:.2e}",
+                f"{t.min_activity:.2e}"
+                + (
+                    ": the seed's parameters did not change at all; is an optimizer stepping them "
+                    "(OptimizerBinding adds each seed to your optimizer)?"
+                    if ev.activity == 0.0
+                    else ""
+                ),
             )
     else:
         c.add(

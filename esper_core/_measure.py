@@ -12,6 +12,7 @@ from esper_core.commands import (
     RecordAccuracy,
     RecordCounterfactual,
 )
+from esper_core.errors import LifecycleError
 from esper_core.evidence import ActivityEvidence, Decide, Evidence, Outcome
 from esper_core.slot_state import SeedState, SlotConfig, SlotState
 from esper_core.telemetry import (
@@ -25,15 +26,14 @@ def record_accuracy(
     seed = require_live(state, config, "record_accuracy")
     seed = attrs.evolve(seed, metrics=seed.metrics.record_accuracy(cmd.accuracy))
     events: tuple[SeedEvent, ...] = ()
-    best = seed.metrics.best_accuracy
-    if best is not None and 0.0 < best <= 1.0:
+    if 0.0 < seed.metrics.current_accuracy <= 1.0:  # type: ignore[operator]
         seed, events = warn_once(
             config,
             seed,
             "accuracy_looks_like_a_fraction",
-            f"seed {seed.seed_id!r}: every accuracy recorded so far is at most 1.0 ({cmd.accuracy!r}); "
-            "record_accuracy takes percentage points (0-100), e.g. 93.1 for 93.1 %, and the gates' "
-            "thresholds are in percentage points too",
+            f"seed {seed.seed_id!r}: accuracy {cmd.accuracy!r} looks like a fraction; record_accuracy "
+            "takes percentage points (0-100), e.g. 93.1 for 93.1 %, and the gates' thresholds are in "
+            "percentage points too (if it really is at most 1 %, ignore this)",
         )
     if state.stage in st.RUNS_SEED:
         seed, more = capture(config, seed, ev.activity)
@@ -77,6 +77,12 @@ def record_counterfactual(
     state: SlotState, config: SlotConfig, cmd: RecordCounterfactual, ev: Evidence, decide: Decide
 ) -> Outcome:
     seed = require_live(state, config, "record_counterfactual")
+    if state.stage not in st.BLENDED:
+        raise LifecycleError(
+            f"slot {config.slot_id!r}: record_counterfactual needs the seed blended into the output "
+            f"(BLENDING, HOLDING or FOSSILIZED); stage is {state.stage.name}, where the seed's output is "
+            "not in the model, so a leave-one-out contribution would measure nothing"
+        )
     return Outcome(
         attrs.evolve(
             state, seed=attrs.evolve(seed, metrics=seed.metrics.record_counterfactual(cmd.contribution))

@@ -184,6 +184,7 @@ def load_checkpoint(
             if strict:
                 raise CheckpointError(
                     f"checkpoint field {key!r} is missing: no envelope for slot {slot.slot_id!r}"
+                    + _wrapper_hint(key, state_dict)
                 )
             continue
         checked.append((prefix, slot, _checked_envelope(slot, prefix, state_dict[key], tensors[prefix])))
@@ -235,6 +236,22 @@ def _checked_envelope(
         raise CheckpointError(f"{prefix}{EXTRA_STATE_SUFFIX}: {exc}") from None
     _check_declared_size(prefix, plan, tensors["seed"])
     return plan
+
+
+#: Prefixes that wrappers put in front of every key of the module they wrap.
+_WRAPPER_PREFIXES = {"_orig_mod.": "torch.compile", "module.": "DistributedDataParallel/DataParallel"}
+
+
+def _wrapper_hint(key: str, state_dict: Mapping[str, Any]) -> str:
+    """Why ``key`` may be missing: the file was saved from a wrapper whose prefix it carries."""
+    for prefix, wrapper in _WRAPPER_PREFIXES.items():
+        if prefix + key in state_dict:
+            return (
+                f"; the file has {prefix + key!r}: it was saved from a {wrapper} wrapper. Save the wrapped "
+                f"module's state_dict (model._orig_mod / model.module), or remove the prefix with "
+                f"torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state_dict, {prefix!r})"
+            )
+    return ""
 
 
 def _by_slot(prefixes: list[str], state_dict: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -308,7 +325,9 @@ def _check_other_keys(
     for key, target in expected.items():
         if key not in state_dict:
             if strict:
-                raise CheckpointError(f"checkpoint key {key!r} is missing (the model has it)")
+                raise CheckpointError(
+                    f"checkpoint key {key!r} is missing (the model has it)" + _wrapper_hint(key, state_dict)
+                )
             continue
         if isinstance(target, torch.Tensor):
             _check_tensor(key, state_dict[key], target)

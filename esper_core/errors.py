@@ -18,6 +18,7 @@ __all__ = [
     "GovernorError",
     "HostError",
     "LifecycleError",
+    "LifecycleWarning",
     "MissingGateError",
     "OptionError",
     "PluginLoadError",
@@ -94,6 +95,13 @@ class HostError(EsperError, ValueError):
 
 class LifecycleError(EsperError, RuntimeError):
     """A lifecycle call is not allowed in the slot's current state."""
+
+
+class LifecycleWarning(UserWarning):
+    """A seed's one-time warning (a :class:`~esper_core.telemetry.SeedWarning` event), also
+    issued as a Python warning: an accuracy that looks like a fraction, a seed that cannot
+    learn, an unhealthy seed. ``warnings.filterwarnings("ignore", category=LifecycleWarning)``
+    silences it; the event still reaches observers and sinks."""
 
 
 class MissingGateError(LifecycleError):

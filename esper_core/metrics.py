@@ -128,13 +128,19 @@ class SeedMetrics:
             best_accuracy=acc if self.best_accuracy is None else max(self.best_accuracy, acc),
         )
 
-    def enter_stage(self, *, blending: bool = False) -> SeedMetrics:
-        """Reset the per-stage baseline; at BLENDING entry also snapshot the accuracy."""
+    def enter_stage(self, *, blending: bool = False, holding: bool = False) -> SeedMetrics:
+        """Reset the per-stage baseline; at BLENDING entry also snapshot the accuracy.
+
+        At HOLDING entry the last contribution (measured while alpha was still ramping)
+        becomes the previous one: G5 judges a contribution measured at full strength.
+        """
         return attrs.evolve(
             self,
             evaluations_in_stage=0,
             accuracy_at_stage_start=self.current_accuracy,
             accuracy_at_blending_start=self.current_accuracy if blending else self.accuracy_at_blending_start,
+            counterfactual=None if holding else self.counterfactual,
+            previous_counterfactual=self.counterfactual if holding else self.previous_counterfactual,
         )
 
     def record_counterfactual(

@@ -34,6 +34,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from esper_core._checks import shown
 from esper_core.checkpoint import load_checkpoint
 from esper_core.errors import CheckpointError, EsperError, HostError
 from esper_core.inject import SLOTS_ATTRIBUTE, InjectionTarget, get_injection, inject_slots, remove_slots
@@ -197,7 +198,13 @@ def read_seeds(file: PathOrFile) -> SeedsFile:
     except (OSError, EsperError):
         raise
     except Exception as exc:  # not a torch file, or objects the safe loader refuses
-        raise CheckpointError(f"{file!r} is not a seed-only checkpoint torch can read safely: {exc}") from exc
+        # torch's own message advises weights_only=False, which would run arbitrary code from
+        # an untrusted file: it is not repeated; the cause stays attached for debugging.
+        raise CheckpointError(
+            f"{shown(file)} is not a seed-only checkpoint torch can read safely ({type(exc).__name__}: "
+            "not a torch file, or objects the weights_only loader refuses); expected a file written "
+            f"by esper_core.save_seeds (format {SEEDS_FORMAT!r})"
+        ) from exc
     if not isinstance(data, dict) or data.get("format") != SEEDS_FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"seed file field 'format': got {found!r}; accepted: {SEEDS_FORMAT!r}")

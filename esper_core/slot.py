@@ -26,6 +26,7 @@ so ``DistributedDataParallel`` never waits for a gradient that cannot come.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -41,7 +42,7 @@ from esper_core.alpha import AlphaCurve, AlphaMode, BlendAlgorithm
 from esper_core.blend import blend, check_alpha_override
 from esper_core.checkpoint import SlotEnvelope
 from esper_core.codec import state_checksum
-from esper_core.errors import LifecycleError
+from esper_core.errors import LifecycleError, LifecycleWarning
 from esper_core.evidence import Evidence, Outcome
 from esper_core.gates import GateLevel, GateResult, QualityGates
 from esper_core.isolation import check_host_untouched, host_version, seed_input, straight_through
@@ -49,7 +50,7 @@ from esper_core.metrics import DEFAULT_ACTIVITY_DECAY, SlotReport
 from esper_core.restore import check_modules
 from esper_core.slot_state import MAX_SEED_PARAMS, SlotConfig, SlotState, slot_report
 from esper_core.stages import SeedStage, isolated_in
-from esper_core.telemetry import Observers, SeedEvent, SlotRestored
+from esper_core.telemetry import Observers, SeedEvent, SeedWarning, SlotRestored
 from esper_core.transition import evaluate, precheck, transition
 
 __all__ = ["Decider", "Observer", "SeedSlot"]
@@ -202,6 +203,8 @@ class SeedSlot(nn.Module):
             torch.random.set_rng_state(rng)
         for event in outcome.events:
             self._observers.emit(event)
+            if isinstance(event, SeedWarning):  # also where a user sees it without a sink
+                warnings.warn(f"slot {self.slot_id!r}: {event.message}", LifecycleWarning, stacklevel=3)
         return outcome
 
     def prepare(self, command: object) -> Any:
@@ -383,6 +386,13 @@ class SeedSlot(nn.Module):
             check_alpha_override(alpha_override, h)
         if not self._runs:
             return h
+        if h.dim() != self._topology.ndim or h.shape[self._topology.feature_axis] != self.dim:
+            raise LifecycleError(
+                f"slot {self.slot_id!r} ({self.topology}, dim {self.dim}) received features of shape "
+                f"{tuple(h.shape)}: its seed {self.blueprint!r} was built for {self.dim} features on axis "
+                f"{self._topology.feature_axis}; the slot's dim does not match its injection point "
+                "(inject with the right dim, or give inject_slots an example_input to check it)"
+            )
         seed = self.seed
         x = seed_input(h, isolate=self._isolate)
         alpha = self._alpha_value if alpha_override is None else alpha_override

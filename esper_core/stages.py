@@ -21,6 +21,7 @@ from esper_core._checks import shown
 from esper_core.errors import LifecycleError
 
 __all__ = [
+    "BLENDED",
     "FAILURE",
     "LIVE",
     "PROBATION",
@@ -85,6 +86,9 @@ TRANSITIONS: Mapping[SeedStage, tuple[SeedStage, ...]] = MappingProxyType(
 FAILURE: frozenset[SeedStage] = frozenset({_S.PRUNED, _S.EMBARGOED, _S.RESETTING})
 #: Stages in which ``forward`` runs the seed (GERMINATED holds a seed but does not run it).
 RUNS_SEED: frozenset[SeedStage] = frozenset({_S.TRAINING, _S.BLENDING, _S.HOLDING, _S.FOSSILIZED})
+#: Stages in which the seed's output is blended into the model's output (TRAINING runs the
+#: seed but passes the host's features on unchanged): where a contribution can be measured.
+BLENDED: frozenset[SeedStage] = RUNS_SEED - {_S.TRAINING}
 #: Stages in which the slot holds a live seed module (and so pays its parameters as rent).
 LIVE: frozenset[SeedStage] = frozenset({_S.GERMINATED, *RUNS_SEED})
 #: Live stages before the seed is kept for good: the seed is still on probation.
@@ -97,15 +101,21 @@ _INDEX = {stage: i for i, stage in enumerate(SeedStage)}
 
 
 def stage_from_value(value: object) -> SeedStage:
-    """The stage with integer ``value``; the reserved value 5 and unknown values raise.
-
-    Accepts a :class:`SeedStage` or a plain ``int`` (not ``bool``), as read from a checkpoint
-    or a command tensor.
-    """
+    """The stage ``value`` names: a :class:`SeedStage`, its name (``"TRAINING"``, any case) or
+    its integer value (not ``bool``), as read from a checkpoint or a command. The reserved
+    value 5 and anything else raise :class:`LifecycleError` listing the stages."""
     if isinstance(value, SeedStage):
         return value
+    if isinstance(value, str):
+        stage = SeedStage.__members__.get(value.strip().upper())
+        if stage is None:
+            raise LifecycleError(f"unknown stage name {shown(value)}; accepted: {_accepted()}")
+        return stage
     if isinstance(value, bool) or not isinstance(value, int):
-        raise LifecycleError(f"a stage must be an int, got {shown(value)}; accepted: {_accepted()}")
+        raise LifecycleError(
+            f"a stage is a SeedStage (e.g. SeedStage.TRAINING), its name or its value; got {shown(value)}; "
+            f"accepted: {_accepted()}"
+        )
     if value in RESERVED_STAGE_VALUES:
         raise LifecycleError(f"stage value {value} is reserved (retired stage); accepted: {_accepted()}")
     try:

@@ -8,6 +8,7 @@ learned something) is caught here rather than in a user's training run.
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -151,6 +152,7 @@ def check_slot(rec: Recorder, subject: Subject, dim: int, options: Mapping[str, 
     if slot_module is None or not hasattr(slot_module, "SeedSlot"):
         return
     from esper_core.blend import BlendAlgorithm
+    from esper_core.errors import LifecycleWarning
     from esper_core.gates import QualityGates
     from esper_core.registry import temporary_blueprints
     from esper_core.stages import SeedStage
@@ -163,7 +165,9 @@ def check_slot(rec: Recorder, subject: Subject, dim: int, options: Mapping[str, 
     alpha = 0.25 + 0.5 * torch.rand(
         subject.topology.alpha_shape(BATCH), generator=torch.Generator().manual_seed(13)
     )
-    with temporary_blueprints(probe, distribution="esper-conformance-kit"):
+    # The kit's own probe slot warns where it is expected to (a parameterless seed cannot learn).
+    with temporary_blueprints(probe, distribution="esper-conformance-kit"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", LifecycleWarning)
         for algorithm in BlendAlgorithm:
             name = algorithm.name
             with rec.guard(

@@ -228,3 +228,25 @@ def test_a_live_seed_needs_its_stage_history(scenario, history) -> None:
     with pytest.raises(CheckpointError, match=r"'state\.seed\.history"):
         restore_slot(target, envelope)
     assert slot_envelope(target) == before
+
+
+@pytest.mark.parametrize("prefix", ["_orig_mod.", "module."])
+def test_a_file_saved_from_a_wrapper_says_so(prefix: str) -> None:
+    """A state dict of ``torch.compile(model)`` (keys ``_orig_mod.*``) or of a DDP wrapper
+    (``module.*``) names the wrapper and how to load it; the model is unchanged."""
+    from esper_core.gates import QualityGates
+    from esper_core.hosts import CNNHost
+    from esper_core.model import MorphogeneticModel
+
+    grown = MorphogeneticModel(CNNHost(10), gates=QualityGates("permissive"))
+    grown.germinate("r0c0", "conv_light")
+    wrapped = {prefix + k: v for k, v in grown.state_dict().items()}
+    fresh = MorphogeneticModel(CNNHost(10), gates=QualityGates("permissive"))
+    before = {k: v.clone() for k, v in fresh.state_dict().items() if isinstance(v, torch.Tensor)}
+    with pytest.raises(
+        CheckpointError, match=rf"the file has '{prefix}.*consume_prefix_in_state_dict_if_present"
+    ):
+        load_checkpoint(fresh, wrapped)
+    after = fresh.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(slot.seed is None for slot in fresh.slots.values())

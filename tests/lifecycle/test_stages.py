@@ -92,3 +92,16 @@ def test_stage_index_is_contiguous() -> None:
     assert sorted(stage_index(s) for s in S) == list(range(10))
     with pytest.raises(LifecycleError):
         stage_index(5)  # type: ignore[arg-type]
+
+
+def test_a_stage_may_be_named(lc) -> None:
+    """``slot.advance("TRAINING")`` (any case) is ``slot.advance(SeedStage.TRAINING)``; an unknown
+    name lists the stages and changes nothing."""
+    from esper_core.errors import LifecycleError
+    from esper_core.stages import SeedStage
+
+    slot = lc.drive(lc.make_slot(), SeedStage.GERMINATED)
+    with pytest.raises(LifecycleError, match=r"unknown stage name 'TRAIN'; accepted: .*3=TRAINING"):
+        slot.advance("TRAIN")
+    assert slot.stage is SeedStage.GERMINATED
+    assert slot.advance("training").passed and slot.stage is SeedStage.TRAINING

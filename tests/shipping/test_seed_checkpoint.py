@@ -156,3 +156,15 @@ def test_files_torch_cannot_read_safely_and_models_without_slots_are_refused(tmp
         read_seeds(path)
     with pytest.raises(HostError, match="no seed slots"):
         save_seeds(TinyNet(), tmp_path / "x.pt")
+
+
+def test_a_file_torch_cannot_read_safely_is_not_advised_to_be_read_unsafely(tmp_path) -> None:
+    """torch's message suggests ``weights_only=False`` (running the file's code): not repeated."""
+    from esper_core.errors import CheckpointError
+    from esper_core.seed_checkpoint import read_seeds
+
+    path = tmp_path / "seeds.pt"
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="expected a file written by esper_core.save_seeds") as info:
+        read_seeds(path)
+    assert "weights_only` set to `False" not in str(info.value) and "False" not in str(info.value)

@@ -165,6 +165,6 @@ def test_a_file_torch_cannot_read_safely_is_not_advised_to_be_read_unsafely(tmp_
 
     path = tmp_path / "seeds.pt"
     path.write_bytes(b"not a torch file")
-    with pytest.raises(CheckpointError, match="expected a file written by esper_core.save_seeds") as info:
+    with pytest.raises(CheckpointError, match=r"expected a file written by esper_core\.save_seeds") as info:
         read_seeds(path)
     assert "weights_only` set to `False" not in str(info.value) and "False" not in str(info.value)

@@ -32,6 +32,7 @@ from esper_core._decoding import install_guards
 from esper_core._inject_probe import probe, probed_dim, submodule
 from esper_core._outputs import OutputKey, check_output_key
 from esper_core._placement import host_placement, place_slots
+from esper_core._slot_options import check_slot_options
 from esper_core.attachment import SlotAttachment
 from esper_core.hosts.base import HostError
 from esper_core.model import Evaluation, evaluate_slots
@@ -180,12 +181,11 @@ def inject_slots(
         raise HostError(f"{type(model).__name__} already has injected slots; call remove_slots(model) first")
     if hasattr(model, SLOTS_ATTRIBUTE):
         raise HostError(f"{type(model).__name__} already has an attribute {SLOTS_ATTRIBUTE!r}; cannot inject")
-    clashing = sorted({"slot_id", "topology", "dim"} & slot_options.keys())
-    if clashing:
-        raise HostError(
-            f"slot options {clashing} are set per target; give them in InjectionTarget(path, topology, "
-            "dim=..., slot_id=...) instead"
-        )
+    check_slot_options(
+        slot_options,
+        caller="inject_slots",
+        identity="are set per target; give them in InjectionTarget(path, topology, dim=..., slot_id=...) instead",
+    )
     items = _normalise(targets)
     ids = [t.resolved_id for t in items]
     for t, slot_id in zip(items, ids, strict=True):

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from esper_core._checks import check_bool, check_float, check_int, check_mapping, check_members, shown
 from esper_core._placement import host_placement, place_slots
+from esper_core._slot_options import check_slot_options
 from esper_core.hosts.base import HostError, HostProtocol
 from esper_core.modes import eval_mode
 from esper_core.registry import get_topology
@@ -87,8 +88,10 @@ class MorphogeneticModel(nn.Module):
 
     ``slots`` names the injection points to equip (default: all of them); ``slot_options``
     are passed to every ``SeedSlot``: ``gates``, ``embargo_epochs``, ``auto_advance``,
-    ``isolate_blending``, ``activity_decay`` and ``max_seed_params`` (``topology`` and
-    ``dim`` come from the host; any other keyword raises ``TypeError``). The slots are
+    ``isolate_blending``, ``activity_decay`` and ``max_seed_params``. Any other keyword,
+    and ``slot_id``, ``topology`` or ``dim`` (they come from the host), raises
+    :class:`HostError` naming it and listing the accepted ones; a bad option value raises
+    :class:`~esper_core.errors.LifecycleError` naming it. The slots are
     ``self.slots``, an ``nn.ModuleDict`` from slot id to ``SeedSlot`` in execution order.
     They take the host's device, floating dtype and memory format (so seeds are built to
     match) and follow ``.to(...)`` afterwards. With no seed germinated the output is exactly the host's output.
@@ -101,6 +104,11 @@ class MorphogeneticModel(nn.Module):
                 f"host must implement HostProtocol (topology, injection_points, forward_segment); "
                 f"got {type(host).__name__}"
             )
+        check_slot_options(
+            slot_options,
+            caller="MorphogeneticModel",
+            identity="come from the host's injection points (host.injection_points())",
+        )
         self.host = host
         points = {p.slot_id: p for p in host.injection_points()}
         wanted = list(points) if slots is None else list(check_members("slots", slots, str, error=HostError))

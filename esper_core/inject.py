@@ -18,7 +18,6 @@ injected with the same targets.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -32,6 +31,7 @@ from esper_core._decoding import install_guards
 from esper_core._inject_probe import probe, probed_dim, submodule
 from esper_core._outputs import OutputKey, check_output_key
 from esper_core._placement import host_placement, place_slots
+from esper_core._slot_ids import check_slot_id, default_slot_id
 from esper_core._slot_options import check_slot_options
 from esper_core.attachment import SlotAttachment
 from esper_core.hosts.base import HostError
@@ -45,6 +45,7 @@ __all__ = [
     "Injection",
     "InjectionTarget",
     "alpha_overrides",
+    "default_slot_id",
     "evaluate_injected",
     "get_injection",
     "inject_slots",
@@ -54,7 +55,6 @@ __all__ = [
 #: Name of the child module that holds injected slots.
 SLOTS_ATTRIBUTE = "esper_slots"
 _STATE = "_esper_injection"
-_SLOT_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class InjectedSlots(nn.ModuleDict):
@@ -93,7 +93,9 @@ class InjectionTarget:
     """Where to put one slot: the submodule ``path`` whose output it sees, in ``topology``.
 
     ``dim`` is the feature width at that output; when ``None`` it is found by a probe
-    forward. ``slot_id`` defaults to the path with dots replaced by underscores. ``output``
+    forward. ``slot_id`` defaults to :func:`default_slot_id` of the path (dots become
+    underscores, ``"layers.0"`` gives ``"layers_0"``; a path starting with a digit gets a
+    leading ``_``, ``"0"`` gives ``"_0"``). ``output``
     says which tensor of the module's output the slot sees when the module returns more
     than one tensor: ``None`` (default: it returns one tensor), an index (``0`` for the
     hidden states of a Hugging Face attention layer's ``(hidden, weights)`` tuple) or a key
@@ -114,7 +116,8 @@ class InjectionTarget:
 
     @property
     def resolved_id(self) -> str:
-        return self.slot_id if self.slot_id is not None else self.path.replace(".", "_")
+        """``slot_id``, or :func:`default_slot_id` of ``path`` when it is not given."""
+        return self.slot_id if self.slot_id is not None else default_slot_id(self.path)
 
 
 @attrs.define(eq=False, slots=False)
@@ -189,9 +192,8 @@ def inject_slots(
     items = _normalise(targets)
     ids = [t.resolved_id for t in items]
     for t, slot_id in zip(items, ids, strict=True):
-        if not _SLOT_ID_RE.match(slot_id):
-            raise HostError(f"slot id {slot_id!r} (for path {t.path!r}) must match {_SLOT_ID_RE.pattern}")
-        submodule(model, t.path)
+        check_slot_id(slot_id, path=t.path, topology=t.topology)
+        module = submodule(model, t.path)
         get_topology(t.topology)
         if t.dim is not None and (isinstance(t.dim, bool) or not isinstance(t.dim, int) or t.dim < 1):
             raise HostError(f"dim for {t.path!r} must be a positive int or None, got {t.dim!r}")
@@ -200,7 +202,11 @@ def inject_slots(
         except HostError as exc:
             raise HostError(f"target {t.path!r}: {exc}") from None
     if len(set(ids)) != len(ids):
-        raise HostError(f"slot ids must be unique; got {ids}")
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        raise HostError(
+            f"slot ids must be unique; got {ids} ({repeated} repeated): give the targets distinct "
+            "InjectionTarget(path, topology, slot_id=...)"
+        )
     if example_input is None and any(t.dim is None for t in items):
         missing = [t.path for t in items if t.dim is None]
         raise HostError(

@@ -28,7 +28,7 @@ from torch.utils.hooks import RemovableHandle
 
 from esper_core._checks import MAX_TEXT, check_int, check_mapping, check_text, shown
 from esper_core._decoding import install_guards
-from esper_core._inject_probe import probe, probed_dim, submodule
+from esper_core._inject_probe import check_declared_dim, probe, probed_dim, submodule
 from esper_core._outputs import OutputKey, check_output_key
 from esper_core._placement import host_placement, place_slots
 from esper_core._slot_ids import check_slot_id, default_slot_id
@@ -201,6 +201,9 @@ def inject_slots(
             check_output_key(t.output)
         except HostError as exc:
             raise HostError(f"target {t.path!r}: {exc}") from None
+        # With output=..., the target returns several tensors: its declared width is not the slot's.
+        if t.dim is not None and t.output is None:
+            check_declared_dim(module, path=t.path, topology=t.topology, dim=t.dim)
     if len(set(ids)) != len(ids):
         repeated = sorted({i for i in ids if ids.count(i) > 1})
         raise HostError(

@@ -6,7 +6,9 @@ then the slot (exactly the same tensor while the slot is empty; see
 :mod:`esper_core.attachment` for why this, and not a forward hook, is what survives
 ``torch.compile``, ``copy.deepcopy``, ``pickle`` and torch's fused inference paths). The
 slots are registered as a child ``esper_slots`` so they move with ``.to()``, appear in
-``state_dict`` and in ``parameters()``; :func:`remove_slots` restores the model exactly.
+``state_dict`` and in ``parameters()``; :func:`remove_slots` restores the model exactly
+(and refuses while a slot holds a seed, unless told to discard it: fold the model to keep
+its seeds as plain modules).
 
 Copies: ``copy.deepcopy(model)``, ``pickle`` and ``torch.save(model)`` +
 ``torch.load(..., weights_only=False)`` give an independent model whose submodules call its
@@ -26,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from esper_core._checks import MAX_TEXT, check_int, check_mapping, check_text, shown
+from esper_core._checks import MAX_TEXT, check_bool, check_int, check_mapping, check_text, shown
 from esper_core._decoding import install_guards
 from esper_core._inject_probe import check_declared_dim, probe, probed_dim, submodule
 from esper_core._outputs import OutputKey, check_output_key
@@ -38,6 +40,7 @@ from esper_core.hosts.base import HostError
 from esper_core.model import Evaluation, evaluate_slots
 from esper_core.registry import get_topology
 from esper_core.slot import SeedSlot
+from esper_core.stages import LIVE
 
 __all__ = [
     "SLOTS_ATTRIBUTE",
@@ -257,11 +260,30 @@ def get_injection(model: nn.Module) -> Injection | None:
     return model.__dict__.get(_STATE)
 
 
-def remove_slots(model: nn.Module) -> nn.ModuleDict:
-    """Detach injected slots from ``model`` and return them; the model is as before injection."""
+def remove_slots(model: nn.Module, *, discard_seeds: bool = False) -> nn.ModuleDict:
+    """Detach injected slots from ``model`` and return them; the model is as before injection.
+
+    While a slot holds a seed (a stage in :data:`esper_core.stages.LIVE`, germinated to
+    fossilized) this raises :class:`HostError` listing each such slot and its stage, and
+    nothing is removed: from HOLDING on, the host was trained with the seed in its forward,
+    so the host alone is not the trained model. ``esper_core.fold(model)`` keeps the seeds
+    as plain modules; ``discard_seeds=True`` removes the slots and their seeds anyway (the
+    returned slots still hold them). Also raises :class:`HostError` when ``model`` has no
+    injected slots or a target's ``forward`` was replaced after injection.
+    """
     state = get_injection(model)
     if state is None:
         raise HostError(f"{type(model).__name__} has no injected slots to remove")
+    discard_seeds = check_bool("remove_slots discard_seeds", discard_seeds, error=HostError)
+    holding = [
+        f"{slot_id!r} ({slot.stage.name})" for slot_id, slot in state.slots.items() if slot.stage in LIVE
+    ]
+    if holding and not discard_seeds:
+        raise HostError(
+            f"remove_slots would throw away the seeds of slots {', '.join(holding)}; the host was trained "
+            "with them. Call esper_core.fold(model) to keep the seeds as plain modules, or "
+            "remove_slots(model, discard_seeds=True) to drop them (nothing was removed)"
+        )
     # A module reachable under two target paths carries two attachments, the later one
     # wrapping the earlier: only the outermost is its forward, and they come off last first.
     outermost = {id(a.module): a for a in state.attachments}

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from esper_core._checks import shown
+from esper_core._batches import described, read_inputs
 from esper_core._outputs import OutputKey, describe_output, select_output
 from esper_core.errors import EsperError
 from esper_core.hosts.base import HostError
@@ -113,9 +113,12 @@ def check_declared_dim(module: nn.Module, *, path: str, topology: str, dim: int)
 def probe(model: nn.Module, paths: list[str], example_input: Any) -> dict[str, Any]:
     """Run one forward under ``no_grad`` in eval mode and record the outputs at ``paths``.
 
-    The global RNG is restored afterwards (a model may draw random numbers even in eval
-    mode), and a forward that fails is reported as :class:`HostError` naming the input.
+    ``example_input`` is a tensor (``model(x)``), a tuple or list (``model(*x)``) or a
+    mapping (``model(**x)``; see :func:`esper_core._batches.read_inputs`). The global RNG is
+    restored afterwards (a model may draw random numbers even in eval mode), and a forward
+    that fails is reported as :class:`HostError` describing the input by type and shape.
     """
+    inputs = read_inputs(example_input, what="example_input")
     seen: dict[str, Any] = {}
     handles = [
         submodule(model, p).register_forward_hook(lambda _m, _a, out, p=p: seen.setdefault(p, out))
@@ -123,13 +126,12 @@ def probe(model: nn.Module, paths: list[str], example_input: Any) -> dict[str, A
     ]
     try:
         with eval_mode(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
-            args = example_input if isinstance(example_input, tuple) else (example_input,)
-            model(*args)
+            inputs.call(model)
     except EsperError:
         raise
     except Exception as exc:  # the user's model, run on the user's example input
         raise HostError(
-            f"the probe forward of {type(model).__name__} on example_input {shown(example_input)} failed: "
+            f"the probe forward of {type(model).__name__} on example_input {described(example_input)} failed: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
     finally:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from esper_core._batches import Inputs, described
 from esper_core._checks import MAX_TEXT, check_bool, check_int, check_mapping, check_text, shown
 from esper_core._decoding import install_guards
 from esper_core._inject_probe import check_declared_dim, probe, probed_dim, submodule
@@ -154,10 +155,10 @@ def _normalise(targets: Mapping[str, str] | Iterable[InjectionTarget]) -> list[I
                 raise TypeError
             items = list(targets)  # type: ignore[arg-type]
         except TypeError:
-            raise HostError(f"targets must be {accepted}; got {shown(targets)}") from None
+            raise HostError(f"targets must be {accepted}; got {described(targets)}") from None
     for item in items:
         if not isinstance(item, InjectionTarget):
-            raise HostError(f"targets must be {accepted}; got an item {shown(item)}")
+            raise HostError(f"targets must be {accepted}; got an item {described(item)}")
     if not items:
         raise HostError("inject_slots needs at least one target; got none")
     return items
@@ -167,19 +168,38 @@ def inject_slots(
     model: nn.Module,
     targets: Mapping[str, str] | Iterable[InjectionTarget],
     *,
-    example_input: Tensor | tuple[Any, ...] | None = None,
+    example_input: Tensor | tuple[Any, ...] | list[Any] | Mapping[str, Any] | None = None,
     **slot_options: Any,
 ) -> nn.ModuleDict:
     """Attach a seed slot to the output of each target submodule of ``model``.
 
-    ``targets`` maps submodule paths to topology names, or is a list of
-    :class:`InjectionTarget`. ``example_input`` (a tensor or a tuple of forward arguments)
-    is needed when a dim is not given, and when given it also checks the dims that are.
-    ``slot_options`` go to every ``SeedSlot``. Each slot is created on its target's device
-    and in its target's floating dtype (the model's where the target has no tensors), so
-    seeds built later match the host; it follows ``model.to(...)`` afterwards. Everything is
-    validated before the model is touched; returns the slots (also reachable as
-    ``model.esper_slots``).
+    ``targets`` maps submodule paths to topology names (slot ids from
+    :func:`default_slot_id`), or is a list of :class:`InjectionTarget`. ``example_input``
+    is what ``model`` is called with for one probe forward: a tensor (``model(x)``), a tuple
+    or list (``model(*x)``) or a mapping such as a tokenizer's output (``model(**x)``). It
+    is needed when a dim is not given, and when given it also checks the dims that are. A
+    dim given for a target that is itself a layer declaring its output width (Conv and
+    ConvTranspose ``out_channels``, Linear ``out_features``, BatchNorm/InstanceNorm
+    ``num_features``, GroupNorm ``num_channels``, LayerNorm/RMSNorm ``normalized_shape[-1]``,
+    Embedding ``embedding_dim``, ``transformers``' Conv1D ``nf``) on the topology's feature
+    axis is checked against it without a probe.
+
+    ``slot_options`` go to every ``SeedSlot`` (``gates``, ``embargo_epochs``,
+    ``auto_advance``, ``isolate_blending``, ``activity_decay``, ``max_seed_params``). Each
+    slot is created on its target's device and in its target's floating dtype (the model's
+    where the target has no tensors), so seeds built later match the host; it follows
+    ``model.to(...)`` afterwards. Returns the slots (also reachable as ``model.esper_slots``).
+
+    A slot runs on every call of its target: a submodule called twice in one forward (a
+    shared block, a layer reused in a loop) applies its seed twice. Inject at a module that
+    runs once per forward.
+
+    Everything is validated before the model is touched: :class:`HostError` names the bad
+    value and what is accepted (a path that does not exist, a dim that does not match the
+    layer or the probe, an invalid or repeated slot id, an unknown slot option, an
+    ``example_input`` of another kind, a failing probe forward);
+    :class:`~esper_core.errors.UnknownTopologyError` for an unknown topology;
+    :class:`~esper_core.errors.LifecycleError` for a bad slot option value.
     """
     if not isinstance(model, nn.Module):
         raise HostError(f"inject_slots needs an nn.Module, got {type(model).__name__}")
@@ -345,20 +365,31 @@ def _check_override(slot_id: str, alpha: object, slot: SeedSlot) -> None:
 
 def evaluate_injected(
     model: nn.Module,
-    batches: Iterable[tuple[Tensor, Tensor]],
-    score: Callable[[Tensor, Tensor], Tensor],
+    batches: Iterable[tuple[Any, Tensor]],
+    score: Callable[[Any, Tensor], Tensor],
     *,
     counterfactual: bool = True,
 ) -> Evaluation:
-    """:meth:`MorphogeneticModel.evaluate` for a model with injected slots."""
+    """:meth:`MorphogeneticModel.evaluate` for a model with injected slots.
+
+    ``batches`` yields pairs ``(inputs, target)``. ``inputs`` is what ``model`` is called
+    with: a tensor (``model(x)``), a tuple or list (``model(*x)``, e.g. ``(ids, mask)``) or a
+    mapping (``model(**x)``, e.g. ``{"input_ids": ids, "attention_mask": mask}`` or a
+    tokenizer's output). Every tensor among the inputs must be dense with ``target``'s batch
+    size on dim 0 (they are repeated once per measured configuration); other arguments
+    (flags, ``None``) are passed as they are. ``score(output, target)`` receives the model's
+    output as it returns it (a Hugging Face ``ModelOutput``: read ``output.logits``) and
+    returns per-sample scores in [0, 1]. A bad batch raises :class:`HostError` describing
+    it by type and shape (never its values); the model is left as it was.
+    """
     state = get_injection(model)
     if state is None:
         raise HostError(f"{type(model).__name__} has no injected slots")
     topologies = {t.resolved_id: get_topology(t.topology) for t in state.targets}
 
-    def run(x: Tensor, overrides: Mapping[str, Tensor]) -> Tensor:
+    def run(inputs: Inputs, overrides: Mapping[str, Tensor]) -> Any:
         with alpha_overrides(model, overrides):
-            return model(x)
+            return inputs.call(model)
 
     return evaluate_slots(
         model,

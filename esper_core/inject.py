@@ -49,7 +49,6 @@ __all__ = [
     "Injection",
     "InjectionTarget",
     "alpha_overrides",
-    "default_slot_id",
     "evaluate_injected",
     "get_injection",
     "inject_slots",
@@ -300,9 +299,9 @@ def remove_slots(model: nn.Module, *, discard_seeds: bool = False) -> nn.ModuleD
     ]
     if holding and not discard_seeds:
         raise HostError(
-            f"remove_slots would throw away the seeds of slots {', '.join(holding)}; the host was trained "
-            "with them. Call esper_core.fold(model) to keep the seeds as plain modules, or "
-            "remove_slots(model, discard_seeds=True) to drop them (nothing was removed)"
+            f"slots {', '.join(holding)} hold seeds that remove_slots would throw away (from HOLDING on, "
+            "the host was trained with them in its forward). Call esper_core.fold(model) to keep them as "
+            "plain modules, or remove_slots(model, discard_seeds=True) to drop them; nothing was removed"
         )
     # A module reachable under two target paths carries two attachments, the later one
     # wrapping the earlier: only the outermost is its forward, and they come off last first.

@@ -90,7 +90,7 @@ def test_transformer_encoder_round_trip(permissive: QualityGates) -> None:
     slots["layers_1"].step_epoch()
     _set_seed_weights(slots["layers_1"], 0.1)
     assert not torch.equal(model(x), before)
-    with pytest.raises(HostError, match=r"seeds of slots 'layers_1' \(BLENDING\)"):
+    with pytest.raises(HostError, match=r"slots 'layers_1' \(BLENDING\) hold seeds"):
         remove_slots(model)  # the seed would be thrown away: refused, nothing removed
     assert get_injection(model) is not None and getattr(model, SLOTS_ATTRIBUTE) is slots
     removed = remove_slots(model, discard_seeds=True)

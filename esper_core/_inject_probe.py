@@ -12,14 +12,41 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from esper_core._checks import shown
+from esper_core._batches import described, read_inputs
 from esper_core._outputs import OutputKey, describe_output, select_output
 from esper_core.errors import EsperError
 from esper_core.hosts.base import HostError
 from esper_core.modes import eval_mode
 from esper_core.registry import get_topology
 
-__all__ = ["probe", "probed_dim", "submodule"]
+__all__ = ["check_declared_dim", "declared_width", "probe", "probed_dim", "submodule"]
+
+# Layers whose constructor fixes the width of their output: the attribute that holds it and
+# its axis, "channels" (axis 1, channels first) or "last" (the last axis). Subclasses
+# (LazyConv2d, NonDynamicallyQuantizableLinear, the library's GroupNorm) count as their base.
+_DECLARED: tuple[tuple[tuple[type[nn.Module], ...], str, str], ...] = (
+    (
+        (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d),
+        "out_channels",
+        "channels",
+    ),
+    (
+        (
+            nn.BatchNorm1d,
+            nn.BatchNorm2d,
+            nn.BatchNorm3d,
+            nn.SyncBatchNorm,
+            nn.InstanceNorm1d,
+            nn.InstanceNorm2d,
+            nn.InstanceNorm3d,
+        ),
+        "num_features",
+        "channels",
+    ),
+    ((nn.GroupNorm,), "num_channels", "channels"),
+    ((nn.Linear, nn.Bilinear), "out_features", "last"),
+    ((nn.Embedding,), "embedding_dim", "last"),
+)
 
 
 def submodule(model: nn.Module, path: str) -> nn.Module:
@@ -34,12 +61,64 @@ def submodule(model: nn.Module, path: str) -> nn.Module:
         ) from None
 
 
+def declared_width(module: nn.Module) -> tuple[str, int, str] | None:
+    """The output width ``module``'s structure declares, or ``None`` when it declares none.
+
+    Returns ``(attribute, width, axis)``: the attribute it was read from (``out_channels``),
+    the width, and ``"channels"`` (axis 1) or ``"last"`` (the last axis). Known: Conv and
+    ConvTranspose (1-3d), Linear, Bilinear, BatchNorm, SyncBatchNorm, InstanceNorm, GroupNorm,
+    LayerNorm, RMSNorm, Embedding, and the ``Conv1D`` of Hugging Face ``transformers``
+    (recognised by name and its ``nf``, so ``transformers`` is never imported here). A lazy
+    layer not yet initialised (width 0) declares none.
+    """
+    found: tuple[str, object, str] | None = None
+    for kinds, attribute, axis in _DECLARED:
+        if isinstance(module, kinds):
+            found = (attribute, getattr(module, attribute, None), axis)
+            break
+    else:
+        if isinstance(module, nn.LayerNorm | nn.RMSNorm):
+            shape = module.normalized_shape
+            found = ("normalized_shape[-1]", shape[-1] if len(shape) else None, "last")
+        elif type(module).__name__ == "Conv1D" and hasattr(module, "nf"):  # transformers.pytorch_utils
+            found = ("nf", module.nf, "last")
+    if found is None or isinstance(found[1], bool) or not isinstance(found[1], int) or found[1] < 1:
+        return None
+    return found[0], found[1], found[2]
+
+
+def check_declared_dim(module: nn.Module, *, path: str, topology: str, dim: int) -> None:
+    """Raise :class:`HostError` if the target at ``path`` declares an output width (see
+    :func:`declared_width`) on the feature axis of ``topology`` other than ``dim``.
+
+    Only the layer itself is read (a container declares nothing), and only when its
+    declared axis is the topology's feature axis: channels (axis 1) for ``cnn``, the last
+    axis for ``transformer``. Nothing runs, so this holds without an ``example_input``.
+    """
+    declared = declared_width(module)
+    if declared is None:
+        return
+    attribute, width, axis = declared
+    spec = get_topology(topology)
+    index = 1 if axis == "channels" else spec.ndim - 1
+    if spec.feature_axis % spec.ndim != index or width == dim:
+        return
+    raise HostError(
+        f"dim {dim} given for {path!r} does not match its {type(module).__name__}: {attribute} is "
+        f"{width}, the width on the feature axis {spec.feature_axis} of topology {spec.name!r} "
+        f"{spec.layout}; pass dim={width}, or leave dim out and pass example_input=... for a probe forward"
+    )
+
+
 def probe(model: nn.Module, paths: list[str], example_input: Any) -> dict[str, Any]:
     """Run one forward under ``no_grad`` in eval mode and record the outputs at ``paths``.
 
-    The global RNG is restored afterwards (a model may draw random numbers even in eval
-    mode), and a forward that fails is reported as :class:`HostError` naming the input.
+    ``example_input`` is a tensor (``model(x)``), a tuple or list (``model(*x)``) or a
+    mapping (``model(**x)``; see :func:`esper_core._batches.read_inputs`). The global RNG is
+    restored afterwards (a model may draw random numbers even in eval mode), and a forward
+    that fails is reported as :class:`HostError` describing the input by type and shape.
     """
+    inputs = read_inputs(example_input, what="example_input")
     seen: dict[str, Any] = {}
     handles = [
         submodule(model, p).register_forward_hook(lambda _m, _a, out, p=p: seen.setdefault(p, out))
@@ -47,13 +126,12 @@ def probe(model: nn.Module, paths: list[str], example_input: Any) -> dict[str, A
     ]
     try:
         with eval_mode(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
-            args = example_input if isinstance(example_input, tuple) else (example_input,)
-            model(*args)
+            inputs.call(model)
     except EsperError:
         raise
     except Exception as exc:  # the user's model, run on the user's example input
         raise HostError(
-            f"the probe forward of {type(model).__name__} on example_input {shown(example_input)} failed: "
+            f"the probe forward of {type(model).__name__} on example_input {described(example_input)} failed: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
     finally:

@@ -315,7 +315,7 @@ def _fold_injected(model: nn.Module, steps: Mapping[str, FoldStep]) -> nn.Module
     injection = get_injection(model)
     assert injection is not None
     attachments = injection.attachments
-    remove_slots(model)
+    remove_slots(model, discard_seeds=True)  # the seeds are kept below, as FoldedSeed modules
     chains: dict[int, list[Any]] = {}
     for attachment in attachments:  # in attach order: a later slot on a module wraps an earlier one
         step = steps[attachment.slot_id]

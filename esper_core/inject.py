@@ -6,7 +6,9 @@ then the slot (exactly the same tensor while the slot is empty; see
 :mod:`esper_core.attachment` for why this, and not a forward hook, is what survives
 ``torch.compile``, ``copy.deepcopy``, ``pickle`` and torch's fused inference paths). The
 slots are registered as a child ``esper_slots`` so they move with ``.to()``, appear in
-``state_dict`` and in ``parameters()``; :func:`remove_slots` restores the model exactly.
+``state_dict`` and in ``parameters()``; :func:`remove_slots` restores the model exactly
+(and refuses while a slot holds a seed, unless told to discard it: fold the model to keep
+its seeds as plain modules).
 
 Copies: ``copy.deepcopy(model)``, ``pickle`` and ``torch.save(model)`` +
 ``torch.load(..., weights_only=False)`` give an independent model whose submodules call its
@@ -18,7 +20,6 @@ injected with the same targets.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -27,16 +28,20 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from esper_core._checks import MAX_TEXT, check_int, check_mapping, check_text, shown
+from esper_core._batches import Inputs, described
+from esper_core._checks import MAX_TEXT, check_bool, check_int, check_mapping, check_text, shown
 from esper_core._decoding import install_guards
-from esper_core._inject_probe import probe, probed_dim, submodule
+from esper_core._inject_probe import check_declared_dim, probe, probed_dim, submodule
 from esper_core._outputs import OutputKey, check_output_key
 from esper_core._placement import host_placement, place_slots
+from esper_core._slot_ids import check_slot_id, default_slot_id
+from esper_core._slot_options import check_slot_options
 from esper_core.attachment import SlotAttachment
 from esper_core.hosts.base import HostError
 from esper_core.model import Evaluation, evaluate_slots
 from esper_core.registry import get_topology
 from esper_core.slot import SeedSlot
+from esper_core.stages import LIVE
 
 __all__ = [
     "SLOTS_ATTRIBUTE",
@@ -53,7 +58,6 @@ __all__ = [
 #: Name of the child module that holds injected slots.
 SLOTS_ATTRIBUTE = "esper_slots"
 _STATE = "_esper_injection"
-_SLOT_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class InjectedSlots(nn.ModuleDict):
@@ -92,7 +96,9 @@ class InjectionTarget:
     """Where to put one slot: the submodule ``path`` whose output it sees, in ``topology``.
 
     ``dim`` is the feature width at that output; when ``None`` it is found by a probe
-    forward. ``slot_id`` defaults to the path with dots replaced by underscores. ``output``
+    forward. ``slot_id`` defaults to :func:`default_slot_id` of the path (dots become
+    underscores, ``"layers.0"`` gives ``"layers_0"``; a path starting with a digit gets a
+    leading ``_``, ``"0"`` gives ``"_0"``). ``output``
     says which tensor of the module's output the slot sees when the module returns more
     than one tensor: ``None`` (default: it returns one tensor), an index (``0`` for the
     hidden states of a Hugging Face attention layer's ``(hidden, weights)`` tuple) or a key
@@ -113,7 +119,8 @@ class InjectionTarget:
 
     @property
     def resolved_id(self) -> str:
-        return self.slot_id if self.slot_id is not None else self.path.replace(".", "_")
+        """``slot_id``, or :func:`default_slot_id` of ``path`` when it is not given."""
+        return self.slot_id if self.slot_id is not None else default_slot_id(self.path)
 
 
 @attrs.define(eq=False, slots=False)
@@ -147,10 +154,10 @@ def _normalise(targets: Mapping[str, str] | Iterable[InjectionTarget]) -> list[I
                 raise TypeError
             items = list(targets)  # type: ignore[arg-type]
         except TypeError:
-            raise HostError(f"targets must be {accepted}; got {shown(targets)}") from None
+            raise HostError(f"targets must be {accepted}; got {described(targets)}") from None
     for item in items:
         if not isinstance(item, InjectionTarget):
-            raise HostError(f"targets must be {accepted}; got an item {shown(item)}")
+            raise HostError(f"targets must be {accepted}; got an item {described(item)}")
     if not items:
         raise HostError("inject_slots needs at least one target; got none")
     return items
@@ -160,19 +167,38 @@ def inject_slots(
     model: nn.Module,
     targets: Mapping[str, str] | Iterable[InjectionTarget],
     *,
-    example_input: Tensor | tuple[Any, ...] | None = None,
+    example_input: Tensor | tuple[Any, ...] | list[Any] | Mapping[str, Any] | None = None,
     **slot_options: Any,
 ) -> nn.ModuleDict:
     """Attach a seed slot to the output of each target submodule of ``model``.
 
-    ``targets`` maps submodule paths to topology names, or is a list of
-    :class:`InjectionTarget`. ``example_input`` (a tensor or a tuple of forward arguments)
-    is needed when a dim is not given, and when given it also checks the dims that are.
-    ``slot_options`` go to every ``SeedSlot``. Each slot is created on its target's device
-    and in its target's floating dtype (the model's where the target has no tensors), so
-    seeds built later match the host; it follows ``model.to(...)`` afterwards. Everything is
-    validated before the model is touched; returns the slots (also reachable as
-    ``model.esper_slots``).
+    ``targets`` maps submodule paths to topology names (slot ids from
+    :func:`default_slot_id`), or is a list of :class:`InjectionTarget`. ``example_input``
+    is what ``model`` is called with for one probe forward: a tensor (``model(x)``), a tuple
+    or list (``model(*x)``) or a mapping such as a tokenizer's output (``model(**x)``). It
+    is needed when a dim is not given, and when given it also checks the dims that are. A
+    dim given for a target that is itself a layer declaring its output width (Conv and
+    ConvTranspose ``out_channels``, Linear ``out_features``, BatchNorm/InstanceNorm
+    ``num_features``, GroupNorm ``num_channels``, LayerNorm/RMSNorm ``normalized_shape[-1]``,
+    Embedding ``embedding_dim``, ``transformers``' Conv1D ``nf``) on the topology's feature
+    axis is checked against it without a probe.
+
+    ``slot_options`` go to every ``SeedSlot`` (``gates``, ``embargo_epochs``,
+    ``auto_advance``, ``isolate_blending``, ``activity_decay``, ``max_seed_params``). Each
+    slot is created on its target's device and in its target's floating dtype (the model's
+    where the target has no tensors), so seeds built later match the host; it follows
+    ``model.to(...)`` afterwards. Returns the slots (also reachable as ``model.esper_slots``).
+
+    A slot runs on every call of its target: a submodule called twice in one forward (a
+    shared block, a layer reused in a loop) applies its seed twice. Inject at a module that
+    runs once per forward.
+
+    Everything is validated before the model is touched: :class:`HostError` names the bad
+    value and what is accepted (a path that does not exist, a dim that does not match the
+    layer or the probe, an invalid or repeated slot id, an unknown slot option, an
+    ``example_input`` of another kind, a failing probe forward);
+    :class:`~esper_core.errors.UnknownTopologyError` for an unknown topology;
+    :class:`~esper_core.errors.LifecycleError` for a bad slot option value.
     """
     if not isinstance(model, nn.Module):
         raise HostError(f"inject_slots needs an nn.Module, got {type(model).__name__}")
@@ -180,18 +206,16 @@ def inject_slots(
         raise HostError(f"{type(model).__name__} already has injected slots; call remove_slots(model) first")
     if hasattr(model, SLOTS_ATTRIBUTE):
         raise HostError(f"{type(model).__name__} already has an attribute {SLOTS_ATTRIBUTE!r}; cannot inject")
-    clashing = sorted({"slot_id", "topology", "dim"} & slot_options.keys())
-    if clashing:
-        raise HostError(
-            f"slot options {clashing} are set per target; give them in InjectionTarget(path, topology, "
-            "dim=..., slot_id=...) instead"
-        )
+    check_slot_options(
+        slot_options,
+        caller="inject_slots",
+        identity="are set per target; give them in InjectionTarget(path, topology, dim=..., slot_id=...) instead",
+    )
     items = _normalise(targets)
     ids = [t.resolved_id for t in items]
     for t, slot_id in zip(items, ids, strict=True):
-        if not _SLOT_ID_RE.match(slot_id):
-            raise HostError(f"slot id {slot_id!r} (for path {t.path!r}) must match {_SLOT_ID_RE.pattern}")
-        submodule(model, t.path)
+        check_slot_id(slot_id, path=t.path, topology=t.topology)
+        module = submodule(model, t.path)
         get_topology(t.topology)
         if t.dim is not None and (isinstance(t.dim, bool) or not isinstance(t.dim, int) or t.dim < 1):
             raise HostError(f"dim for {t.path!r} must be a positive int or None, got {t.dim!r}")
@@ -199,8 +223,15 @@ def inject_slots(
             check_output_key(t.output)
         except HostError as exc:
             raise HostError(f"target {t.path!r}: {exc}") from None
+        # With output=..., the target returns several tensors: its declared width is not the slot's.
+        if t.dim is not None and t.output is None:
+            check_declared_dim(module, path=t.path, topology=t.topology, dim=t.dim)
     if len(set(ids)) != len(ids):
-        raise HostError(f"slot ids must be unique; got {ids}")
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        raise HostError(
+            f"slot ids must be unique; got {ids} ({repeated} repeated): give the targets distinct "
+            "InjectionTarget(path, topology, slot_id=...)"
+        )
     if example_input is None and any(t.dim is None for t in items):
         missing = [t.path for t in items if t.dim is None]
         raise HostError(
@@ -248,11 +279,30 @@ def get_injection(model: nn.Module) -> Injection | None:
     return model.__dict__.get(_STATE)
 
 
-def remove_slots(model: nn.Module) -> nn.ModuleDict:
-    """Detach injected slots from ``model`` and return them; the model is as before injection."""
+def remove_slots(model: nn.Module, *, discard_seeds: bool = False) -> nn.ModuleDict:
+    """Detach injected slots from ``model`` and return them; the model is as before injection.
+
+    While a slot holds a seed (a stage in :data:`esper_core.stages.LIVE`, germinated to
+    fossilized) this raises :class:`HostError` listing each such slot and its stage, and
+    nothing is removed: from HOLDING on, the host was trained with the seed in its forward,
+    so the host alone is not the trained model. ``esper_core.fold(model)`` keeps the seeds
+    as plain modules; ``discard_seeds=True`` removes the slots and their seeds anyway (the
+    returned slots still hold them). Also raises :class:`HostError` when ``model`` has no
+    injected slots or a target's ``forward`` was replaced after injection.
+    """
     state = get_injection(model)
     if state is None:
         raise HostError(f"{type(model).__name__} has no injected slots to remove")
+    discard_seeds = check_bool("remove_slots discard_seeds", discard_seeds, error=HostError)
+    holding = [
+        f"{slot_id!r} ({slot.stage.name})" for slot_id, slot in state.slots.items() if slot.stage in LIVE
+    ]
+    if holding and not discard_seeds:
+        raise HostError(
+            f"slots {', '.join(holding)} hold seeds that remove_slots would throw away (from HOLDING on, "
+            "the host was trained with them in its forward). Call esper_core.fold(model) to keep them as "
+            "plain modules, or remove_slots(model, discard_seeds=True) to drop them; nothing was removed"
+        )
     # A module reachable under two target paths carries two attachments, the later one
     # wrapping the earlier: only the outermost is its forward, and they come off last first.
     outermost = {id(a.module): a for a in state.attachments}
@@ -314,20 +364,31 @@ def _check_override(slot_id: str, alpha: object, slot: SeedSlot) -> None:
 
 def evaluate_injected(
     model: nn.Module,
-    batches: Iterable[tuple[Tensor, Tensor]],
-    score: Callable[[Tensor, Tensor], Tensor],
+    batches: Iterable[tuple[Any, Tensor]],
+    score: Callable[[Any, Tensor], Tensor],
     *,
     counterfactual: bool = True,
 ) -> Evaluation:
-    """:meth:`MorphogeneticModel.evaluate` for a model with injected slots."""
+    """:meth:`MorphogeneticModel.evaluate` for a model with injected slots.
+
+    ``batches`` yields pairs ``(inputs, target)``. ``inputs`` is what ``model`` is called
+    with: a tensor (``model(x)``), a tuple or list (``model(*x)``, e.g. ``(ids, mask)``) or a
+    mapping (``model(**x)``, e.g. ``{"input_ids": ids, "attention_mask": mask}`` or a
+    tokenizer's output). Every tensor among the inputs must be dense with ``target``'s batch
+    size on dim 0 (they are repeated once per measured configuration); other arguments
+    (flags, ``None``) are passed as they are. ``score(output, target)`` receives the model's
+    output as it returns it (a Hugging Face ``ModelOutput``: read ``output.logits``) and
+    returns per-sample scores in [0, 1]. A bad batch raises :class:`HostError` describing
+    it by type and shape (never its values); the model is left as it was.
+    """
     state = get_injection(model)
     if state is None:
         raise HostError(f"{type(model).__name__} has no injected slots")
     topologies = {t.resolved_id: get_topology(t.topology) for t in state.targets}
 
-    def run(x: Tensor, overrides: Mapping[str, Tensor]) -> Tensor:
+    def run(inputs: Inputs, overrides: Mapping[str, Tensor]) -> Any:
         with alpha_overrides(model, overrides):
-            return model(x)
+            return inputs.call(model)
 
     return evaluate_slots(
         model,

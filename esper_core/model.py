@@ -17,8 +17,10 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from esper_core._batches import Inputs, described, read_batch
 from esper_core._checks import check_bool, check_float, check_int, check_mapping, check_members, shown
 from esper_core._placement import host_placement, place_slots
+from esper_core._slot_options import check_slot_options
 from esper_core.hosts.base import HostError, HostProtocol
 from esper_core.modes import eval_mode
 from esper_core.registry import get_topology
@@ -87,8 +89,10 @@ class MorphogeneticModel(nn.Module):
 
     ``slots`` names the injection points to equip (default: all of them); ``slot_options``
     are passed to every ``SeedSlot``: ``gates``, ``embargo_epochs``, ``auto_advance``,
-    ``isolate_blending``, ``activity_decay`` and ``max_seed_params`` (``topology`` and
-    ``dim`` come from the host; any other keyword raises ``TypeError``). The slots are
+    ``isolate_blending``, ``activity_decay`` and ``max_seed_params``. Any other keyword,
+    and ``slot_id``, ``topology`` or ``dim`` (they come from the host), raises
+    :class:`HostError` naming it and listing the accepted ones; a bad option value raises
+    :class:`~esper_core.errors.LifecycleError` naming it. The slots are
     ``self.slots``, an ``nn.ModuleDict`` from slot id to ``SeedSlot`` in execution order.
     They take the host's device, floating dtype and memory format (so seeds are built to
     match) and follow ``.to(...)`` afterwards. With no seed germinated the output is exactly the host's output.
@@ -101,6 +105,11 @@ class MorphogeneticModel(nn.Module):
                 f"host must implement HostProtocol (topology, injection_points, forward_segment); "
                 f"got {type(host).__name__}"
             )
+        check_slot_options(
+            slot_options,
+            caller="MorphogeneticModel",
+            identity="come from the host's injection points (host.injection_points())",
+        )
         self.host = host
         points = {p.slot_id: p for p in host.injection_points()}
         wanted = list(points) if slots is None else list(check_members("slots", slots, str, error=HostError))
@@ -151,7 +160,7 @@ class MorphogeneticModel(nn.Module):
             expected = self._topology.alpha_shape(x.shape[0])
             ok = isinstance(alpha, Tensor) and alpha.layout is torch.strided and alpha.is_floating_point()
             if not ok or tuple(alpha.shape) != expected or alpha.device != x.device:
-                got = f"{alpha.dtype} {tuple(alpha.shape)} on {alpha.device}" if ok else shown(alpha)
+                got = f"{alpha.dtype} {tuple(alpha.shape)} on {alpha.device}" if ok else described(alpha)
                 raise HostError(
                     f"alpha override for {slot_id!r}: got {got}; accepted: a dense floating tensor of shape "
                     f"{expected} on {x.device}"
@@ -238,34 +247,42 @@ class MorphogeneticModel(nn.Module):
     ) -> Evaluation:
         """Score the model on ``batches`` and, in the same pass, every blended seed's contribution.
 
-        ``score(output, target)`` returns per-element scores (for example 1.0 for a correct
-        prediction); the reported numbers are their mean in percent.
+        ``batches`` yields pairs ``(x, target)``: ``x`` the host's input tensor, ``target`` a
+        tensor with the same batch size on dim 0. ``score(output, target)`` returns
+        per-element scores (for example 1.0 for a correct prediction); the reported numbers
+        are their mean in percent. A bad batch or score raises :class:`HostError` describing
+        the value by type and shape.
         """
         return evaluate_slots(
             self,
-            self.forward_with_alphas,
+            lambda inputs, overrides: self.forward_with_alphas(inputs.args[0], overrides),
             {s: self.slots[s] for s in self._order},
             batches,
             score,
             alpha_shape=lambda _slot_id, n: self._topology.alpha_shape(n),
             counterfactual=counterfactual,
+            single_tensor=True,
         )
 
 
 @torch.no_grad()
 def evaluate_slots(
     module: nn.Module,
-    run: Callable[[Tensor, Mapping[str, Tensor]], Tensor],
+    run: Callable[[Inputs, Mapping[str, Tensor]], Any],
     slots: Mapping[str, SeedSlot],
-    batches: Iterable[tuple[Tensor, Tensor]],
-    score: Callable[[Tensor, Tensor], Tensor],
+    batches: Iterable[tuple[Any, Tensor]],
+    score: Callable[[Any, Tensor], Tensor],
     *,
     alpha_shape: Callable[[str, int], tuple[int, ...]],
     counterfactual: bool = True,
+    single_tensor: bool = False,
 ) -> Evaluation:
     """The fused leave-one-out pass behind :meth:`MorphogeneticModel.evaluate`.
 
-    ``run(x, overrides)`` is a forward that honours per-slot alpha overrides; ``module`` is
+    Each batch is read by :func:`esper_core._batches.read_batch` (``single_tensor``: its
+    inputs must be one tensor); every input tensor and the targets are repeated once per
+    configuration. ``run(inputs, overrides)`` is a forward that honours per-slot alpha
+    overrides; ``module`` is
     put in eval mode for the pass (per-sample statistics, so repeating the batch K times
     gives each configuration exactly what a separate pass would) and afterwards every
     submodule gets back its own mode (see :func:`esper_core.modes.eval_mode`).
@@ -279,7 +296,7 @@ def evaluate_slots(
         batches = iter(batches)
     except TypeError:
         raise HostError(
-            f"batches must be an iterable of (inputs, targets) pairs, got {shown(batches)}"
+            f"batches must be an iterable of (inputs, targets) pairs, got {described(batches)}"
         ) from None
     measured = [s for s, slot in slots.items() if counterfactual and slot.seed is not None and slot.alpha > 0]
     rows = torch.tensor(contribution_configs([float(slots[s].alpha) for s in measured]), dtype=torch.float32)
@@ -288,15 +305,14 @@ def evaluate_slots(
     count = 0
     with eval_mode(module):
         for batch in batches:
-            x, y = _pair(batch)
-            b = x.shape[0]
-            xk = x.repeat(k, *([1] * (x.ndim - 1)))
+            inputs, y, b = read_batch(batch, single_tensor=single_tensor)
+            device = next((v.device for _n, v in inputs.named() if isinstance(v, Tensor)), y.device)
             yk = y.repeat(k, *([1] * (y.ndim - 1)))
             overrides = {
-                slot_id: rows[:, j].to(x.device).repeat_interleave(b).view(alpha_shape(slot_id, k * b))
+                slot_id: rows[:, j].to(device).repeat_interleave(b).view(alpha_shape(slot_id, k * b))
                 for j, slot_id in enumerate(measured)
             }
-            output = run(xk, overrides)
+            output = run(inputs.repeated(k), overrides)
             try:
                 result = score(output, yk)
             except Exception as exc:  # the caller's function: reported as ours, naming it
@@ -313,23 +329,6 @@ def evaluate_slots(
         contributions={s: percent[0] - percent[j + 1] for j, s in enumerate(measured)},
         samples=count,
     )
-
-
-def _pair(batch: object) -> tuple[Tensor, Tensor]:
-    """``batch`` as (inputs, targets): two tensors with the same non-zero batch size."""
-    if not (
-        isinstance(batch, tuple | list)
-        and len(batch) == 2
-        and all(isinstance(t, Tensor) and t.layout is torch.strided for t in batch)
-    ):
-        raise HostError(f"each batch must be a pair (inputs, targets) of dense tensors, got {shown(batch)}")
-    x, y = batch
-    if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise HostError(
-            "a batch needs inputs and targets with the same non-zero batch size on dim 0; got shapes "
-            f"{tuple(x.shape)} and {tuple(y.shape)}"
-        )
-    return x, y
 
 
 def _scores(result: object, k: int, b: int) -> Tensor:

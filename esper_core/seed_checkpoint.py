@@ -290,6 +290,6 @@ def load_seeds(
     try:
         load_checkpoint(slots, seeds.state_dict)
     except BaseException:
-        remove_slots(host)
+        remove_slots(host, discard_seeds=True)  # undo this call's injection: the host as it was given
         raise
     return host

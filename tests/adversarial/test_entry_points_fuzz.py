@@ -458,6 +458,14 @@ INJECTION_ENTRIES = [
         {"model": lambda _t: 3},
         model_snapshot,
     ),
+    Entry(  # the slot holds a seed: only discard_seeds=True removes it
+        "remove_slots_discard_seeds",
+        injected_model,
+        lambda m, k: remove_slots(m, **k),
+        {"discard_seeds": lambda _t: False},
+        model_snapshot,
+        injected_check,
+    ),
     Entry(
         "alpha_overrides",
         injected_model,

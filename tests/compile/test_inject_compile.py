@@ -183,7 +183,7 @@ def test_compiled_injected_model_follows_germination_prune_and_removal(case: str
         first.step_epoch()
     _grow(first, CASES[case][2])
     _assert_same(model, compiled, x)
-    remove_slots(model)
+    remove_slots(model, discard_seeds=True)
     _assert_same(model, compiled, x)
     torch.testing.assert_close(compiled(x), plain_out)
 

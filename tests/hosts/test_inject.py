@@ -90,8 +90,11 @@ def test_transformer_encoder_round_trip(permissive: QualityGates) -> None:
     slots["layers_1"].step_epoch()
     _set_seed_weights(slots["layers_1"], 0.1)
     assert not torch.equal(model(x), before)
-    removed = remove_slots(model)
-    assert removed is slots
+    with pytest.raises(HostError, match=r"slots 'layers_1' \(BLENDING\) hold seeds"):
+        remove_slots(model)  # the seed would be thrown away: refused, nothing removed
+    assert get_injection(model) is not None and getattr(model, SLOTS_ATTRIBUTE) is slots
+    removed = remove_slots(model, discard_seeds=True)
+    assert removed is slots and removed["layers_1"].stage is SeedStage.BLENDING
     assert torch.equal(model(x), before)
     assert list(model.state_dict()) == keys
     assert _hooks(model) == hooks
@@ -247,7 +250,7 @@ def test_sequential_root_calls_the_slot_container_as_identity() -> None:
     slots["f"].germinate("conv_small")
     slots["f"].advance()
     assert torch.equal(model(x), before)  # TRAINING: straight-through, output unchanged
-    remove_slots(model)
+    remove_slots(model, discard_seeds=True)
     assert torch.equal(model(x), before)
 
 
@@ -273,7 +276,7 @@ def test_one_module_under_two_paths_carries_both_slots_and_comes_off_cleanly(
         slots[slot_id].register_forward_hook(lambda *_a, s=slot_id: calls.append(s))
     assert not torch.equal(model(x), before)
     assert calls == ["first", "second", "first", "second"]  # both slots at each call of the module
-    remove_slots(model)
+    remove_slots(model, discard_seeds=True)
     assert "forward" not in vars(shared) and torch.equal(model(x), before)
 
 
@@ -306,5 +309,5 @@ def test_a_forward_patched_before_injection_is_kept_and_restored(permissive: Qua
     drive(slots["layer1"], SeedStage.HOLDING)
     _set_seed_weights(slots["layer1"], 0.05)
     assert not torch.equal(model(x), before)
-    remove_slots(model)
+    remove_slots(model, discard_seeds=True)
     assert vars(model.layer1)["forward"] is patched and torch.equal(model(x), before)

@@ -222,8 +222,8 @@ def test_copy_is_an_independent_working_model(name: str, how: str) -> None:
     optimizer.step()
     assert all(torch.equal(a, b) for a, b in zip(seed_before, original.esper_slots.parameters(), strict=True))
 
-    # Removing the copy's slots restores the copy alone.
-    remove_slots(clone)
+    # Removing the copy's slots (and its seed) restores the copy alone.
+    remove_slots(clone, discard_seeds=True)
     assert "forward" not in vars(clone.get_submodule(next(iter(MODELS[name][1]))))
     assert _slot_calls(original, x) == {first_id: 1, second_id: 1}
 

@@ -211,7 +211,7 @@ def test_nested_tensor_ragged_off_the_sequence_axis_is_a_clear_error() -> None:
         r"Give the slot regular tensors",
     ):
         model(x)
-    remove_slots(model)
+    remove_slots(model, discard_seeds=True)
     torch.testing.assert_close(model(x), before)
 
 

@@ -96,7 +96,7 @@ class InjectionTarget:
     """Where to put one slot: the submodule ``path`` whose output it sees, in ``topology``.
 
     ``dim`` is the feature width at that output; when ``None`` it is found by a probe
-    forward. ``slot_id`` defaults to :func:`default_slot_id` of the path (dots become
+    forward. ``slot_id`` defaults to :attr:`resolved_id`: the path made an identifier (dots become
     underscores, ``"layers.0"`` gives ``"layers_0"``; a path starting with a digit gets a
     leading ``_``, ``"0"`` gives ``"_0"``). ``output``
     says which tensor of the module's output the slot sees when the module returns more
@@ -119,7 +119,10 @@ class InjectionTarget:
 
     @property
     def resolved_id(self) -> str:
-        """``slot_id``, or :func:`default_slot_id` of ``path`` when it is not given."""
+        """``slot_id``, or ``path`` made an identifier when it is not given.
+
+        ``"layers.0.mlp"`` gives ``"layers_0_mlp"``, ``"0"`` gives ``"_0"``, the root ``"_root"``.
+        """
         return self.slot_id if self.slot_id is not None else default_slot_id(self.path)
 
 
@@ -173,7 +176,7 @@ def inject_slots(
     """Attach a seed slot to the output of each target submodule of ``model``.
 
     ``targets`` maps submodule paths to topology names (slot ids from
-    :func:`default_slot_id`), or is a list of :class:`InjectionTarget`. ``example_input``
+    :attr:`InjectionTarget.resolved_id`), or is a list of :class:`InjectionTarget`. ``example_input``
     is what ``model`` is called with for one probe forward: a tensor (``model(x)``), a tuple
     or list (``model(*x)``) or a mapping such as a tokenizer's output (``model(**x)``). It
     is needed when a dim is not given, and when given it also checks the dims that are. A

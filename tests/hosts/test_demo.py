@@ -20,7 +20,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from esper_core.demo import DemoSettings, main, run_demo
+from esper_core.demo import DemoSettings, SettingsError, main, run_demo
 from esper_core.demo.plot import EVENT_MARKERS, draw_figure
 
 ESPER = shutil.which("esper", path=str(Path(sys.executable).parent)) or "esper"
@@ -234,7 +234,9 @@ def test_unwritable_out_is_one_line_naming_the_path_and_exit_2(tmp_path: Path) -
     [
         (["--seeds", "0"], "--seeds must be an integer >= 1, got 0"),
         (["--epochs", "0"], "--epochs must be an integer >= 1, got 0"),
-        (["--budget", "-0.5"], "--budget must be a finite number >= 0.0, got -0.5"),
+        (["--budget", "-0.5"], "--budget must be a finite number > 0 and at most 1000, got -0.5"),
+        (["--budget", "0"], "--budget must be a finite number > 0 and at most 1000, got 0.0"),
+        (["--budget", "1e20"], "--budget must be a finite number > 0 and at most 1000, got 1e+20"),
         (["--lr", "0"], "--lr must be a finite number > 0, got 0.0"),
         (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
         (
@@ -266,6 +268,18 @@ def test_bad_options_are_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "never").exists()  # nothing is created for a run that cannot start
+
+
+def test_a_zero_budget_is_refused_by_the_command_before_anything_runs(tmp_path: Path) -> None:
+    # The reported instance: `esper demo --budget 0` launched a full run in which nothing could grow.
+    out = tmp_path / "never"
+    result = esper("demo", "--budget", "0", "--seeds", "1", "--out", str(out), timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == "esper demo: error: --budget must be a finite number > 0 and at most 1000, got 0.0"
+    assert "Traceback" not in result.stderr and result.stdout == "" and not out.exists()
+    with pytest.raises(SettingsError, match=r"--budget must be a finite number > 0 and at most 1000, got 0"):
+        DemoSettings.resolve("cnn", budget=0)
 
 
 def test_settings_flags_change_the_run(tmp_path: Path) -> None:

@@ -185,6 +185,11 @@ class DemoSettings:
                 f"--include {','.join(self.include)} leaves no blueprint once --exclude "
                 f"{','.join(self.exclude)} is applied"
             )
+        if self.include is None and not set(known) - set(self.exclude):
+            raise SettingsError(
+                f"--exclude {','.join(self.exclude)} leaves no {self.topology} blueprint "
+                f"(registered: {', '.join(known)})"
+            )
 
     def _validate_sinks(self) -> None:
         paths = {"--events": self.events, "--events-csv": self.events_csv, "--tensorboard": self.tensorboard}

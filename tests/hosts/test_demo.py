@@ -22,6 +22,7 @@ from rich.console import Console
 
 from esper_core.demo import DemoSettings, SettingsError, main, run_demo
 from esper_core.demo.plot import EVENT_MARKERS, draw_figure
+from esper_core.demo.settings import known_blueprints
 
 ESPER = shutil.which("esper", path=str(Path(sys.executable).parent)) or "esper"
 TINY = ["--size", "tiny", "--epochs", "4", "--gates", "permissive"]
@@ -268,6 +269,21 @@ def test_bad_options_are_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "never").exists()  # nothing is created for a run that cannot start
+
+
+def test_an_exclude_of_every_blueprint_is_refused_like_an_empty_include(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The kind of `--include noop` (above): a grown model with no candidate can never grow.
+    every = ",".join(known_blueprints("cnn"))
+    with pytest.raises(SystemExit) as info:
+        main(["--exclude", every, "--out", str(tmp_path / "never")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--exclude {every} leaves no cnn blueprint (registered: " in err and "Traceback" not in err
+    assert not (tmp_path / "never").exists()
+    # One blueprint left is enough.
+    assert DemoSettings.resolve("cnn", exclude=every.split(",")[1:]).exclude == tuple(every.split(",")[1:])
 
 
 def test_a_zero_budget_is_refused_by_the_command_before_anything_runs(tmp_path: Path) -> None:

@@ -24,6 +24,8 @@ from esper_core.demo.report import (
     SeedTracker,
     compare,
     environment,
+    outcome_records,
+    seed_counts,
     summarize_models,
     write_report,
 )
@@ -181,12 +183,15 @@ def _one_seed(
                 task, settings, strategy, fresh_host(), label=key, on_epoch=on_epoch, on_event=on_event
             )
         final = model.evaluate(task.val_batches, task.score)
+        alphas = {slot_id: float(model.slots[slot_id].alpha) for slot_id in model.slot_ids}
+        seeds = tracker.records(final.contributions, alphas)
         models[key] = {
             **_plain_record(grown),
             "alpha": grown.alphas,
-            "seeds": tracker.records(final.contributions),
+            "seeds": seeds,
+            "seed_counts": seed_counts(seeds),
             "events": tracker.events,
-            "outcomes": [attrs.asdict(o) for o in grown.outcomes],
+            "outcomes": outcome_records(grown.outcomes, seeds),
             "governor": grown.governor,
         }
         static = train_plain(
@@ -258,19 +263,22 @@ def _print_tables(
     digits = 3 if headline == "bits_per_char" else 2
     models = list(runs[0]["models"])
     grown = [m for m in models if m.startswith("grown:")]
-    per_seed = Table(title=f"final {headline} per seed; seeds kept / germinated")
+    per_seed = Table(
+        title=f"final {headline} per seed; seeds kept (fossilized) / on probation at the end / germinated"
+    )
     per_seed.add_column("seed", justify="right")
     for model in models:
         per_seed.add_column(_header(model, strategies), justify="right")
     for model in grown:
+        title = "kept/prob./germ."
         per_seed.add_column(
-            f"kept\n{model.partition(':')[2]}" if len(strategies) > 1 else "kept", justify="right"
+            f"{title}\n{model.partition(':')[2]}" if len(strategies) > 1 else title, justify="right"
         )
     for run in runs:
         row = [str(run["seed"])] + [_fmt(run["models"][m]["final"][headline], headline) for m in models]
         for model in grown:
-            seeds = run["models"][model]["seeds"]
-            row.append(f"{sum(s['final_stage'] != 'PRUNED' for s in seeds)}/{len(seeds)}")
+            counts = run["models"][model]["seed_counts"]
+            row.append(f"{counts['kept']}/{counts['on_probation']}/{counts['germinated']}")
         per_seed.add_row(*row)
     console.print(per_seed)
 

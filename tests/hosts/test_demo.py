@@ -135,6 +135,48 @@ def test_summary_is_the_mean_over_seeds_and_comparisons_are_paired(demo_run: tup
     assert vs_host["higher_is_better"] is (metric == "accuracy")
 
 
+def test_only_fossilized_seeds_count_as_kept(demo_run: tuple[str, Path, str]) -> None:
+    """The reported instance: a seed still BLENDING at the end was counted as kept."""
+    _, out, stdout = demo_run
+    report = json.loads((out / "report.json").read_text())
+    strategies = report["settings"]["strategies"]
+    printed = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if len(cells) > len(strategies) and cells[0].isdigit():
+            printed[int(cells[0])] = cells[-len(strategies) :]
+    probation = 0
+    for run in report["runs"]:
+        expected = []
+        for strategy in strategies:
+            model = run["models"][f"grown:{strategy}"]
+            stages = [s["final_stage"] for s in model["seeds"]]
+            counts = {
+                "germinated": len(stages),
+                "kept": stages.count("FOSSILIZED"),
+                "on_probation": sum(s in ("GERMINATED", "TRAINING", "BLENDING", "HOLDING") for s in stages),
+                "pruned": stages.count("PRUNED"),
+            }
+            assert model["seed_counts"] == counts
+            expected.append(f"{counts['kept']}/{counts['on_probation']}/{counts['germinated']}")
+            probation += counts["on_probation"]
+            for seed in model["seeds"]:
+                assert "contribution" not in seed  # one name per meaning (docs/user-guide.md)
+                if seed["final_stage"] != "FOSSILIZED" and seed["final_stage"] != "PRUNED":
+                    assert seed["contribution_at_decision"] is None and seed["alpha_at_end"] is not None
+                    assert (seed["contribution_at_end"] is None) is (seed["alpha_at_end"] == 0.0)
+        assert printed[run["seed"]] == expected
+    assert probation > 0  # four epochs: the seeds are still on probation, none kept
+    for model, entry in report["summary"]["models"].items():
+        if model.startswith("grown:"):
+            assert entry["seeds_fossilized"]["values"] == [
+                r["models"][model]["seed_counts"]["kept"] for r in report["runs"]
+            ]
+            assert entry["seeds_on_probation"]["values"] == [
+                r["models"][model]["seed_counts"]["on_probation"] for r in report["runs"]
+            ]
+
+
 def test_epochs_are_numbered_alike_in_printed_events_report_and_figure(
     demo_run: tuple[str, Path, str],
 ) -> None:

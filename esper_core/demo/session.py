@@ -18,6 +18,7 @@ import torch
 
 from esper_core.demo.compute import FLOP_CONVENTION, TRAIN_FLOPS_PER_FORWARD, forward_flops
 from esper_core.demo.events import DemoEventSinks
+from esper_core.demo.preflight import candidate_blueprints, notes, timing_json
 from esper_core.demo.report import (
     HIGHER_IS_BETTER,
     REPORT_VERSION,
@@ -94,6 +95,10 @@ def _session(
     host_params = sum(p.numel() for p in host.parameters())
     budget_params = int(host_params * settings.budget)
     _print_header(console, settings, first, host_params, budget_params)
+    candidates = candidate_blueprints(settings)
+    _print_candidates(console, candidates)
+    warnings = notes(settings, first.make_host())
+    _print_notes(console, warnings)
     if sinks.active:
         console.print(f"  events to: {', '.join(str(p) for p in sinks.paths)}")
     model_keys = ["host_alone"] + [f"{k}:{s}" for s in settings.strategies for k in ("grown", "static")]
@@ -116,6 +121,7 @@ def _session(
     summary = summarize_models(runs, first.metrics)
     comparisons = _comparisons(settings, first.metrics, runs)
     _print_tables(console, settings, first.metrics, runs, summary, comparisons)
+    _print_notes(console, warnings)  # again: the start of a long run has scrolled away
     wall = time.perf_counter() - started
     report = {
         "version": REPORT_VERSION,
@@ -131,6 +137,9 @@ def _session(
         "metrics": list(first.metrics),
         "higher_is_better": {m: HIGHER_IS_BETTER[m] for m in first.metrics},
         "settings": settings.to_json(),
+        "candidates": candidates,
+        "seed_timing": timing_json(settings),
+        "notes": warnings,
         "environment": environment(),
         "torch_threads": torch.get_num_threads(),
         "flops": {
@@ -233,6 +242,30 @@ def _print_header(
         f"(seeds {settings.seed_lr:g}); batch {settings.batch_size}; blueprints: "
         f"{'all' if settings.include is None else ','.join(settings.include)} except {','.join(settings.exclude) or '-'}"
     )
+
+
+def _print_candidates(console: Any, candidates: list[dict[str, Any]]) -> None:
+    by_source: dict[str, list[str]] = {}
+    for row in sorted(candidates, key=lambda r: not r["shipped"]):  # Esper's own packs first
+        by_source.setdefault(f"{row['distribution']} {row['version']}", []).append(row["name"])
+    shown = "; ".join(f"{source} ({', '.join(names)})" for source, names in by_source.items())
+    console.print(f"  candidate blueprints from {shown}", markup=False, highlight=False)
+    outside = sorted({f"{r['distribution']} {r['version']}" for r in candidates if not r["shipped"]})
+    if outside:
+        names = ", ".join(r["name"] for r in candidates if not r["shipped"])
+        console.print(
+            f"  of which from packs not shipped with Esper: {', '.join(outside)} ({names}); "
+            "restrict with --include/--exclude",
+            markup=False,
+            highlight=False,
+        )
+
+
+def _print_notes(console: Any, warnings: list[str]) -> None:
+    from rich.markup import escape
+
+    for text in warnings:
+        console.print(f"[bold yellow]note:[/bold yellow] {escape(text)}", highlight=False)
 
 
 def _print_seed_line(console: Any, run: Mapping[str, Any], metric: str) -> None:

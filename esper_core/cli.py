@@ -207,9 +207,23 @@ def _blueprints(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
     else:
         header = ["topology", "name", "distribution", "version", "dim", "params", "options"]
-        table = [[_format_cell(key, row) for key in header] for row in rows]
+        reasons = list(dict.fromkeys(r["unbuildable_reason"] for r in rows if r["unbuildable_reason"]))
+        table = [[_format_cell(key, row, reasons) for key in header] for row in rows]
         print(_format_table(header, table))
+        for number, reason in enumerate(reasons, start=1):
+            print(f"[{number}] {reason}")
     return 0
+
+
+def _unbuildable_reason(spec, width: int) -> str | None:
+    """Why ``spec`` cannot be built at ``width`` with its default options (the OptionError's message)."""
+    from esper_core.errors import OptionError
+
+    try:
+        spec.count_params(width)
+    except OptionError as exc:
+        return str(exc)
+    return None
 
 
 def _blueprint_row(registry, spec, dim: int | None) -> dict:
@@ -223,16 +237,19 @@ def _blueprint_row(registry, spec, dim: int | None) -> dict:
         "version": source.version,
         "dim": width,
         "params": count,  # None (JSON null) when the default options are invalid at this width
+        "unbuildable_reason": None if count is not None else _unbuildable_reason(spec, width),
         "options": {opt.name: opt.default for opt in spec.options},
         "accepted": {opt.name: opt.describe_accepted() for opt in spec.options},
         "description": spec.description,
     }
 
 
-def _format_cell(key: str, row: dict) -> str:
+def _format_cell(key: str, row: dict, reasons: list[str]) -> str:
     if key == "options":
         return _format_options(row)
     value = row[key]
+    if value is None and key == "params" and row["unbuildable_reason"]:
+        return f"n/a [{reasons.index(row['unbuildable_reason']) + 1}]"  # the footnote says why
     return "n/a" if value is None else str(value)
 
 

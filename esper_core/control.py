@@ -38,7 +38,9 @@ an uninterrupted one.
 
 Layout: :class:`ControllerConfig` is defined in ``esper_core._control_config`` and the pure
 selection logic (:data:`STRATEGIES`, :func:`plateaued`, :class:`Candidate`, :class:`Outcome`,
-:func:`rank_candidates`) in ``esper_core._control_selection``; import every name from here.
+:func:`rank_candidates`) in ``esper_core._control_selection``; :func:`lifecycle_timing` (how
+many epochs a seed's probation takes at least) in ``esper_core._control_timing``; import
+every name from here.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from esper_core._checks import check_bool, check_int, shown
 from esper_core._control_config import ControllerConfig
 from esper_core._control_selection import STRATEGIES, Candidate, Outcome, plateaued, rank_candidates
 from esper_core._control_state import STATE_VERSION, parse_state
+from esper_core._control_timing import LifecycleTiming, lifecycle_timing
 from esper_core.errors import LifecycleError
 from esper_core.gates import GateResult
 from esper_core.hosts.base import HostError
@@ -67,13 +70,15 @@ __all__ = [
     "ControllerConfig",
     "Decision",
     "HeuristicController",
+    "LifecycleTiming",
     "Outcome",
+    "lifecycle_timing",
     "plateaued",
     "rank_candidates",
 ]
 
 # Public where users import them (reprs, pickles and docs name esper_core.control).
-for _cls in (ControllerConfig, Candidate, Outcome):
+for _cls in (ControllerConfig, Candidate, Outcome, LifecycleTiming):
     _cls.__module__ = __name__
 
 

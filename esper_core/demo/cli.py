@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from esper_core.control import STRATEGIES
-from esper_core.demo.settings import DEFAULTS, DemoSettings, SettingsError
+from esper_core.demo.settings import DEFAULTS, MAX_BUDGET, DemoSettings, SettingsError
 from esper_core.gates import POLICIES
 
 __all__ = ["OutputError", "build_parser", "main", "prepare_out", "run_demo"]
@@ -96,10 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget",
         type=float,
         metavar="FRACTION",
-        help=f"seed parameter budget as a fraction of the host's parameters (default: {cnn['budget']})",
+        help=(
+            f"seed parameter budget as a fraction of the host's parameters, > 0 and at most {MAX_BUDGET:g} "
+            f"(default: {cnn['budget']})"
+        ),
     )
     parser.add_argument(
-        "--include", type=_csv, metavar="NAMES", help="only these blueprints (comma-separated)"
+        "--include",
+        type=_csv,
+        metavar="NAMES",
+        help="only these blueprints (comma-separated); by default every installed pack's blueprints take part",
     )
     parser.add_argument(
         "--exclude",

@@ -188,13 +188,13 @@ def evidence_section(report: Mapping[str, Any]) -> str:
         )
     lines += [
         "",
-        f"**Per seed**: final {headline}, and the seeds each grown model kept (blueprint@slot; * still on "
-        "probation at the end).",
+        f"**Per seed**: final {headline}, and each grown model's seeds (blueprint@slot) that were kept "
+        "(fossilized) or, marked *, are still on probation at the end (not kept).",
         "",
         "| seed | "
         + " | ".join(_name(m) for m in models)
         + " | "
-        + " | ".join(f"kept (`{s}`)" for s in strategies)
+        + " | ".join(f"kept, *on probation (`{s}`)" for s in strategies)
         + " |",
         "|---:|" + "---:|" * len(models) + "---|" * len(strategies),
     ]

@@ -21,16 +21,22 @@ from esper_core.demo.stats import summarize, value_at
 
 __all__ = [
     "HIGHER_IS_BETTER",
+    "ON_PROBATION",
     "REPORT_VERSION",
     "SeedTracker",
     "compare",
     "describe_event",
     "environment",
+    "outcome_records",
+    "seed_counts",
     "summarize_models",
     "write_report",
 ]
 
-REPORT_VERSION = 2
+#: 3: seeds[].contribution split into contribution_at_decision / contribution_at_end (with
+#: alpha_at_end), outcomes[] renamed alike (with seed_id, gain_per_param), seed_counts,
+#: seeds_on_probation, candidates, seed_timing and notes added.
+REPORT_VERSION = 3
 
 #: Direction of each metric.
 HIGHER_IS_BETTER = {"accuracy": True, "bits_per_char": False}
@@ -62,7 +68,15 @@ def _pp(value: float | None) -> str:
 
 
 class SeedTracker:
-    """Collects a grown run's events and one record per germinated seed."""
+    """Collects a grown run's events and one record per germinated seed.
+
+    Two contributions are recorded per seed, both leave-one-out counterfactual contributions
+    in percentage points (the validation score with the seed minus the score with that seed's
+    alpha set to 0): ``contribution_at_decision``, the last one measured before the seed was
+    fossilized or pruned (what its event line prints and what G5 judged; ``None`` while the
+    seed is on probation, or if it never blended in), and ``contribution_at_end``, measured
+    on the final model at ``alpha_at_end`` (``None`` for a pruned seed or one at alpha 0).
+    """
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
@@ -81,14 +95,14 @@ class SeedTracker:
                 "germinated_epoch": epoch,
                 "final_stage": "GERMINATED",
                 "ended_epoch": None,
-                "contribution": None,
+                "contribution_at_decision": None,
                 "reason": None,
             }
         record = self.seeds.get(seed_id)
         if record is not None and kind == "StageChanged":
             record["final_stage"] = event.to_stage.name
         if record is not None and kind in ("SeedPruned", "SeedFossilized"):
-            record["contribution"] = event.counterfactual
+            record["contribution_at_decision"] = event.counterfactual
             record["ended_epoch"] = epoch
             record["final_stage"] = "PRUNED" if kind == "SeedPruned" else "FOSSILIZED"
             if kind == "SeedPruned":
@@ -100,16 +114,72 @@ class SeedTracker:
             )
         return line
 
-    def records(self, final_contributions: Mapping[str, float]) -> list[dict[str, Any]]:
-        """Seed records; a seed still present gets its contribution measured at the end."""
+    def records(
+        self, final_contributions: Mapping[str, float], final_alphas: Mapping[str, float]
+    ) -> list[dict[str, Any]]:
+        """Seed records; a seed still in the model gets its alpha and contribution at the end.
+
+        ``final_contributions`` and ``final_alphas`` are per slot id, measured after the last
+        lifecycle step (a slot missing from ``final_contributions`` was at alpha 0).
+        """
         out = []
         for record in self.seeds.values():
             record = dict(record)
-            if record["final_stage"] != "PRUNED" and record["slot_id"] in final_contributions:
-                record["contribution"] = final_contributions[record["slot_id"]]
-            record["params_added"] = 0 if record["final_stage"] == "PRUNED" else record["param_count"]
+            present = record["final_stage"] != "PRUNED"
+            record["contribution_at_end"] = final_contributions.get(record["slot_id"]) if present else None
+            record["alpha_at_end"] = final_alphas.get(record["slot_id"]) if present else None
+            record["params_added"] = record["param_count"] if present else 0
             out.append(record)
         return out
+
+
+def outcome_records(outcomes: Sequence[Any], seeds: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The controller's :class:`~esper_core.control.Outcome` values, as ``report.json`` records them.
+
+    Each gets the ``seed_id`` it belongs to (a slot holds one seed at a time, so a slot's
+    outcomes and its finished seeds are in the same order) and the seed's
+    ``contribution_at_decision`` (``None`` when never measured, where the controller itself
+    counts 0.0); ``gain_per_param`` is what the ``gain_per_param`` strategy ranks by (pp per
+    parameter, 0.0 when unmeasured).
+    """
+    finished: dict[str, list[Mapping[str, Any]]] = {}
+    for seed in seeds:
+        if seed["final_stage"] in ("FOSSILIZED", "PRUNED"):
+            finished.setdefault(seed["slot_id"], []).append(seed)
+    out = []
+    for outcome in outcomes:
+        queue = finished.get(outcome.slot_id) or []
+        seed = queue.pop(0) if queue else None
+        out.append(
+            {
+                "seed_id": None if seed is None else seed["seed_id"],
+                "slot_id": outcome.slot_id,
+                "blueprint": outcome.blueprint,
+                "params": outcome.params,
+                "fate": outcome.fate,
+                "epoch": outcome.epoch,
+                "contribution_at_decision": outcome.contribution
+                if seed is None or seed["contribution_at_decision"] is not None
+                else None,
+                "gain_per_param": outcome.gain_per_param,
+            }
+        )
+    return out
+
+
+#: Stages of a seed that is still on probation (neither kept nor removed).
+ON_PROBATION = ("GERMINATED", "TRAINING", "BLENDING", "HOLDING")
+
+
+def seed_counts(seeds: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """How a grown run's seeds ended: ``kept`` (FOSSILIZED only), ``on_probation``, ``pruned``, ``germinated``."""
+    stages = [s["final_stage"] for s in seeds]
+    return {
+        "germinated": len(stages),
+        "kept": stages.count("FOSSILIZED"),
+        "on_probation": sum(stage in ON_PROBATION for stage in stages),
+        "pruned": stages.count("PRUNED"),
+    }
 
 
 def environment() -> dict[str, Any]:
@@ -161,10 +231,10 @@ def summarize_models(runs: Sequence[Mapping[str, Any]], metrics: Sequence[str]) 
             },
         }
         if "seeds" in records[0]:
-            entry["seeds_germinated"] = summarize([len(r["seeds"]) for r in records])
-            entry["seeds_fossilized"] = summarize(
-                [sum(s["final_stage"] == "FOSSILIZED" for s in r["seeds"]) for r in records]
-            )
+            counts = [seed_counts(r["seeds"]) for r in records]
+            entry["seeds_germinated"] = summarize([c["germinated"] for c in counts])
+            entry["seeds_fossilized"] = summarize([c["kept"] for c in counts])
+            entry["seeds_on_probation"] = summarize([c["on_probation"] for c in counts])
         summary[model] = entry
     return {"equal_compute_flops": summarize(budgets), "models": summary}
 

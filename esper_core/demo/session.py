@@ -18,12 +18,15 @@ import torch
 
 from esper_core.demo.compute import FLOP_CONVENTION, TRAIN_FLOPS_PER_FORWARD, forward_flops
 from esper_core.demo.events import DemoEventSinks
+from esper_core.demo.preflight import candidate_blueprints, notes, timing_json
 from esper_core.demo.report import (
     HIGHER_IS_BETTER,
     REPORT_VERSION,
     SeedTracker,
     compare,
     environment,
+    outcome_records,
+    seed_counts,
     summarize_models,
     write_report,
 )
@@ -92,6 +95,10 @@ def _session(
     host_params = sum(p.numel() for p in host.parameters())
     budget_params = int(host_params * settings.budget)
     _print_header(console, settings, first, host_params, budget_params)
+    candidates = candidate_blueprints(settings)
+    _print_candidates(console, candidates)
+    warnings = notes(settings, first.make_host())
+    _print_notes(console, warnings)
     if sinks.active:
         console.print(f"  events to: {', '.join(str(p) for p in sinks.paths)}")
     model_keys = ["host_alone"] + [f"{k}:{s}" for s in settings.strategies for k in ("grown", "static")]
@@ -114,6 +121,7 @@ def _session(
     summary = summarize_models(runs, first.metrics)
     comparisons = _comparisons(settings, first.metrics, runs)
     _print_tables(console, settings, first.metrics, runs, summary, comparisons)
+    _print_notes(console, warnings)  # again: the start of a long run has scrolled away
     wall = time.perf_counter() - started
     report = {
         "version": REPORT_VERSION,
@@ -129,6 +137,9 @@ def _session(
         "metrics": list(first.metrics),
         "higher_is_better": {m: HIGHER_IS_BETTER[m] for m in first.metrics},
         "settings": settings.to_json(),
+        "candidates": candidates,
+        "seed_timing": timing_json(settings),
+        "notes": warnings,
         "environment": environment(),
         "torch_threads": torch.get_num_threads(),
         "flops": {
@@ -181,12 +192,15 @@ def _one_seed(
                 task, settings, strategy, fresh_host(), label=key, on_epoch=on_epoch, on_event=on_event
             )
         final = model.evaluate(task.val_batches, task.score)
+        alphas = {slot_id: float(model.slots[slot_id].alpha) for slot_id in model.slot_ids}
+        seeds = tracker.records(final.contributions, alphas)
         models[key] = {
             **_plain_record(grown),
             "alpha": grown.alphas,
-            "seeds": tracker.records(final.contributions),
+            "seeds": seeds,
+            "seed_counts": seed_counts(seeds),
             "events": tracker.events,
-            "outcomes": [attrs.asdict(o) for o in grown.outcomes],
+            "outcomes": outcome_records(grown.outcomes, seeds),
             "governor": grown.governor,
         }
         static = train_plain(
@@ -230,6 +244,30 @@ def _print_header(
     )
 
 
+def _print_candidates(console: Any, candidates: list[dict[str, Any]]) -> None:
+    by_source: dict[str, list[str]] = {}
+    for row in sorted(candidates, key=lambda r: not r["shipped"]):  # Esper's own packs first
+        by_source.setdefault(f"{row['distribution']} {row['version']}", []).append(row["name"])
+    shown = "; ".join(f"{source} ({', '.join(names)})" for source, names in by_source.items())
+    console.print(f"  candidate blueprints from {shown}", markup=False, highlight=False)
+    outside = sorted({f"{r['distribution']} {r['version']}" for r in candidates if not r["shipped"]})
+    if outside:
+        names = ", ".join(r["name"] for r in candidates if not r["shipped"])
+        console.print(
+            f"  of which from packs not shipped with Esper: {', '.join(outside)} ({names}); "
+            "restrict with --include/--exclude",
+            markup=False,
+            highlight=False,
+        )
+
+
+def _print_notes(console: Any, warnings: list[str]) -> None:
+    from rich.markup import escape
+
+    for text in warnings:
+        console.print(f"[bold yellow]note:[/bold yellow] {escape(text)}", highlight=False)
+
+
 def _print_seed_line(console: Any, run: Mapping[str, Any], metric: str) -> None:
     parts = [f"{label(k)} {_fmt(m['final'][metric], metric)}" for k, m in run["models"].items()]
     console.print(f"  seed {run['seed']} done: " + ", ".join(parts))
@@ -258,19 +296,22 @@ def _print_tables(
     digits = 3 if headline == "bits_per_char" else 2
     models = list(runs[0]["models"])
     grown = [m for m in models if m.startswith("grown:")]
-    per_seed = Table(title=f"final {headline} per seed; seeds kept / germinated")
+    per_seed = Table(
+        title=f"final {headline} per seed; seeds kept (fossilized) / on probation at the end / germinated"
+    )
     per_seed.add_column("seed", justify="right")
     for model in models:
         per_seed.add_column(_header(model, strategies), justify="right")
     for model in grown:
+        title = "kept/prob./germ."
         per_seed.add_column(
-            f"kept\n{model.partition(':')[2]}" if len(strategies) > 1 else "kept", justify="right"
+            f"{title}\n{model.partition(':')[2]}" if len(strategies) > 1 else title, justify="right"
         )
     for run in runs:
         row = [str(run["seed"])] + [_fmt(run["models"][m]["final"][headline], headline) for m in models]
         for model in grown:
-            seeds = run["models"][model]["seeds"]
-            row.append(f"{sum(s['final_stage'] != 'PRUNED' for s in seeds)}/{len(seeds)}")
+            counts = run["models"][model]["seed_counts"]
+            row.append(f"{counts['kept']}/{counts['on_probation']}/{counts['germinated']}")
         per_seed.add_row(*row)
     console.print(per_seed)
 

@@ -16,7 +16,18 @@ from esper_core.control import STRATEGIES, ControllerConfig
 from esper_core.gates import POLICIES, QualityGates
 from esper_core.registry import list_blueprints
 
-__all__ = ["CONTROLLER", "DEFAULTS", "SIZES", "DemoSettings", "SettingsError", "known_blueprints"]
+__all__ = [
+    "CONTROLLER",
+    "DEFAULTS",
+    "MAX_BUDGET",
+    "SIZES",
+    "DemoSettings",
+    "SettingsError",
+    "known_blueprints",
+]
+
+#: The largest ``--budget`` (a fraction of the host's parameters): far beyond any useful seed budget.
+MAX_BUDGET = 1000.0
 
 #: ``default`` is what ``esper demo`` runs; ``tiny`` (hidden flag) is for the test suite.
 SIZES = ("default", "tiny")
@@ -82,7 +93,8 @@ class DemoSettings:
     """The resolved settings of one ``esper demo`` invocation.
 
     ``seeds`` are the random seeds run, one after another (each trains every model);
-    ``budget`` is the controller's parameter budget as a fraction of the host's parameters;
+    ``budget`` is the controller's parameter budget as a fraction of the host's parameters,
+    in ``(0, MAX_BUDGET]``;
     ``lr``/``seed_lr`` are AdamW learning rates of the host (and of both baselines) and of
     the seeds; ``batch_size`` is in samples (images, or text windows) per optimizer step.
     ``events``, ``events_csv`` and ``tensorboard`` are where the grown models' lifecycle
@@ -155,7 +167,9 @@ class DemoSettings:
             self.gates()
         except Exception as exc:  # LifecycleError names the bad threshold and the accepted ones
             raise SettingsError(f"--gate-threshold: {exc}") from None
-        _number_at_least("--budget", self.budget, 0.0)
+        # 0 would run a "grown" model that cannot grow; the cap keeps the budget in parameters
+        # within what ControllerConfig accepts (2**53) for any host up to 9e12 parameters.
+        _number_above("--budget", self.budget, MAX_BUDGET)
         _number_above("--lr", self.lr)
         _number_above("--seed-lr", self.seed_lr)
         known = known_blueprints(self.topology)
@@ -170,6 +184,11 @@ class DemoSettings:
             raise SettingsError(
                 f"--include {','.join(self.include)} leaves no blueprint once --exclude "
                 f"{','.join(self.exclude)} is applied"
+            )
+        if self.include is None and not set(known) - set(self.exclude):
+            raise SettingsError(
+                f"--exclude {','.join(self.exclude)} leaves no {self.topology} blueprint "
+                f"(registered: {', '.join(known)})"
             )
 
     def _validate_sinks(self) -> None:
@@ -235,13 +254,8 @@ def _int_at_least(flag: str, value: object, minimum: int) -> None:
         raise SettingsError(f"{flag} must be an integer >= {minimum}, got {value!r}")
 
 
-def _number_at_least(flag: str, value: object, minimum: float) -> None:
+def _number_above(flag: str, value: object, maximum: float = float("inf")) -> None:
     ok = isinstance(value, int | float) and not isinstance(value, bool) and value == value
-    if not ok or value < minimum or value == float("inf"):
-        raise SettingsError(f"{flag} must be a finite number >= {minimum}, got {value!r}")
-
-
-def _number_above(flag: str, value: object) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value == value
-    if not ok or value <= 0 or value == float("inf"):
-        raise SettingsError(f"{flag} must be a finite number > 0, got {value!r}")
+    if not ok or value <= 0 or value == float("inf") or value > maximum:
+        most = "" if maximum == float("inf") else f" and at most {maximum:g}"
+        raise SettingsError(f"{flag} must be a finite number > 0{most}, got {value!r}")

@@ -131,6 +131,7 @@ BLUEPRINT_ROW = {
     "version": (str,),
     "dim": (int,),
     "params": (int, type(None)),
+    "unbuildable_reason": (str, type(None)),
     "options": (dict,),
     "accepted": (dict,),
     "description": (str,),
@@ -180,12 +181,34 @@ def test_blueprints_json_is_typed_and_an_uncountable_blueprint_has_null_params()
     assert isinstance(by_key["cnn", "conv_small"]["params"], int)
     assert all(r["dim"] == 7 for r in rows)
     assert "n/a" not in _strings(rows) and "unknown" not in _strings(rows)
+    # null params always come with the reason, the library's OptionError message; never otherwise
+    for row in rows:
+        assert (row["params"] is None) is (row["unbuildable_reason"] is not None), row
+    assert by_key["transformer", "attention"]["unbuildable_reason"] == (
+        "transformer:attention: attention needs dim % n_head == 0, but dim=7 is not divisible by n_head=4; "
+        "accepted n_head values for dim=7: [1, 7]"
+    )
 
 
-def test_the_table_still_shows_n_a_for_humans() -> None:
-    result = esper("blueprints", "attention", "--topology", "transformer", "--dim", "7")
+def test_the_table_shows_n_a_with_a_footnote_that_says_why() -> None:
+    # The reported instance: the transformer attention blueprint at --dim 6 printed a bare n/a.
+    result = esper("blueprints", "--topology", "transformer", "--dim", "6")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[2].split()[5] == "n/a"
+    lines = result.stdout.splitlines()
+    rows = {line.split()[1]: line for line in lines[2:] if line.startswith("transformer ")}
+    assert rows["attention"].split()[5:7] == ["n/a", "[1]"]
+    assert rows["flex_attention"].split()[5:7] == ["n/a", "[2]"]
+    assert all(row.split()[5].isdigit() for name, row in rows.items() if "attention" not in name)
+    notes = [line for line in lines if line.startswith("[")]
+    assert notes == [
+        "[1] transformer:attention: attention needs dim % n_head == 0, but dim=6 is not divisible by "
+        "n_head=4; accepted n_head values for dim=6: [1, 2, 3, 6]",
+        "[2] transformer:flex_attention: attention needs dim % n_head == 0, but dim=6 is not divisible by "
+        "n_head=4; accepted n_head values for dim=6: [1, 2, 3, 6]",
+    ]
+    # Nothing to explain, no footnote: the table ends with its last row.
+    plain = esper("blueprints", "--topology", "transformer", "--dim", "8")
+    assert plain.returncode == 0 and not any(ln.startswith("[") for ln in plain.stdout.splitlines())
 
 
 def test_plugins_json_is_typed_for_loaded_and_failed_packs(tmp_path: Path) -> None:

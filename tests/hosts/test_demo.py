@@ -20,8 +20,9 @@ import pytest
 import torch
 from rich.console import Console
 
-from esper_core.demo import DemoSettings, main, run_demo
+from esper_core.demo import DemoSettings, SettingsError, main, run_demo
 from esper_core.demo.plot import EVENT_MARKERS, draw_figure
+from esper_core.demo.settings import known_blueprints
 
 ESPER = shutil.which("esper", path=str(Path(sys.executable).parent)) or "esper"
 TINY = ["--size", "tiny", "--epochs", "4", "--gates", "permissive"]
@@ -134,6 +135,48 @@ def test_summary_is_the_mean_over_seeds_and_comparisons_are_paired(demo_run: tup
     assert vs_host["higher_is_better"] is (metric == "accuracy")
 
 
+def test_only_fossilized_seeds_count_as_kept(demo_run: tuple[str, Path, str]) -> None:
+    """The reported instance: a seed still BLENDING at the end was counted as kept."""
+    _, out, stdout = demo_run
+    report = json.loads((out / "report.json").read_text())
+    strategies = report["settings"]["strategies"]
+    printed = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if len(cells) > len(strategies) and cells[0].isdigit():
+            printed[int(cells[0])] = cells[-len(strategies) :]
+    probation = 0
+    for run in report["runs"]:
+        expected = []
+        for strategy in strategies:
+            model = run["models"][f"grown:{strategy}"]
+            stages = [s["final_stage"] for s in model["seeds"]]
+            counts = {
+                "germinated": len(stages),
+                "kept": stages.count("FOSSILIZED"),
+                "on_probation": sum(s in ("GERMINATED", "TRAINING", "BLENDING", "HOLDING") for s in stages),
+                "pruned": stages.count("PRUNED"),
+            }
+            assert model["seed_counts"] == counts
+            expected.append(f"{counts['kept']}/{counts['on_probation']}/{counts['germinated']}")
+            probation += counts["on_probation"]
+            for seed in model["seeds"]:
+                assert "contribution" not in seed  # one name per meaning (docs/user-guide.md)
+                if seed["final_stage"] != "FOSSILIZED" and seed["final_stage"] != "PRUNED":
+                    assert seed["contribution_at_decision"] is None and seed["alpha_at_end"] is not None
+                    assert (seed["contribution_at_end"] is None) is (seed["alpha_at_end"] == 0.0)
+        assert printed[run["seed"]] == expected
+    assert probation > 0  # four epochs: the seeds are still on probation, none kept
+    for model, entry in report["summary"]["models"].items():
+        if model.startswith("grown:"):
+            assert entry["seeds_fossilized"]["values"] == [
+                r["models"][model]["seed_counts"]["kept"] for r in report["runs"]
+            ]
+            assert entry["seeds_on_probation"]["values"] == [
+                r["models"][model]["seed_counts"]["on_probation"] for r in report["runs"]
+            ]
+
+
 def test_epochs_are_numbered_alike_in_printed_events_report_and_figure(
     demo_run: tuple[str, Path, str],
 ) -> None:
@@ -234,7 +277,9 @@ def test_unwritable_out_is_one_line_naming_the_path_and_exit_2(tmp_path: Path) -
     [
         (["--seeds", "0"], "--seeds must be an integer >= 1, got 0"),
         (["--epochs", "0"], "--epochs must be an integer >= 1, got 0"),
-        (["--budget", "-0.5"], "--budget must be a finite number >= 0.0, got -0.5"),
+        (["--budget", "-0.5"], "--budget must be a finite number > 0 and at most 1000, got -0.5"),
+        (["--budget", "0"], "--budget must be a finite number > 0 and at most 1000, got 0.0"),
+        (["--budget", "1e20"], "--budget must be a finite number > 0 and at most 1000, got 1e+20"),
         (["--lr", "0"], "--lr must be a finite number > 0, got 0.0"),
         (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
         (
@@ -266,6 +311,33 @@ def test_bad_options_are_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "never").exists()  # nothing is created for a run that cannot start
+
+
+def test_an_exclude_of_every_blueprint_is_refused_like_an_empty_include(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The kind of `--include noop` (above): a grown model with no candidate can never grow.
+    every = ",".join(known_blueprints("cnn"))
+    with pytest.raises(SystemExit) as info:
+        main(["--exclude", every, "--out", str(tmp_path / "never")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--exclude {every} leaves no cnn blueprint (registered: " in err and "Traceback" not in err
+    assert not (tmp_path / "never").exists()
+    # One blueprint left is enough.
+    assert DemoSettings.resolve("cnn", exclude=every.split(",")[1:]).exclude == tuple(every.split(",")[1:])
+
+
+def test_a_zero_budget_is_refused_by_the_command_before_anything_runs(tmp_path: Path) -> None:
+    # The reported instance: `esper demo --budget 0` launched a full run in which nothing could grow.
+    out = tmp_path / "never"
+    result = esper("demo", "--budget", "0", "--seeds", "1", "--out", str(out), timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == "esper demo: error: --budget must be a finite number > 0 and at most 1000, got 0.0"
+    assert "Traceback" not in result.stderr and result.stdout == "" and not out.exists()
+    with pytest.raises(SettingsError, match=r"--budget must be a finite number > 0 and at most 1000, got 0"):
+        DemoSettings.resolve("cnn", budget=0)
 
 
 def test_settings_flags_change_the_run(tmp_path: Path) -> None:

@@ -181,10 +181,13 @@ class SeedSlot(nn.Module):
         rng = None
         if isinstance(command, cmd.Germinate):
             rng = torch.random.get_rng_state()
-            evidence, built = _build.candidate(self._config, self._topology, self._anchor, command)
-        else:
-            evidence = self._evidence(command)
         try:
+            # Building the candidate draws its initial weights from the global RNG; a factory
+            # or probe that then raises must leave the RNG as it found it, like a refusal.
+            if isinstance(command, cmd.Germinate):
+                evidence, built = _build.candidate(self._config, self._topology, self._anchor, command)
+            else:
+                evidence = self._evidence(command)
             outcome = transition(state, self._config, command, evidence, self._decide)
             if outcome.state is not state:
                 seed, gate = built if built is not None else (self.seed, self.blend_gate)

@@ -21,7 +21,7 @@ from esper_core._placement import channels_last, channels_last_strides
 from esper_core.alpha import BlendAlgorithm
 from esper_core.blend import BlendGate
 from esper_core.commands import Germinate
-from esper_core.errors import EsperError, LifecycleError, OptionError
+from esper_core.errors import EsperError, GerminationRefusedError, LifecycleError, OptionError
 from esper_core.evidence import Evidence, Probe
 from esper_core.groupnorm import guard_groupnorms
 from esper_core.modes import eval_mode, module_modes, restore_modes
@@ -163,7 +163,8 @@ def probe_seed(module: nn.Module, topology: Topology, dim: int, anchor: Tensor) 
     """Run ``module`` on a private random input, in eval mode without grad and in train mode with grad.
 
     The input is drawn from a private generator in the slot's dtype and device. G0 then
-    checks that the eval output keeps the input's shape and dtype and that neither pass
+    checks that the eval output keeps the input's shape and dtype, that it and the seed's
+    parameters are finite (``Probe.nonfinite``), and that neither pass
     wrote into the input (values or version counter): the seed reads a view of the host's
     own tensor, so such a seed would change the host's features. Both modes are run because
     in-place writes often happen in one only (``nn.Dropout(inplace=True)`` writes in
@@ -179,12 +180,18 @@ def probe_seed(module: nn.Module, topology: Topology, dim: int, anchor: Tensor) 
     written = x._version != version or not torch.equal(x, before)
     if not written:
         written = _writes_in_training(module, x, before)
+    nonfinite = () if all(bool(torch.isfinite(p).all()) for p in module.parameters()) else ("parameters",)
     if not isinstance(y, Tensor):
-        return Probe(shape_preserved=False, dtype_preserved=False, input_preserved=not written)
+        return Probe(
+            shape_preserved=False, dtype_preserved=False, input_preserved=not written, nonfinite=nonfinite
+        )
+    if y.is_floating_point() and not bool(torch.isfinite(y).all()):
+        nonfinite = (*nonfinite, "output")
     return Probe(
         shape_preserved=tuple(y.shape) == tuple(x.shape),
         dtype_preserved=y.dtype == x.dtype,
         input_preserved=not written,
+        nonfinite=nonfinite,
     )
 
 
@@ -216,9 +223,12 @@ def candidate(
     try:
         probe = probe_seed(seed, topology, config.dim, anchor)
     except Exception as exc:  # the pack's forward: reported as ours, naming the blueprint
-        raise LifecycleError(
+        raise GerminationRefusedError(
             f"G0 could not run {config.topology}:{cmd.blueprint} on a probe input of slot "
-            f"{config.slot_id!r}: {type(exc).__name__}: {exc}"
+            f"{config.slot_id!r}: {type(exc).__name__}: {exc}",
+            slot_id=config.slot_id,
+            blueprint=cmd.blueprint,
+            checks_failed=("probe_raised",),
         ) from exc
     evidence = Evidence(
         trainable_params=any(p.requires_grad for p in seed.parameters()),

@@ -67,6 +67,7 @@ def germinate(state: SlotState, config: SlotConfig, cmd: Germinate, ev: Evidence
         shape_preserved=probe.shape_preserved,
         dtype_preserved=probe.dtype_preserved,
         input_preserved=probe.input_preserved,
+        nonfinite=probe.nonfinite,
     )
     result = judge(config, (_S.DORMANT, _S.GERMINATED), evidence, decide)
     verdict = GateEvaluated.from_result(config.slot_id, sid, result)

@@ -43,8 +43,9 @@ Judge = Callable[[GateEvidence, GateThresholds, str, Checks], tuple[float, str, 
 
 
 def judge_g0(ev: GateEvidence, t: GateThresholds, policy: str, c: Checks) -> tuple[float, str, str]:
-    """G0 (DORMANT -> GERMINATED): the seed has an id and a blueprint, and keeps its input's
-    shape, dtype and values. The same under both policies."""
+    """G0 (DORMANT -> GERMINATED): the seed has an id and a blueprint, keeps its input's
+    shape, dtype and values, and its parameters and probe output are finite. The same under
+    both policies."""
     c.add(bool(ev.seed_id), "seed_id_present", "seed_id_missing", "the seed has no id")
     c.add(bool(ev.blueprint), "blueprint_present", "blueprint_missing", "no blueprint was named")
     c.add(
@@ -65,6 +66,7 @@ def judge_g0(ev: GateEvidence, t: GateThresholds, policy: str, c: Checks) -> tup
         "input_modified_in_place",
         "the seed wrote into its input tensor (it would change the host's features)",
     )
+    _finite(ev, c)  # a seed non-finite from the start can never pass a later gate
     return (0.0 if c.failed else 1.0), "G0 germination sanity", ""
 
 

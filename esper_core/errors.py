@@ -15,6 +15,7 @@ __all__ = [
     "DistributedError",
     "EsperError",
     "FoldError",
+    "GerminationRefusedError",
     "GovernorError",
     "HostError",
     "LifecycleError",
@@ -102,6 +103,30 @@ class LifecycleWarning(UserWarning):
     issued as a Python warning: an accuracy that looks like a fraction, a seed that cannot
     learn, an unhealthy seed. ``warnings.filterwarnings("ignore", category=LifecycleWarning)``
     silences it; the event still reaches observers and sinks."""
+
+
+class GerminationRefusedError(LifecycleError):
+    """G0 refused a candidate seed: it failed one of G0's checks (``checks_failed`` names them:
+    ``shape_changed``, ``dtype_changed``, ``input_modified_in_place``, ...) or its forward raised
+    on G0's probe input (``checks_failed`` is then ``("probe_raised",)``).
+
+    The blueprint, not the caller, is at fault; the slot and the global RNG are as before.
+    ``slot_id``, ``blueprint`` and ``checks_failed`` carry the facts for programs (they are
+    ``None``/empty when the error was re-raised from another rank, which sends the message).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        slot_id: str | None = None,
+        blueprint: str | None = None,
+        checks_failed: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.slot_id = slot_id
+        self.blueprint = blueprint
+        self.checks_failed = tuple(checks_failed)
 
 
 class MissingGateError(LifecycleError):

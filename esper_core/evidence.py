@@ -30,6 +30,8 @@ class Probe:
     dtype_preserved: bool
     input_preserved: bool = True
     """False when the seed wrote into its input tensor (it would change the host's tensor)."""
+    nonfinite: tuple[str, ...] = ()
+    """What was NaN or infinite: ``"parameters"`` (as built), ``"output"`` (on the probe input)."""
 
 
 @attrs.frozen(kw_only=True)

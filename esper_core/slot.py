@@ -42,7 +42,7 @@ from esper_core.alpha import AlphaCurve, AlphaMode, BlendAlgorithm
 from esper_core.blend import blend, check_alpha_override
 from esper_core.checkpoint import SlotEnvelope
 from esper_core.codec import state_checksum
-from esper_core.errors import LifecycleError, LifecycleWarning
+from esper_core.errors import GerminationRefusedError, LifecycleError, LifecycleWarning
 from esper_core.evidence import Evidence, Outcome
 from esper_core.gates import GateLevel, GateResult, QualityGates
 from esper_core.isolation import check_host_untouched, host_version, seed_input, straight_through
@@ -313,8 +313,11 @@ class SeedSlot(nn.Module):
         )
         result = self.apply(command).result
         if result is not None and not result.passed:
-            raise LifecycleError(
-                f"G0 rejected germinating {blueprint!r} in slot {self.slot_id!r}: {list(result.checks_failed)}"
+            raise GerminationRefusedError(
+                f"G0 rejected germinating {blueprint!r} in slot {self.slot_id!r}: {list(result.checks_failed)}",
+                slot_id=self.slot_id,
+                blueprint=blueprint,
+                checks_failed=tuple(result.checks_failed),
             )
 
     def advance(self, target: SeedStage | None = None) -> GateResult:

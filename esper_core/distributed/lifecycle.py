@@ -47,7 +47,13 @@ from esper_core.commands import (
 )
 from esper_core.distributed.checksum import FINGERPRINT_FIELDS, find_drift, slot_fingerprint
 from esper_core.distributed.stream import CallOp, CommandStream
-from esper_core.errors import CheckpointError, DistributedError, EsperError, LifecycleError
+from esper_core.errors import (
+    CheckpointError,
+    DistributedError,
+    EsperError,
+    GerminationRefusedError,
+    LifecycleError,
+)
 from esper_core.gates import GateResult
 from esper_core.stages import SeedStage
 from esper_core.telemetry import (
@@ -288,8 +294,11 @@ class DistributedLifecycle:
             CallOp.GERMINATE, slot_id, lambda: Germinate.from_keywords(blueprint, **arguments)
         )
         if outcome.result is not None and not outcome.result.passed:
-            raise LifecycleError(
-                f"G0 rejected germinating {blueprint!r} in slot {slot_id!r}: {list(outcome.result.checks_failed)}"
+            raise GerminationRefusedError(
+                f"G0 rejected germinating {blueprint!r} in slot {slot_id!r}: {list(outcome.result.checks_failed)}",
+                slot_id=slot_id,
+                blueprint=blueprint,
+                checks_failed=tuple(outcome.result.checks_failed),
             )
 
     def advance(self, slot_id: str, target: SeedStage | None = None) -> GateResult:

@@ -57,7 +57,9 @@ _ERRORS: dict[str, type[EsperError]] = {
     cls.__name__: cls
     for cls in (
         errors.MissingGateError,
+        errors.GerminationRefusedError,
         errors.LifecycleError,
+        errors.BlueprintError,
         errors.UnknownBlueprintError,
         errors.UnknownTopologyError,
         errors.OptionError,

@@ -10,12 +10,13 @@ model, so :meth:`~esper_core.control.HeuristicController.state_dict` returns it 
 weights_only=True)`` reads it) and ``load_state_dict`` checks all of it before changing
 anything.
 
-Format (version 1; every key always present):
+Format (version 2; every key always present; version 1, written before ``refusals`` existed,
+is read with no refusals):
 
 =================  ==========================================================================
 key                value
 =================  ==========================================================================
-``version``        ``1``
+``version``        ``2``
 ``history``        the recorded scores, oldest first (finite floats)
 ``decisions``      ``[{"epoch", "slot_id", "action", "detail"}]``; ``action`` is one of
                    :data:`ACTIONS`
@@ -27,6 +28,8 @@ key                value
                    ``contribution`` may be ``None``
 ``tried``          ``[[slot_id, blueprint]]``, sorted
 ``quiet_until``    no germination before the history has this many scores (an int >= 0)
+``refusals``       ``[{"slot_id", "blueprint", "reason", "epoch"}]``: candidates whose
+                   germination the blueprint made fail (never offered again at that slot)
 =================  ==========================================================================
 """
 
@@ -43,16 +46,19 @@ from esper_core.stages import SeedStage
 __all__ = ["ACTIONS", "FATES", "STATE_VERSION", "parse_state"]
 
 #: Version of the controller state format.
-STATE_VERSION = 1
+STATE_VERSION = 2
+#: Versions :func:`parse_state` reads (1 has no ``refusals``).
+READABLE_VERSIONS = (1, 2)
 #: What a controller decision can be.
-ACTIONS = ("germinate", "advance", "prune")
+ACTIONS = ("germinate", "germination_refused", "advance", "prune")
 #: How a seed's probation can end.
 FATES = ("fossilized", "pruned")
 
-_KEYS = ("version", "history", "decisions", "outcomes", "memory", "tried", "quiet_until")
+_KEYS = ("version", "history", "decisions", "outcomes", "memory", "tried", "quiet_until", "refusals")
 _DECISION = ("epoch", "slot_id", "action", "detail")
 _OUTCOME = ("slot_id", "blueprint", "params", "contribution", "fate", "epoch")
 _MEMORY = ("stage", "age", "below", "blueprint", "params", "contribution")
+_REFUSAL = ("slot_id", "blueprint", "reason", "epoch")
 
 
 def _bad(where: str, value: object, accepted: str) -> CheckpointError:
@@ -110,9 +116,13 @@ def parse_state(state: object, slot_ids: Collection[str]) -> dict[str, Any]:
     floats. Raises :class:`~esper_core.errors.CheckpointError` naming the first bad field by
     its dotted path, the value and what is accepted. Changes nothing.
     """
-    top = _record("(top level)", state, _KEYS)
-    if top["version"] != STATE_VERSION or isinstance(top["version"], bool):
-        raise _bad("version", top["version"], f"{STATE_VERSION} (this version of esper-core)")
+    version = state.get("version") if isinstance(state, Mapping) else None
+    if isinstance(state, Mapping) and "version" in state:
+        if isinstance(version, bool) or version not in READABLE_VERSIONS:
+            raise _bad(
+                "version", version, f"one of {list(READABLE_VERSIONS)} (versions this esper-core reads)"
+            )
+    top = _record("(top level)", state, _KEYS[:-1] if version == 1 else _KEYS)
     history = _items("history", top["history"], lambda w, v: _float(w, v))
 
     def decision(where: str, value: object) -> dict[str, Any]:
@@ -141,6 +151,15 @@ def parse_state(state: object, slot_ids: Collection[str]) -> dict[str, Any]:
             raise _bad(where, value, "a [slot_id, blueprint] pair")
         return _slot(f"{where}[0]", pair[0], slot_ids), _text(f"{where}[1]", pair[1])
 
+    def refusal(where: str, value: object) -> dict[str, Any]:
+        r = _record(where, value, _REFUSAL)
+        return {
+            "slot_id": _slot(f"{where}.slot_id", r["slot_id"], slot_ids),
+            "blueprint": _text(f"{where}.blueprint", r["blueprint"]),
+            "reason": _text(f"{where}.reason", r["reason"]),
+            "epoch": _int(f"{where}.epoch", r["epoch"], minimum=-INT32_MAX),
+        }
+
     memory_in = top["memory"]
     if not isinstance(memory_in, Mapping) or set(memory_in) != set(slot_ids):
         raise _bad(
@@ -166,4 +185,5 @@ def parse_state(state: object, slot_ids: Collection[str]) -> dict[str, Any]:
         "memory": memory,
         "tried": set(_items("tried", top["tried"], tried)),
         "quiet_until": _int("quiet_until", top["quiet_until"]),
+        "refusals": _items("refusals", top.get("refusals", []), refusal),
     }

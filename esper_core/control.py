@@ -24,6 +24,21 @@ Two selection strategies (``ControllerConfig.strategy``):
 
 Then it ticks every slot's epoch clock. Every threshold lives in :class:`ControllerConfig`.
 
+**Blueprints that fail.** A candidate whose germination fails because of the blueprint (G0
+refuses it, its factory raises, it rejects its own default options: see
+``esper_core._control_refusal``) does not end :meth:`~HeuristicController.step`: the
+controller records a :class:`Refusal` (in ``refusals``, and a ``"germination_refused"``
+:class:`Decision`) and, in the same step, tries the next candidate, since the plateau that
+asked for a seed is still there and a refusal trained nothing. That (slot, blueprint) pair is
+not offered again; the blueprint stays a candidate at other slots, because G0's evidence is
+per slot (a different dim, dtype or layout can pass) and re-checking costs one build and
+probe, not an epoch. (A blueprint whose ``validate`` or ``param_count`` crashes is never a
+candidate: the registry leaves it out of listings with a
+:class:`~esper_core.errors.PluginLoadWarning`.) Any other error (a bad argument, a library
+bug, a broken blueprint under ``ESPER_STRICT_PLUGINS=1``) still propagates. Under a
+``DistributedLifecycle`` every rank refuses the same candidates: G0's verdict is rank 0's,
+and builds run under the same seeded RNG on every rank.
+
 **Where decisions go.** By default the controller calls the slots' own verbs. Under
 ``torch.distributed`` pass ``lifecycle=DistributedLifecycle(model)``: every germination,
 advance, prune and tick then goes through it, so rank 0 decides and every rank applies the
@@ -53,6 +68,7 @@ from torch import nn
 
 from esper_core._checks import check_bool, check_int, shown
 from esper_core._control_config import ControllerConfig
+from esper_core._control_refusal import BLUEPRINT_FAULTS, Refusal, refusal_reason
 from esper_core._control_selection import STRATEGIES, Candidate, Outcome, plateaued, rank_candidates
 from esper_core._control_state import STATE_VERSION, parse_state
 from esper_core._control_timing import LifecycleTiming, lifecycle_timing
@@ -72,13 +88,14 @@ __all__ = [
     "HeuristicController",
     "LifecycleTiming",
     "Outcome",
+    "Refusal",
     "lifecycle_timing",
     "plateaued",
     "rank_candidates",
 ]
 
 # Public where users import them (reprs, pickles and docs name esper_core.control).
-for _cls in (ControllerConfig, Candidate, Outcome, LifecycleTiming):
+for _cls in (ControllerConfig, Candidate, Outcome, Refusal, LifecycleTiming):
     _cls.__module__ = __name__
 
 
@@ -88,7 +105,7 @@ class Decision:
 
     epoch: int
     slot_id: str
-    action: str  # "germinate" | "advance" | "prune"
+    action: str  # "germinate" | "germination_refused" | "advance" | "prune"
     detail: str
 
 
@@ -167,6 +184,8 @@ class HeuristicController:
         self.decisions: list[Decision] = []
         self.outcomes: list[Outcome] = []
         """Finished seeds (fossilized or pruned), in the order they finished."""
+        self.refusals: list[Refusal] = []
+        """Candidates whose germination the blueprint made fail, oldest first (never retried)."""
         self._memory = {s: _SlotMemory() for s in self.slots}
         self._tried: set[tuple[str, str]] = set()
         self._quiet_until = 0
@@ -182,7 +201,9 @@ class HeuristicController:
     def step(self, evaluation: Evaluation, epoch: int, *, tick: bool = True) -> list[Decision]:
         """Record ``evaluation``, act, then (``tick``) call ``step_epoch`` on every slot.
 
-        The arguments are checked before anything is recorded (:class:`HostError`).
+        The arguments are checked before anything is recorded (:class:`HostError`). A
+        candidate the blueprint makes fail is refused and the next one tried (see the module
+        doc); every other error of a lifecycle call propagates.
         """
         if not isinstance(evaluation, Evaluation):
             raise HostError(f"evaluation must be an Evaluation, got {shown(evaluation)}")
@@ -208,9 +229,7 @@ class HeuristicController:
                 if decision is not None:
                     decisions.append(decision)
                 self._note_outcome(slot_id, slot, epoch)
-        germinated = self._maybe_germinate(epoch)
-        if germinated is not None:
-            decisions.append(germinated)
+        decisions.extend(self._maybe_germinate(epoch))
         if tick:
             self.lifecycle.step_epoch()
         self.decisions.extend(decisions)
@@ -257,10 +276,12 @@ class HeuristicController:
     def candidates(self) -> list[Candidate]:
         """Affordable candidates at dormant slots, best first by the configured strategy.
 
-        A (slot, blueprint) pair germinated before is not offered again.
+        A (slot, blueprint) pair germinated or refused before is not offered again, nor one
+        larger than the slot's ``max_seed_params`` (the slot would refuse it).
         """
         cfg = self.config
         left = cfg.param_budget - self.seed_params()
+        refused = {(r.slot_id, r.blueprint) for r in self.refusals}
         options = []
         for order, (slot_id, slot) in enumerate(self.slots.items()):
             if slot.stage != SeedStage.DORMANT:
@@ -268,36 +289,49 @@ class HeuristicController:
             for spec in list_blueprints(slot.topology, dim=slot.dim):
                 if spec.name in cfg.exclude or (cfg.include is not None and spec.name not in cfg.include):
                     continue
-                if (slot_id, spec.name) in self._tried:
+                if (slot_id, spec.name) in self._tried or (slot_id, spec.name) in refused:
                     continue
                 try:
                     cost = spec.count_params(slot.dim)
                 except ValueError:  # not buildable at this dim (for example heads do not divide it)
                     continue
-                if cost <= left:
+                if cost <= min(left, slot.config.max_seed_params):
                     options.append(Candidate(cost, order, slot_id, spec.name))
         return rank_candidates(options, cfg.strategy, self.outcomes)
 
-    def _maybe_germinate(self, epoch: int) -> Decision | None:
+    def _maybe_germinate(self, epoch: int) -> list[Decision]:
+        """Germinate the best candidate; each one the blueprint makes fail is refused and the next tried."""
         cfg = self.config
         if len(self.history) < max(cfg.warmup_epochs, 1) or len(self.history) < self._quiet_until:
-            return None
+            return []
         if sum(slot.stage in PROBATION for slot in self.slots.values()) >= cfg.max_concurrent:
-            return None
+            return []
         if not plateaued(self.history, cfg.plateau_window, cfg.plateau_min_delta):
-            return None
-        options = self.candidates()
-        if not options:
-            return None
-        choice = options[0]
-        slot_id, blueprint = choice.slot_id, choice.blueprint
-        self.lifecycle.germinate(
-            slot_id,
-            blueprint,
-            seed_id=f"{slot_id}-{blueprint}-e{epoch}",
-            algorithm=cfg.algorithm,
-            ramp_epochs=cfg.ramp_epochs,
-        )
+            return []
+        decisions: list[Decision] = []
+        for choice in self.candidates():
+            try:
+                self.lifecycle.germinate(
+                    choice.slot_id,
+                    choice.blueprint,
+                    seed_id=f"{choice.slot_id}-{choice.blueprint}-e{epoch}",
+                    algorithm=cfg.algorithm,
+                    ramp_epochs=cfg.ramp_epochs,
+                )
+            except BLUEPRINT_FAULTS as exc:
+                decisions.append(self._refuse(choice.slot_id, choice.blueprint, exc, epoch))
+                continue
+            return [*decisions, self._germinated(choice, epoch)]
+        return decisions
+
+    def _refuse(self, slot_id: str, blueprint: str, error: BaseException, epoch: int) -> Decision:
+        reason = refusal_reason(error)
+        self.refusals.append(Refusal(slot_id, blueprint, reason, epoch))
+        detail = f"{blueprint} at slot {slot_id!r} refused, not offered there again: {reason}"
+        return Decision(epoch, slot_id, "germination_refused", detail)
+
+    def _germinated(self, choice: Candidate, epoch: int) -> Decision:
+        cfg, slot_id, blueprint = self.config, choice.slot_id, choice.blueprint
         self._tried.add((slot_id, blueprint))
         memory = self._memory[slot_id]
         memory.blueprint, memory.params, memory.contribution = blueprint, choice.cost, None
@@ -332,6 +366,7 @@ class HeuristicController:
                 slot_id: {**attrs.asdict(m), "stage": m.stage.name} for slot_id, m in self._memory.items()
             },
             "tried": sorted([slot_id, blueprint] for slot_id, blueprint in self._tried),
+            "refusals": [attrs.asdict(r) for r in self.refusals],
             "quiet_until": self._quiet_until,
         }
 
@@ -348,4 +383,5 @@ class HeuristicController:
         self.outcomes = [Outcome(**o) for o in parsed["outcomes"]]
         self._memory = {slot_id: _SlotMemory(**m) for slot_id, m in parsed["memory"].items()}
         self._tried = parsed["tried"]
+        self.refusals = [Refusal(**r) for r in parsed["refusals"]]
         self._quiet_until = parsed["quiet_until"]

@@ -117,7 +117,7 @@ def _mutations() -> list[tuple[str, Callable[[dict], None], str]]:
         return lambda state: state.pop(key)
 
     return [
-        ("version", setter(["version"], 2), "'version': got 2"),
+        ("version", setter(["version"], 3), "'version': got 3"),
         ("version bool", setter(["version"], True), "'version': got True"),
         ("missing key", drop("tried"), "'(top level)'"),
         ("history nan", setter(["history", 0], float("nan")), "'history[0]': got nan"),

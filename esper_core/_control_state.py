@@ -117,11 +117,9 @@ def parse_state(state: object, slot_ids: Collection[str]) -> dict[str, Any]:
     its dotted path, the value and what is accepted. Changes nothing.
     """
     version = state.get("version") if isinstance(state, Mapping) else None
-    if isinstance(state, Mapping) and "version" in state:
-        if isinstance(version, bool) or version not in READABLE_VERSIONS:
-            raise _bad(
-                "version", version, f"one of {list(READABLE_VERSIONS)} (versions this esper-core reads)"
-            )
+    readable = type(version) is int and version in READABLE_VERSIONS
+    if isinstance(state, Mapping) and "version" in state and not readable:
+        raise _bad("version", version, f"one of {list(READABLE_VERSIONS)} (versions this esper-core reads)")
     top = _record("(top level)", state, _KEYS[:-1] if version == 1 else _KEYS)
     history = _items("history", top["history"], lambda w, v: _float(w, v))
 

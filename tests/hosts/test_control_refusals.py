@@ -169,6 +169,18 @@ def test_a_bad_candidate_is_refused_and_a_good_one_germinated_in_the_same_step(
     ]
 
 
+@pytest.mark.parametrize("strategy", ["gain_per_param", "cheapest"])
+@pytest.mark.parametrize("cause", UNLISTED)
+def test_a_blueprint_broken_before_building_is_never_a_candidate(cause: str, strategy: str) -> None:
+    spec, expected = _bad_spec(cause, strategy)
+    with temporary_blueprints(spec), pytest.warns(PluginLoadWarning, match=f"bad_{cause}.*{expected}"):
+        model = _model()
+        ctrl = HeuristicController(model.slots, _config((spec.name, "toy_scale"), strategy))
+        decisions = _steps(ctrl, range(1, 3))
+    assert [d.action for d in decisions] == ["germinate"] and decisions[0].detail.startswith("toy_scale")
+    assert ctrl.refusals == []
+
+
 def test_a_blueprint_refused_at_one_slot_is_still_tried_at_another() -> None:
     """Per-slot exclusion: a seed that breaks only at one dim is germinated where it works."""
 

@@ -81,8 +81,8 @@ def _size(strategy: str) -> Callable[[int], int]:
 
 
 def _bad_spec(cause: str, strategy: str) -> tuple[BlueprintSpec, str]:
-    """The bad blueprint (named ``bad_<cause>``) and what its refusal reason must contain."""
-    size, name = _size(strategy), f"bad_{cause}"
+    """The bad blueprint (``bad_<cause>_<strategy>``: the registry warns once per name) and its reason."""
+    size, name = _size(strategy), f"bad_{cause}_{strategy}"
     if cause in FORWARDS:
         fault, expected = FORWARDS[cause]
         return BlueprintSpec(name, "cnn", lambda dim: Bad(dim, size(dim), fault), size, cause), expected

@@ -41,7 +41,15 @@ REPORT_VERSION = 3
 #: Direction of each metric.
 HIGHER_IS_BETTER = {"accuracy": True, "bits_per_char": False}
 
-_SHOWN = {"SeedGerminated", "StageChanged", "SeedFossilized", "SeedPruned", "PruneScheduled", "SeedWarning"}
+_SHOWN = {
+    "SeedGerminated",
+    "StageChanged",
+    "SeedFossilized",
+    "SeedPruned",
+    "PruneScheduled",
+    "SeedWarning",
+    "Refusal",
+}
 
 
 def describe_event(event: object) -> str | None:
@@ -60,6 +68,8 @@ def describe_event(event: object) -> str | None:
         return f"{slot}: pruned {event.blueprint} by {event.initiator}: {event.reason}"
     if kind == "PruneScheduled":
         return f"{slot}: prune scheduled over {event.epochs} epochs: {event.reason}"
+    if kind == "Refusal":  # the controller's record, not a slot event
+        return f"{slot}: germination of {event.blueprint} refused ({event.reason}); going on without it"
     return f"{slot}: warning {event.code}: {event.message}"
 
 
@@ -81,6 +91,8 @@ class SeedTracker:
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
         self.seeds: dict[str, dict[str, Any]] = {}
+        self.refusals: list[dict[str, Any]] = []
+        """Candidates the blueprint made fail: ``{"epoch", "slot_id", "blueprint", "reason"}``."""
 
     def on_event(self, epoch: int, event: object) -> str | None:
         """Record ``event`` (caused at ``epoch``); return its printed line, if it has one."""
@@ -98,6 +110,15 @@ class SeedTracker:
                 "contribution_at_decision": None,
                 "reason": None,
             }
+        if kind == "Refusal":
+            self.refusals.append(
+                {
+                    "epoch": epoch,
+                    "slot_id": event.slot_id,
+                    "blueprint": event.blueprint,
+                    "reason": event.reason,
+                }
+            )
         record = self.seeds.get(seed_id)
         if record is not None and kind == "StageChanged":
             record["final_stage"] = event.to_stage.name

@@ -201,6 +201,7 @@ def _one_seed(
             "seed_counts": seed_counts(seeds),
             "events": tracker.events,
             "outcomes": outcome_records(grown.outcomes, seeds),
+            "refusals": tracker.refusals,
             "governor": grown.governor,
         }
         static = train_plain(

@@ -178,7 +178,8 @@ def train_grown(
     """Train ``host`` inside a morphogenetic model with the controller growing seeds.
 
     ``on_event(epoch, event)`` receives every lifecycle event with the number of the epoch
-    whose end-of-epoch step (or, for the governor, whose training) caused it. Epoch ``k``'s
+    whose end-of-epoch step (or, for the governor, whose training) caused it, and each
+    :class:`~esper_core.control.Refusal` (a candidate the blueprint made fail) of that step. Epoch ``k``'s
     metrics, parameter count and alphas are taken after its training and before its
     lifecycle step; the result's ``params`` is the model's count after the last step.
     """
@@ -187,9 +188,13 @@ def train_grown(
     costs = SeedCosts(model.slots, point_shapes(model.host, task.example))
     optimizer = torch.optim.AdamW(model.host.parameters(), lr=settings.lr)
     binding = OptimizerBinding(optimizer, model.slots, lr=settings.seed_lr)
+    refusals = _Refusals(on_event)
     controller = HeuristicController(
-        model.slots, settings.controller_config(model.host_param_count, strategy)
+        model.slots,
+        settings.controller_config(model.host_param_count, strategy),
+        lifecycle=_InOrder(model.slots, refusals),
     )
+    refusals.controller = controller
     governor = Governor(model, model.slots)
     epoch_box = [0]
     observers: list[tuple[Any, Any]] = []
@@ -234,6 +239,7 @@ def train_grown(
             eval_flops += configurations * val_samples * (host_per_sample + costs.running())
             close(epoch)
             controller.step(evaluation, epoch)
+            refusals.flush(epoch)
     finally:
         binding.close()
         for slot, observer in observers:
@@ -253,6 +259,46 @@ def train_grown(
         governor=[v.reason for v in governor.interventions],
     )
     return result, model
+
+
+class _Refusals:
+    """Passes the controller's new :class:`~esper_core.control.Refusal` records to ``on_event``."""
+
+    def __init__(self, on_event: Callable[[int, object], None] | None) -> None:
+        self.on_event = on_event
+        self.controller: HeuristicController | None = None
+        self.seen = 0
+
+    def flush(self, epoch: int | None = None) -> None:
+        if self.controller is None:
+            return
+        new = self.controller.refusals[self.seen :]
+        self.seen += len(new)
+        for refusal in new:
+            if self.on_event is not None:
+                self.on_event(refusal.epoch if epoch is None else epoch, refusal)
+
+
+class _InOrder:
+    """The slots' own verbs; before each germination the refusals recorded so far go out, so
+    the event lines keep the order in which the controller tried its candidates."""
+
+    def __init__(self, slots: Mapping[str, Any], refusals: _Refusals) -> None:
+        self.slots, self.refusals = slots, refusals
+
+    def germinate(self, slot_id: str, blueprint: str, **kwargs: Any) -> None:
+        self.refusals.flush()
+        self.slots[slot_id].germinate(blueprint, **kwargs)
+
+    def advance(self, slot_id: str) -> Any:
+        return self.slots[slot_id].advance()
+
+    def prune(self, slot_id: str, reason: str, initiator: str) -> None:
+        self.slots[slot_id].prune(reason, initiator)
+
+    def step_epoch(self) -> None:
+        for slot in self.slots.values():
+            slot.step_epoch()
 
 
 def _forward_events(

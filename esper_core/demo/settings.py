@@ -12,7 +12,9 @@ from typing import Any
 
 import attrs
 
+from esper_core._extras import require_extras
 from esper_core.control import STRATEGIES, ControllerConfig
+from esper_core.errors import MissingExtraError
 from esper_core.gates import POLICIES, QualityGates
 from esper_core.registry import list_blueprints
 
@@ -202,11 +204,9 @@ class DemoSettings:
             )
         if self.tensorboard is not None:
             try:
-                import torch.utils.tensorboard  # noqa: F401 - only: is the package there?
-            except ImportError as exc:
-                raise SettingsError(
-                    f"--tensorboard needs the tensorboard package: pip install 'esper-core[tensorboard]' ({exc})"
-                ) from None
+                require_extras("--tensorboard", "tensorboard")
+            except MissingExtraError as exc:
+                raise SettingsError(str(exc)) from None
 
     def controller_config(self, host_params: int, strategy: str) -> ControllerConfig:
         """The grown model's controller: budget ``int(budget * host_params)``, this run's blueprints."""

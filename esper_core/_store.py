@@ -244,6 +244,9 @@ class Registry:
     ) -> UnknownBlueprintError:
         available = sorted(s.name for s, _ in self._blueprints.values() if s.topology == topology)
         message = f"unknown blueprint {shown(name)} for topology {topology!r}; available: {available}"
+        elsewhere = self.topologies_of(name)
+        if elsewhere:  # a name from another topology: say where it is, not only that it is missing
+            message += f"; {shown(name)} is registered for topology {' and '.join(map(repr, elsewhere))}"
         key = f"{topology}:{name}" if isinstance(name, str) else None
         for r in self._refusals:
             if r.kind == "blueprint" and r.key == key:
@@ -273,6 +276,10 @@ class Registry:
 
     def all_blueprints(self) -> list[BlueprintSpec]:
         return [spec for spec, _ in self._blueprints.values()]
+
+    def topologies_of(self, name: object) -> list[str]:
+        """The topologies that register a blueprint named ``name``, sorted (empty if none does)."""
+        return sorted({spec.topology for spec, _ in self._blueprints.values() if spec.name == name})
 
     # ---- counts and listing ---------------------------------------------------------------
 

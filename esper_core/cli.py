@@ -201,7 +201,9 @@ def _blueprints(args: argparse.Namespace) -> int:
         return 0
     if not specs:
         names = sorted({s.name for s in registry.all_blueprints() if args.topology in (None, s.topology)})
-        raise CliError(f"no blueprint matches {args.pattern!r}; available: {', '.join(names) or 'none'}")
+        kind = "" if args.topology is None else f"{args.topology} "
+        message = f"no {kind}blueprint matches {args.pattern!r}; available: {', '.join(names) or 'none'}"
+        raise CliError(message + _other_topologies(registry, args.pattern, args.topology))
     rows = [_blueprint_row(registry, spec, args.dim) for spec in specs]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -213,6 +215,21 @@ def _blueprints(args: argparse.Namespace) -> int:
         for number, reason in enumerate(reasons, start=1):
             print(f"[{number}] {reason}")
     return 0
+
+
+def _other_topologies(registry, pattern: str, topology: str | None) -> str:
+    """What ``pattern`` matches outside ``--topology``, and the flag that shows it ("" if nothing)."""
+    if topology is None:
+        return ""
+    elsewhere: dict[str, list[str]] = {}
+    for spec in registry.list_blueprints(None, pattern):
+        if spec.topology != topology:
+            elsewhere.setdefault(spec.topology, []).append(spec.name)
+    if not elsewhere:
+        return ""
+    found = "; ".join(f"{t}: {', '.join(sorted(names))}" for t, names in sorted(elsewhere.items()))
+    flags = " or ".join(f"--topology {t}" for t in sorted(elsewhere))
+    return f"; it matches blueprints of other topologies ({found}): use {flags}, or no --topology"
 
 
 def _unbuildable_reason(spec, width: int) -> str | None:

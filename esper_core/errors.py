@@ -20,6 +20,7 @@ __all__ = [
     "HostError",
     "LifecycleError",
     "LifecycleWarning",
+    "MissingExtraError",
     "MissingGateError",
     "OptionError",
     "PluginLoadError",
@@ -131,6 +132,18 @@ class GerminationRefusedError(LifecycleError):
 
 class MissingGateError(LifecycleError):
     """A transition edge has no quality gate; edges never pass by default."""
+
+
+class MissingExtraError(EsperError, ImportError):
+    """A feature needs an optional dependency that cannot be imported. The message names the
+    feature, the missing module(s) and the ``pip install "esper-core[EXTRA]"`` command;
+    ``extras`` (the extras to install) and ``modules`` (the modules that failed) carry the
+    same facts for programs. An ``ImportError``, so ``except ImportError`` still catches it."""
+
+    def __init__(self, message: str, *, extras: tuple[str, ...] = (), modules: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.extras = extras
+        self.modules = modules
 
 
 class CheckpointError(EsperError, ValueError):

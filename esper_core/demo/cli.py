@@ -10,8 +10,10 @@ from typing import Any
 
 import torch
 
+from esper_core._extras import require_extras
 from esper_core.control import STRATEGIES
 from esper_core.demo.settings import DEFAULTS, MAX_BUDGET, DemoSettings, SettingsError
+from esper_core.errors import MissingExtraError
 from esper_core.gates import POLICIES
 
 __all__ = ["OutputError", "build_parser", "main", "prepare_out", "run_demo"]
@@ -182,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``esper demo``; returns the process exit status (2 for bad input)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:  # before anything else: a missing extra is said once, for every extra this run needs
+        require_extras("this run", "demo", *(("tensorboard",) if args.tensorboard is not None else ()))
+    except MissingExtraError as exc:
+        print(f"esper demo: error: {exc}", file=sys.stderr)
+        return 2
     try:
         settings = DemoSettings.resolve(
             args.topology,
@@ -205,14 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     except SettingsError as exc:
         parser.error(str(exc))
-    try:
-        from rich.console import Console
-    except ImportError as exc:  # the demo's dependencies are an optional extra
-        print(
-            f"esper demo: error: needs the 'demo' extra (scikit-learn, matplotlib, rich): {exc}",
-            file=sys.stderr,
-        )
-        return 2
+    from rich.console import Console
+
     try:
         prepare_out(args.out)
         run_demo(
@@ -236,9 +237,12 @@ def run_demo(settings: DemoSettings, out: Path, *, console: Any, command: list[s
     """Run every model for every seed, print the results, write ``report.json`` and ``growth.png``.
 
     ``settings.threads`` sets torch's intra-op threads for the run (restored afterwards;
-    ``None`` leaves them alone). Returns the report. Raises :class:`OutputError` when
-    ``out`` cannot be written (checked before any training).
+    ``None`` leaves them alone). Returns the report. Raises
+    :class:`~esper_core.errors.MissingExtraError` when the ``demo`` extra (or, for
+    ``settings.tensorboard``, the ``tensorboard`` extra) is missing, and :class:`OutputError`
+    when ``out`` cannot be written (both checked before any training).
     """
+    require_extras("esper demo", "demo", *(("tensorboard",) if settings.tensorboard is not None else ()))
     prepare_out(out)
     previous = torch.get_num_threads()
     if settings.threads is not None:

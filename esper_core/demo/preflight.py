@@ -2,7 +2,10 @@
 
 A run is never refused for being unable to grow (a user may want the baseline), but it
 must not look like a result of growth when nothing could grow. :func:`notes` returns the
-warnings a run prints at its start and end and records in ``report.json``:
+warnings a run prints at its start and end and records in ``report.json``. What they say
+is necessary, never sufficient: no setting can promise the plateau a seed waits for, so
+a count of epochs is a lower bound and says so (after training,
+:mod:`esper_core.demo.diagnosis` says why a grown model that germinated nothing did not):
 
 * the run is shorter than the earliest epoch at which a seed can blend in or be kept
   (:func:`esper_core.control.lifecycle_timing` of the controller config and gates), or a
@@ -103,7 +106,7 @@ def _timing_notes(settings: DemoSettings) -> list[str]:
         return []
     why = (
         f"a seed germinates at epoch {t.germination_epoch} at the earliest (warmup_epochs={config.warmup_epochs}, "
-        f"plateau_window={config.plateau_window}), then spends at least {t.germinated} epoch GERMINATED, "
+        f"plateau_window={config.plateau_window}) and only once the score has plateaued, then spends at least {t.germinated} epoch GERMINATED, "
         f"{t.training} TRAINING ({dwell}={getattr(thresholds, dwell)}), {t.blending} BLENDING "
         f"(ramp_epochs={config.ramp_epochs}"
         + (f", min_blending_evaluations={thresholds.min_blending_evaluations}" if strict else "")
@@ -122,8 +125,13 @@ def _timing_notes(settings: DemoSettings) -> list[str]:
     )
     return [
         f"--epochs {settings.epochs} ends before the earliest epoch at which a seed can be kept (fossilized), "
-        f"{earliest}: {why}. {effect}. To grow, {change}; the controller's warm-up, plateau window and ramp "
-        "are fixed for the demo (settings.controller in report.json)."
+        f"{earliest}: {why}. {effect}. To leave room for a seed to be kept, {change}. Even then nothing may "
+        f"grow: {earliest} is a lower bound that assumes the validation score plateaus at epoch "
+        f"{t.germination_epoch}, the earliest possible, and the controller germinates only on a plateau (the best "
+        f"of the last plateau_window={config.plateau_window} epochs less than plateau_min_delta="
+        f"{config.plateau_min_delta:g} pp above the best before them), which may come much later or never; "
+        "the controller's warm-up, plateau settings and ramp are fixed for the demo (settings.controller in "
+        "report.json)."
     ]
 
 
@@ -157,5 +165,6 @@ def _budget_notes(settings: DemoSettings, host: SegmentedHost) -> list[str]:
     return [
         f"the seed budget --budget {settings.budget:g} x {host_params:,} host parameters = {budget:,} affords "
         f"no allowed blueprint (the cheapest, {cheapest.blueprint} at {cheapest.slot_id}, has "
-        f"{cheapest.cost:,} parameters), so nothing can grow; use --budget {fraction:g} or more"
+        f"{cheapest.cost:,} parameters), so nothing can grow; use --budget {fraction:g} or more to afford it "
+        "(a seed then still germinates only once the validation score plateaus)"
     ]

@@ -35,7 +35,7 @@ __all__ = [
 
 #: 3: seeds[].contribution split into contribution_at_decision / contribution_at_end (with
 #: alpha_at_end), outcomes[] renamed alike (with seed_id, gain_per_param), seed_counts,
-#: seeds_on_probation, candidates, seed_timing and notes added.
+#: seeds_on_probation, candidates, seed_timing, notes and the grown models' no_germination added.
 REPORT_VERSION = 3
 
 #: Direction of each metric.

@@ -17,6 +17,7 @@ import attrs
 import torch
 
 from esper_core.demo.compute import FLOP_CONVENTION, TRAIN_FLOPS_PER_FORWARD, forward_flops
+from esper_core.demo.diagnosis import NoGermination, no_germination_notes
 from esper_core.demo.events import DemoEventSinks
 from esper_core.demo.preflight import candidate_blueprints, notes, timing_json
 from esper_core.demo.report import (
@@ -121,6 +122,7 @@ def _session(
     summary = summarize_models(runs, first.metrics)
     comparisons = _comparisons(settings, first.metrics, runs)
     _print_tables(console, settings, first.metrics, runs, summary, comparisons)
+    warnings = [*warnings, *_no_germination_notes(settings, runs, host_params)]
     _print_notes(console, warnings)  # again: the start of a long run has scrolled away
     wall = time.perf_counter() - started
     report = {
@@ -203,6 +205,7 @@ def _one_seed(
             "outcomes": outcome_records(grown.outcomes, seeds),
             "refusals": tracker.refusals,
             "governor": grown.governor,
+            "no_germination": None if grown.no_germination is None else attrs.asdict(grown.no_germination),
         }
         static = train_plain(
             f"static:{strategy}", build_static(task, grown.seeds, fresh_host), task, settings, on_epoch
@@ -212,6 +215,20 @@ def _one_seed(
             "architecture": [attrs.asdict(r) for r in grown.seeds],
         }
     return {"seed": seed, "models": models}
+
+
+def _no_germination_notes(settings: DemoSettings, runs: list[dict[str, Any]], host_params: int) -> list[str]:
+    """One note per grown model that germinated no seed for some random seed, saying why."""
+    reasons: dict[str, dict[int, NoGermination]] = {}
+    for strategy in settings.strategies:
+        key = f"grown:{strategy}"
+        reasons[label(key)] = {
+            run["seed"]: NoGermination(**run["models"][key]["no_germination"])
+            for run in runs
+            if run["models"][key]["no_germination"] is not None
+        }
+    config = settings.controller_config(host_params, settings.strategies[0])
+    return no_germination_notes(reasons, config, settings.epochs, len(settings.seeds))
 
 
 def _comparisons(

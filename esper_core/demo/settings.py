@@ -12,9 +12,11 @@ from typing import Any
 
 import attrs
 
+from esper_core._extras import require_extras
 from esper_core.control import STRATEGIES, ControllerConfig
+from esper_core.errors import MissingExtraError
 from esper_core.gates import POLICIES, QualityGates
-from esper_core.registry import list_blueprints
+from esper_core.registry import get_registry, list_blueprints
 
 __all__ = [
     "CONTROLLER",
@@ -82,6 +84,24 @@ class SettingsError(ValueError):
 def known_blueprints(topology: str) -> list[str]:
     """Names of the registered blueprints of ``topology``, sorted."""
     return sorted({spec.name for spec in list_blueprints(topology)})
+
+
+def other_topology_hint(topology: str, names: list[str]) -> str:
+    """What to say about ``names`` unknown in ``topology`` that another topology registers:
+    ``"; 'lora' is a transformer blueprint (this run's topology is cnn): use --topology
+    transformer to grow transformer blueprints"``, or ``""`` when no other topology has any."""
+    registry = get_registry()
+    found = {name: registry.topologies_of(name) for name in names}
+    found = {name: where for name, where in found.items() if where}
+    if not found:
+        return ""
+    each = ", ".join(f"{name!r} is a {' and '.join(where)} blueprint" for name, where in found.items())
+    others = sorted({t for where in found.values() for t in where})
+    if len(others) == 1:
+        advice = f"use --topology {others[0]} to grow {others[0]} blueprints"
+    else:
+        advice = f"a run grows the blueprints of one --topology ({', '.join(others)})"
+    return f"; {each} (this run's topology is {topology}): {advice}"
 
 
 def _names(value: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -178,6 +198,7 @@ class DemoSettings:
             if unknown:
                 raise SettingsError(
                     f"{flag}: unknown {self.topology} blueprint(s) {unknown}; registered: {', '.join(known)}"
+                    + other_topology_hint(self.topology, unknown)
                 )
         self._validate_sinks()
         if self.include is not None and not set(self.include) - set(self.exclude):
@@ -202,11 +223,9 @@ class DemoSettings:
             )
         if self.tensorboard is not None:
             try:
-                import torch.utils.tensorboard  # noqa: F401 - only: is the package there?
-            except ImportError as exc:
-                raise SettingsError(
-                    f"--tensorboard needs the tensorboard package: pip install 'esper-core[tensorboard]' ({exc})"
-                ) from None
+                require_extras("--tensorboard", "tensorboard")
+            except MissingExtraError as exc:
+                raise SettingsError(str(exc)) from None
 
     def controller_config(self, host_params: int, strategy: str) -> ControllerConfig:
         """The grown model's controller: budget ``int(budget * host_params)``, this run's blueprints."""

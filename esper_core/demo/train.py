@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from esper_core.control import HeuristicController, Outcome
 from esper_core.demo.compute import TRAIN_FLOPS_PER_FORWARD, SeedCosts, forward_flops, point_shapes
+from esper_core.demo.diagnosis import NoGermination, why_no_germination
 from esper_core.demo.settings import DemoSettings
 from esper_core.demo.tasks import Task
 from esper_core.governor import Governor
@@ -63,6 +64,8 @@ class RunResult:
     seeds: list[SeedRecord] = attrs.field(factory=list)
     outcomes: list[Outcome] = attrs.field(factory=list)
     governor: list[str] = attrs.field(factory=list)
+    no_germination: NoGermination | None = None
+    """Why a grown model germinated no seed (``None``: it germinated one, or not a grown model)."""
 
     @property
     def final(self) -> dict[str, float]:
@@ -248,6 +251,13 @@ def train_grown(
         SeedRecord(s, model.slots[s].report().blueprint, dict(model.slots[s].report().options))
         for s in model.live_slots()
     ]
+    no_germination = None
+    if not any(d.action == "germinate" for d in controller.decisions):
+        # Nothing germinated, so every slot is dormant and nothing was tried: the candidates
+        # now are the ones every step of the run saw.
+        no_germination = why_no_germination(
+            controller.history, controller.config, len(controller.candidates())
+        )
     result = RunResult(
         label,
         model.total_param_count,
@@ -257,6 +267,7 @@ def train_grown(
         seeds=seeds,
         outcomes=list(controller.outcomes),
         governor=[v.reason for v in governor.interventions],
+        no_germination=no_germination,
     )
     return result, model
 

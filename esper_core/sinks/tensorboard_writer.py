@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from esper_core._extras import require_extras
 from esper_core.hookspecs import hookimpl
 from esper_core.sinks.record import event_record
 from esper_core.sinks.registration import EventSink
@@ -60,7 +61,8 @@ class TensorBoardSink(EventSink):
     TensorBoard's default ``runs/<date>_<host>``) or ``writer`` (your own ``SummaryWriter``,
     which the sink flushes but never closes). Events are flushed as written.
 
-    Raises :class:`ImportError` naming the extra to install when ``tensorboard`` is missing,
+    Raises :class:`~esper_core.errors.MissingExtraError` (an ``ImportError``) naming the
+    extra to install when ``tensorboard`` is missing,
     :class:`ValueError` when both ``log_dir`` and ``writer`` are given, and
     :class:`TypeError` for a ``step`` that is not callable.
     """
@@ -122,11 +124,7 @@ class TensorBoardSink(EventSink):
 
 
 def _new_writer(log_dir: str | os.PathLike[str] | None) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as exc:  # torch raises this when the tensorboard package is missing
-        raise ImportError(
-            "TensorBoardSink needs the tensorboard package: pip install 'esper-core[tensorboard]' "
-            f"(import failed: {exc})"
-        ) from exc
+    require_extras("TensorBoardSink", "tensorboard")
+    from torch.utils.tensorboard import SummaryWriter
+
     return SummaryWriter(log_dir=None if log_dir is None else os.fspath(log_dir))

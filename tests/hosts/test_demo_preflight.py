@@ -55,16 +55,28 @@ def test_a_run_too_short_for_a_seed_says_so_and_still_runs(epochs: int, tmp_path
     assert (timing_["germination_epoch"], timing_["first_blended_epoch"], timing_["earliest_fossilization"]) == (
         3, 8, 11,
     )  # fmt: skip
-    (note,) = report["notes"]
+    note, *after = report["notes"]
     assert note.startswith(f"--epochs {epochs} ends before the earliest epoch at which a seed can be kept")
     for setting in ("warmup_epochs=3", "plateau_window=2", "min_training_evaluations=3", "ramp_epochs=3"):
         assert setting in note
     assert "use --epochs 11 or more (default 30)" in note
-    # Printed at the start, before any result, and again after the tables.
+    # The count is a lower bound, and the note says what else must happen.
+    assert (
+        "Even then nothing may grow: 11 is a lower bound that assumes the validation score plateaus at epoch 3, "
+        "the earliest possible, and the controller germinates only on a plateau (the best of the last "
+        "plateau_window=2 epochs less than plateau_min_delta=0.5 pp above the best before them)" in note
+    )
+    # Printed at the start, before any result, and again after the tables; a grown model that
+    # germinated nothing is said once, at the end (see the test of --epochs 14 below).
     lines = result.stdout.splitlines()
     printed = [i for i, line in enumerate(lines) if line == f"note: {note}"]
     first_result = next(i for i, line in enumerate(lines) if "done:" in line)
     assert len(printed) == 2 and printed[0] < first_result < printed[1]
+    grown = report["runs"][0]["models"]["grown:gain_per_param"]
+    assert [n.startswith("grown (gain_per_param) germinated no seed") for n in after] == (
+        [grown["no_germination"] is not None]
+    )
+    assert [lines.index(f"note: {n}") > printed[1] for n in after] == [True] * len(after)
     runs = report["runs"][0]["models"]
     assert report["summary"]["models"]["grown:gain_per_param"]["seeds_fossilized"]["mean"] == 0
     if epochs < 8:  # no seed blended in: the grown model is the host alone, epoch by epoch
@@ -74,6 +86,36 @@ def test_a_run_too_short_for_a_seed_says_so_and_still_runs(epochs: int, tmp_path
         ]
     else:
         assert "At best, seeds are still on probation at the end and none is kept" in note
+
+
+@pytest.mark.demo
+def test_a_run_in_which_nothing_germinates_says_why_at_the_end(tmp_path: Path) -> None:
+    # The reported instance: `esper demo --epochs 14` is long enough for the preflight (11 epochs),
+    # but the score was still climbing at every step, so nothing germinated, and nothing said so.
+    result = esper("demo", "--seeds", "1", "--epochs", "14", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    grown = report["runs"][0]["models"]["grown:gain_per_param"]
+    assert grown["seed_counts"]["germinated"] == 0 and grown["events"] == []
+    assert grown["no_germination"]["kind"] == "no_plateau"
+    assert grown["no_germination"]["detail"].startswith(
+        "the score never plateaued from epoch 3 to 14 (the smallest gain was "
+    )
+    (note,) = report["notes"]
+    assert note.startswith(
+        "grown (gain_per_param) germinated no seed in 14 epochs for random seed 0 (of 1), so for it the grown "
+        "model (and its static twin) is the host alone. The controller germinates only when the validation "
+        "score plateaus (the best of the last plateau_window=2 epochs less than plateau_min_delta=0.5 pp above "
+        f"the best before them) and a blueprint is affordable: {grown['no_germination']['detail']}. What may help: "
+        "more epochs give the score time to level off"
+    )
+    # Said once, after the tables (there was nothing to say before training).
+    lines = result.stdout.splitlines()
+    assert _notes_of(result.stdout) == [note]
+    assert lines.index(f"note: {note}") > next(i for i, line in enumerate(lines) if "done:" in line)
+    # What it says is what happened: the grown model trained exactly as the host alone.
+    host = report["runs"][0]["models"]["host_alone"]["history"]
+    assert [h["accuracy"] for h in grown["history"]] == [h["accuracy"] for h in host]
 
 
 def test_a_run_long_enough_has_no_note() -> None:
@@ -118,7 +160,8 @@ def test_a_budget_too_small_for_any_blueprint_says_so(tmp_path: Path) -> None:
     budget_notes = [n for n in report["notes"] if "affords no allowed blueprint" in n]
     assert budget_notes == [
         "the seed budget --budget 0.001 x 152 host parameters = 0 affords no allowed blueprint (the cheapest, "
-        "norm at r0c0, has 5 parameters), so nothing can grow; use --budget 0.033 or more"
+        "norm at r0c0, has 5 parameters), so nothing can grow; use --budget 0.033 or more to afford it (a seed "
+        "then still germinates only once the validation score plateaus)"
     ]
     assert budget_notes[0] in _notes_of(result.stdout)
     # The suggested budget is enough.

@@ -10,6 +10,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
+from esper_core.errors import MissingExtraError
 from esper_core.sinks import TensorBoardSink, event_record, event_scalars
 from esper_core.stages import SeedStage
 from esper_core.telemetry import GateEvaluated, SeedEvent, StageChanged
@@ -103,5 +104,5 @@ def test_bad_arguments_and_missing_tensorboard(tmp_path: Path, monkeypatch) -> N
         sink.esper_seed_event(SeedEvent(slot_id="s", seed_id=None))
     sink.close()
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
-    with pytest.raises(ImportError, match=r"pip install 'esper-core\[tensorboard\]'"):
+    with pytest.raises(MissingExtraError, match=r'pip install "esper-core\[tensorboard\]"'):
         TensorBoardSink(tmp_path / "missing")

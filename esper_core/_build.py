@@ -9,6 +9,7 @@ channels_last weights.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -168,7 +169,8 @@ def probe_seed(module: nn.Module, topology: Topology, dim: int, anchor: Tensor) 
     wrote into the input (values or version counter): the seed reads a view of the host's
     own tensor, so such a seed would change the host's features. Both modes are run because
     in-place writes often happen in one only (``nn.Dropout(inplace=True)`` writes in
-    training). Nothing leaks out of the probe: every submodule gets its own mode back, the
+    training). G0 also checks that the eval output equals the input exactly: every
+    blueprint is the identity at birth. Nothing leaks out of the probe: every submodule gets its own mode back, the
     seed's buffers (BatchNorm statistics) are restored and the global RNG is not consumed.
     """
     x = topology.example_input(
@@ -187,11 +189,19 @@ def probe_seed(module: nn.Module, topology: Topology, dim: int, anchor: Tensor) 
         )
     if y.is_floating_point() and not bool(torch.isfinite(y).all()):
         nonfinite = (*nonfinite, "output")
+    shaped = tuple(y.shape) == tuple(x.shape) and y.dtype == x.dtype
+    identity = shaped and torch.equal(y, before)
+    error = None
+    if shaped and not identity:
+        diff = (y.detach().double() - before.double()).abs().max().item()
+        error = diff if math.isfinite(diff) else None
     return Probe(
         shape_preserved=tuple(y.shape) == tuple(x.shape),
         dtype_preserved=y.dtype == x.dtype,
         input_preserved=not written,
         nonfinite=nonfinite,
+        identity_preserved=identity,
+        identity_error=error,
     )
 
 

@@ -31,7 +31,7 @@ from esper_core.commands import (
     StepEpoch,
 )
 from esper_core.errors import LifecycleError
-from esper_core.evidence import Decide, Evidence, Outcome
+from esper_core.evidence import Decide, Evidence, Outcome, Probe
 from esper_core.gates import EDGE_GATES, GateEvidence
 from esper_core.slot_state import PendingPrune, SeedState, SlotConfig, SlotState
 from esper_core.stages import SeedStage
@@ -85,6 +85,7 @@ def germinate(state: SlotState, config: SlotConfig, cmd: Germinate, ev: Evidence
         schedule=AlphaSchedule(curve=cmd.curve),
         history=(_S.GERMINATED,),
     )
+    seed, warnings = _birth_warning(config, seed, probe)
     new = SlotState(
         stage=_S.GERMINATED,
         previous_stage=state.stage,
@@ -104,7 +105,35 @@ def germinate(state: SlotState, config: SlotConfig, cmd: Germinate, ev: Evidence
         alpha_target=cmd.alpha_target,
         param_count=ev.param_count,
     )
-    return Outcome(new, (verdict, germinated), result)
+    return Outcome(new, (verdict, germinated, *warnings), result)
+
+
+def _birth_warning(
+    config: SlotConfig, seed: SeedState, probe: Probe
+) -> tuple[SeedState, tuple[SeedEvent, ...]]:
+    """A warning when the probe found the seed not the identity at birth.
+
+    Not a G0 failure: the alpha schedule starts every seed at alpha 0, so the host's output
+    is unchanged at germination either way. But the seed then changes the model as soon as
+    alpha grows, by what it computes before any training, which the growth literature's
+    function-preserving insertion (and this library's blueprint contract, checked by the
+    conformance kit) rules out; the user should know.
+    """
+    if probe.identity_preserved:
+        return seed, ()
+    measured = (
+        "its output is not finite"
+        if probe.identity_error is None
+        else (f"max|output - input| = {probe.identity_error:.3g}")
+    )
+    return warn_once(
+        config,
+        seed,
+        "not_identity_at_birth",
+        f"blueprint {seed.blueprint!r} is not the identity at birth ({measured} on G0's probe, eval mode): "
+        "it will change the model by what it computes untrained as soon as alpha grows; a blueprint should "
+        "return its input exactly until it has trained (esper_core.testing checks this)",
+    )
 
 
 def advance(state: SlotState, config: SlotConfig, cmd: Advance, ev: Evidence, decide: Decide) -> Outcome:

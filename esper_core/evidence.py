@@ -32,6 +32,10 @@ class Probe:
     """False when the seed wrote into its input tensor (it would change the host's tensor)."""
     nonfinite: tuple[str, ...] = ()
     """What was NaN or infinite: ``"parameters"`` (as built), ``"output"`` (on the probe input)."""
+    identity_preserved: bool = True
+    """False when the eval-mode output is not exactly the input (the seed is not the identity at birth)."""
+    identity_error: float | None = None
+    """``max |output - input|`` of the eval pass when it is finite and not 0 (else ``None``)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -169,9 +169,9 @@ def probe_seed(module: nn.Module, topology: Topology, dim: int, anchor: Tensor) 
     wrote into the input (values or version counter): the seed reads a view of the host's
     own tensor, so such a seed would change the host's features. Both modes are run because
     in-place writes often happen in one only (``nn.Dropout(inplace=True)`` writes in
-    training). G0 also checks that the eval output equals the input exactly: every
-    blueprint is the identity at birth. Nothing leaks out of the probe: every submodule gets its own mode back, the
-    seed's buffers (BatchNorm statistics) are restored and the global RNG is not consumed.
+    training). The probe also measures whether the eval output equals the input exactly
+    (every blueprint should be the identity at birth; the slot warns when it is not).
+    Nothing leaks out of the probe: every submodule gets its own mode back, the seed's buffers (BatchNorm statistics) are restored and the global RNG is not consumed.
     """
     x = topology.example_input(
         dim, batch=2, dtype=anchor.dtype, device=anchor.device, generator=torch.Generator().manual_seed(0)

@@ -278,7 +278,10 @@ class Registry:
         return [spec for spec, _ in self._blueprints.values()]
 
     def topologies_of(self, name: object) -> list[str]:
-        """The topologies that register a blueprint named ``name``, sorted (empty if none does)."""
+        """The topologies that register a blueprint named ``name``, sorted (empty if none does,
+        or if ``name`` is not a ``str``: comparing an arbitrary object could raise)."""
+        if type(name) is not str:
+            return []
         return sorted({spec.topology for spec, _ in self._blueprints.values() if spec.name == name})
 
     # ---- counts and listing ---------------------------------------------------------------

@@ -171,7 +171,11 @@ def test_save_seeds_writes_the_file_of_the_module_inside(wrap, tmp_path: Path) -
     assert a.host.cls == "torch.nn.modules.container.Sequential"
     assert list(a.state_dict) == list(b.state_dict)
     for key, value in a.state_dict.items():
-        assert torch.equal(value, b.state_dict[key]) if isinstance(value, torch.Tensor) else value == b.state_dict[key]
+        assert (
+            torch.equal(value, b.state_dict[key])
+            if isinstance(value, torch.Tensor)
+            else value == b.state_dict[key]
+        )
 
 
 # ---- changes: made inside torch.compile, refused under data parallelism -------------------------
@@ -279,7 +283,9 @@ def test_reported_inject_into_compiled_handle_then_fold() -> None:
     """(b): slots landed on the wrapper, the inner state_dict had none, and fold raised a bare AssertionError."""
     net = nn.Sequential(nn.Linear(16, 16), nn.Linear(16, 3))
     compiled = _compile(net)
-    slot = inject_slots(compiled, {"0": "transformer"}, example_input=X, gates=QualityGates("permissive"))["_0"]
+    slot = inject_slots(compiled, {"0": "transformer"}, example_input=X, gates=QualityGates("permissive"))[
+        "_0"
+    ]
     slot.germinate("lora")
     fossilize(slot)
     assert [k for k in net.state_dict() if "esper" in k] == [

@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from esper_core import DDPRewrapper, QualityGates
 from esper_core.checkpoint import load_checkpoint
+from esper_core.distributed import DistributedLifecycle
 from esper_core.errors import CheckpointError, FoldError, HostError
 from esper_core.folding import FoldedSeed, fold, plan_fold
 from esper_core.hosts import TransformerHost
@@ -132,6 +133,7 @@ def test_lookups_see_through_the_wrapper(wrap) -> None:  # type: ignore[no-untyp
     assert get_injection(wrapped) is get_injection(net) is not None
     assert plan_fold(wrapped) == plan_fold(net)
     assert fingerprint(wrapped) == fingerprint(net)
+    assert DistributedLifecycle(wrapped).slot_ids == ("_0",)
     with torch.no_grad():
         grown_out = net(X)
         with alpha_overrides(wrapped, {"_0": torch.zeros(())}):

@@ -29,10 +29,11 @@ from typing import Any
 
 from torch import nn
 
+from esper_core._injection_lookup import attached
 from esper_core._names import class_name
 from esper_core._wrappers import unwrap
 from esper_core.errors import CheckpointError, HostError
-from esper_core.inject import SLOTS_ATTRIBUTE, attached, get_injection
+from esper_core.inject import SLOTS_ATTRIBUTE, get_injection
 from esper_core.seed_checkpoint import load_seeds, save_seeds
 
 __all__ = ["SEEDS_FILENAME", "from_pretrained", "save_pretrained"]

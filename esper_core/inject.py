@@ -32,12 +32,14 @@ from esper_core._batches import Inputs, described
 from esper_core._checks import MAX_TEXT, check_bool, check_int, check_mapping, check_text, shown
 from esper_core._decoding import install_guards
 from esper_core._inject_probe import check_declared_dim, probe, probed_dim, submodule
+from esper_core._injection_lookup import STATE_KEY as _STATE
+from esper_core._injection_lookup import attached, get_injection
 from esper_core._names import class_name
 from esper_core._outputs import OutputKey, check_output_key
 from esper_core._placement import host_placement, place_slots
 from esper_core._slot_ids import check_slot_id, default_slot_id
 from esper_core._slot_options import check_slot_options
-from esper_core._wrappers import refuse_parallel, unwrap
+from esper_core._wrappers import refuse_parallel
 from esper_core.attachment import SlotAttachment
 from esper_core.hosts.base import HostError
 from esper_core.model import Evaluation, evaluate_slots
@@ -59,7 +61,6 @@ __all__ = [
 
 #: Name of the child module that holds injected slots.
 SLOTS_ATTRIBUTE = "esper_slots"
-_STATE = "_esper_injection"
 
 
 class InjectedSlots(nn.ModuleDict):
@@ -287,31 +288,6 @@ def inject_slots(
         guards = install_guards(model, [t.path for t in items], list(slots.values()))
     model.__dict__[_STATE] = Injection(slots, tuple(items), attachments, overrides, guards)
     return slots
-
-
-def get_injection(model: nn.Module) -> Injection | None:
-    """The injection attached to ``model`` (seen through ``torch.compile``/DDP/``DataParallel``
-    wrappers), or ``None``; :class:`HostError` if ``model`` is no module."""
-    if not isinstance(model, nn.Module):
-        raise HostError(f"expected an nn.Module with injected slots, got {shown(model)}")
-    return unwrap(model).module.__dict__.get(_STATE)
-
-
-def attached(model: nn.Module, caller: str) -> tuple[nn.Module, Injection]:
-    """The module with the injection (``model`` seen through its wrappers) and the injection.
-
-    Raises :class:`HostError` when ``model`` is no module, has no injected slots, or a
-    target's module was replaced after :func:`inject_slots` (:meth:`SlotAttachment.check_in_place`).
-    """
-    if not isinstance(model, nn.Module):
-        raise HostError(f"{caller} needs an nn.Module with injected slots, got {shown(model)}")
-    seen = unwrap(model)
-    state = seen.module.__dict__.get(_STATE)
-    if state is None:
-        raise HostError(f"{caller}: {seen.describe()} has no injected slots")
-    for attachment in state.attachments:
-        attachment.check_in_place(seen.module)
-    return seen.module, state
 
 
 def remove_slots(model: nn.Module, *, discard_seeds: bool = False) -> nn.ModuleDict:

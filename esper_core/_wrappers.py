@@ -40,6 +40,12 @@ _PARALLEL = {
     nn.parallel.DistributedDataParallel: "DistributedDataParallel",
     nn.DataParallel: "DataParallel",
 }
+_WHY = {
+    "DistributedDataParallel": "DistributedDataParallel averages the gradients of exactly the parameters it "
+    "was built with (new ones would not be averaged across ranks, removed ones would be waited for)",
+    "DataParallel": "DataParallel copies each module, with the slots' instance forwards, onto its devices "
+    "on every call, and the wrapper must be built around the model as it will run",
+}
 # Deeper nesting than this is a cycle or a bug; stop rather than loop.
 _MAX_DEPTH = 16
 
@@ -108,9 +114,7 @@ def refuse_parallel(model: nn.Module, *, caller: str, change: str) -> Unwrapped:
     if kind is None:
         return seen
     raise HostError(
-        f"{caller} got a {seen.describe()}: {change} under a {kind} would change the parameters it "
-        f"was built with ({kind} averages or replicates exactly the parameters present when it was "
-        f"built). Call {caller} before wrapping the model, or call {caller}({seen.access}, ...) and "
-        "build the wrapper again (esper_core.DDPRewrapper rebuilds it when the parameters change); "
-        "nothing was changed"
+        f"{caller} got a {seen.describe()}: {change} under it is refused, because {_WHY[kind]}. Call "
+        f"{caller} before wrapping the model, or call {caller}({seen.access}, ...) and build the wrapper "
+        "again (esper_core.DDPRewrapper rebuilds it when the parameters change); nothing was changed"
     )

@@ -41,7 +41,7 @@ from esper_core import _merge as mg
 from esper_core._decoding import install_guards, seed_mixing
 from esper_core._names import class_name
 from esper_core._outputs import OutputKey, check_output_key, replace_output, select_output
-from esper_core._wrappers import unwrap
+from esper_core._wrappers import Unwrapped, unwrap
 from esper_core.alpha import BlendAlgorithm
 from esper_core.attachment import run_on_nested
 from esper_core.blend import blend
@@ -210,9 +210,8 @@ class FoldedModel(nn.Module):
 # ---- planning -------------------------------------------------------------------------------------
 
 
-def _slots_of(model: nn.Module) -> list[tuple[SeedSlot, str | None, nn.Module | None, bool]]:
+def _slots_of(seen: Unwrapped) -> list[tuple[SeedSlot, str | None, nn.Module | None, bool]]:
     """(slot, target path, target module, target forward patched by someone else) per slot."""
-    seen = unwrap(model)
     model = seen.module
     if isinstance(model, MorphogeneticModel):
         return [(model.slot(s), None, None, False) for s in model.slot_ids]
@@ -268,8 +267,9 @@ def plan_fold(model: nn.Module, *, merge: MergeMode = "none") -> tuple[FoldStep,
     """
     if merge not in _MERGE_MODES:
         raise FoldError(f"merge must be one of {list(_MERGE_MODES)}; got {merge!r}")
-    model = unwrap(model).module
-    entries = _slots_of(model)
+    seen = unwrap(model)
+    model = seen.module
+    entries = _slots_of(seen)
     probation = [f"{s.slot_id!r} ({s.stage.name})" for s, *_ in entries if s.stage in PROBATION]
     if probation:
         raise FoldError(
@@ -333,8 +333,8 @@ def fold(model: nn.Module, *, merge: MergeMode = "none", inplace: bool = False) 
     through: the module it wraps is folded, and the result is that plain module, uncompiled
     and unwrapped (compile or wrap it again if needed).
     """
-    model = unwrap(model).module
     steps = plan_fold(model, merge=merge)
+    model = unwrap(model).module
     work = model if inplace else copy.deepcopy(model)
     if isinstance(work, MorphogeneticModel):
         seeds = {s.slot_id: _folded_seed(work.slot(s.slot_id)) for s in steps if s.action is FoldAction.WRAP}

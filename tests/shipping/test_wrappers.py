@@ -207,7 +207,7 @@ def test_data_parallel_wrappers_refuse_changes_and_change_nothing(parallel, tmp_
     name = "DataParallel" if kind == "DataParallel" else "DistributedDataParallel"
     fresh = host()
     params = [id(p) for p in fresh.parameters()]
-    with pytest.raises(HostError, match=rf"under a {name} .*inject_slots\({ACCESS[kind]}, \.\.\.\)"):
+    with pytest.raises(HostError, match=rf"refused, because {name} .*inject_slots\({ACCESS[kind]}, \.\.\.\)"):
         inject_slots(build(fresh), {"0": "transformer"}, dim=16)
     assert [id(p) for p in fresh.parameters()] == params and not hasattr(fresh, "esper_slots")
 

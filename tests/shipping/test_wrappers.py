@@ -351,3 +351,12 @@ def test_folded_seed_reads_data_attributes_of_its_base_layer_but_not_its_methods
     with pytest.raises(AttributeError, match=r"method 'extra_repr'|method 'reset_parameters'"):
         seed.reset_parameters()  # type: ignore[operator]
     assert seed.unload_and_optionally_merge_module(merge=True, safe_merge=False, adapter_names=None) is seed
+
+
+def test_messages_name_the_wrapper_and_the_paths_inside_it() -> None:
+    with pytest.raises(FoldError, match=r"^torch\.nn\.Sequential inside a DataParallel has no seed slots"):
+        fold(nn.DataParallel(host()))
+    with pytest.raises(HostError, match=r"evaluate_injected: torch\.nn\.Sequential inside a torch\.compile"):
+        evaluate_injected(_compile(host()), [(X, Y)], score)
+    with pytest.raises(HostError, match=r"'_orig_mod\.0' does not exist .*\(the paths of model\._orig_mod"):
+        inject_slots(_compile(host()), {"_orig_mod.0": "transformer"}, dim=16)

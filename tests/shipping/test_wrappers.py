@@ -208,7 +208,7 @@ def test_data_parallel_wrappers_refuse_changes_and_change_nothing(parallel, tmp_
     fresh = host()
     params = [id(p) for p in fresh.parameters()]
     with pytest.raises(HostError, match=rf"refused, because {name} .*inject_slots\({ACCESS[kind]}, \.\.\.\)"):
-        inject_slots(build(fresh), {"0": "transformer"}, dim=16)
+        inject_slots(build(fresh), {"0": "transformer"}, example_input=X)
     assert [id(p) for p in fresh.parameters()] == params and not hasattr(fresh, "esper_slots")
 
     net = grown()
@@ -359,4 +359,4 @@ def test_messages_name_the_wrapper_and_the_paths_inside_it() -> None:
     with pytest.raises(HostError, match=r"evaluate_injected: torch\.nn\.Sequential inside a torch\.compile"):
         evaluate_injected(_compile(host()), [(X, Y)], score)
     with pytest.raises(HostError, match=r"'_orig_mod\.0' does not exist .*\(the paths of model\._orig_mod"):
-        inject_slots(_compile(host()), {"_orig_mod.0": "transformer"}, dim=16)
+        inject_slots(_compile(host()), {"_orig_mod.0": "transformer"}, example_input=X)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from esper_core._names import class_name
 from esper_core.errors import FoldError
 from esper_core.topology import Topology
 
@@ -40,7 +41,7 @@ def seed_affine(seed: nn.Module, dim: int) -> tuple[Tensor, Tensor | None] | str
         return torch.eye(dim), None
     form = getattr(seed, "affine_form", None)
     if not callable(form):
-        return f"its seed ({type(seed).__name__}) is not affine: its blueprint defines no affine_form()"
+        return f"its seed ({class_name(seed)}) is not affine: its blueprint defines no affine_form()"
     result = form()
     ok = isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], Tensor)
     if ok:
@@ -50,7 +51,7 @@ def seed_affine(seed: nn.Module, dim: int) -> tuple[Tensor, Tensor | None] | str
         )
     if not ok:
         raise FoldError(
-            f"{type(seed).__name__}.affine_form() must return (weight of shape ({dim}, {dim}), bias of "
+            f"{class_name(seed)}.affine_form() must return (weight of shape ({dim}, {dim}), bias of "
             f"shape ({dim},) or None); got {_shapes(result)}"
         )
     return weight.detach(), None if bias is None else bias.detach()
@@ -88,7 +89,7 @@ def _is_hf_conv1d(module: nn.Module) -> bool:
 def layer_problem(module: nn.Module, topology: Topology, dim: int, seed_bias: bool) -> str | None:
     """Why a seed on ``module``'s output cannot be merged into its weights, or ``None`` if it can."""
     axis = topology.feature_axis % topology.ndim
-    name = type(module).__name__
+    name = class_name(module)
     if isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward:
         if axis != topology.ndim - 1:
             return f"{name} outputs features on the last axis, but topology {topology.name!r} has them on axis {axis}"
@@ -109,7 +110,10 @@ def layer_problem(module: nn.Module, topology: Topology, dim: int, seed_bias: bo
             return f"{name} outputs channels on axis 1 of {conv.weight.dim()}-d maps; topology {topology.name!r} is {topology.layout}"
         out_features = conv.out_channels
     else:
-        return f"the layer there ({name}) is not an nn.Linear, an nn.Conv1d/2d/3d or a transformers Conv1D"
+        return (
+            f"the layer there ({name}) is not one that merges: torch.nn.Linear, torch.nn.Conv1d/2d/3d or "
+            "transformers' Conv1D, each with its class's own forward"
+        )
     if out_features != dim:
         return f"{name} has {out_features} output features, the slot {dim}"
     if seed_bias and getattr(module, "bias", None) is None:

@@ -49,6 +49,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from esper_core._names import class_name
 from esper_core._outputs import OutputKey, replace_output, select_output
 from esper_core.errors import HostError, LifecycleError
 from esper_core.registry import get_topology
@@ -117,6 +118,27 @@ class SlotAttachment:
         current = self.module.__dict__.get("forward")
         return getattr(current, "__self__", None) is self and getattr(current, "__func__", None) is (
             SlotAttachment.forward
+        )
+
+    def check_in_place(self, model: nn.Module) -> None:
+        """:class:`HostError` when ``model``'s submodule at ``path`` is no longer ``module``.
+
+        Replacing a target (``set_submodule``; PEFT's ``merge_and_unload``/``unload``, which put
+        each LoRA layer's base layer back in its place) drops this slot from the forward.
+        """
+        try:
+            current: nn.Module | None = model.get_submodule(self.path)
+        except AttributeError:
+            current = None
+        if current is self.module:
+            return
+        now = "nothing" if current is None else f"a {class_name(current)}"
+        raise HostError(
+            f"target {self.path!r} of slot {self.slot_id!r} was replaced after inject_slots: the "
+            f"{class_name(self.module)} the slot is attached to is now {now} there, so the slot no longer "
+            "runs. PEFT's merge_and_unload() and unload() do this to LoRA layers: fold first, then merge "
+            "(folded = esper_core.fold(model); folded.merge_and_unload(); docs/shipping.md). Reload this "
+            "model from a checkpoint taken before, or detach its slots with remove_slots(model, discard_seeds=True)"
         )
 
     def detach(self) -> None:

@@ -243,8 +243,15 @@ _WRAPPER_PREFIXES = {"_orig_mod.": "torch.compile", "module.": "DistributedDataP
 
 
 def _wrapper_hint(key: str, state_dict: Mapping[str, Any]) -> str:
-    """Why ``key`` may be missing: the file was saved from a wrapper whose prefix it carries."""
+    """Why ``key`` may be missing: the file was saved from a wrapper whose prefix it carries,
+    or ``model`` is a wrapper and the file was saved from the module inside it."""
     for prefix, wrapper in _WRAPPER_PREFIXES.items():
+        inner = key[len(prefix) :]
+        if key.startswith(prefix) and inner in state_dict:
+            return (
+                f"; the file has {inner!r}: it was saved from the module inside the {wrapper} wrapper "
+                f"this model is. Load it into that module: load_checkpoint(model.{prefix[:-1]}, state_dict)"
+            )
         if prefix + key in state_dict:
             return (
                 f"; the file has {prefix + key!r}: it was saved from a {wrapper} wrapper. Save the wrapped "

@@ -29,6 +29,7 @@ program needs only torch (docs/shipping.md).
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any, Literal
@@ -38,7 +39,9 @@ from torch import Tensor, nn
 
 from esper_core import _merge as mg
 from esper_core._decoding import install_guards, seed_mixing
+from esper_core._names import class_name
 from esper_core._outputs import OutputKey, check_output_key, replace_output, select_output
+from esper_core._wrappers import Unwrapped, unwrap
 from esper_core.alpha import BlendAlgorithm
 from esper_core.attachment import run_on_nested
 from esper_core.blend import blend
@@ -90,8 +93,13 @@ class FoldedSeed(nn.Module):
     ``seed`` and ``blend_gate`` are the slot's own modules; ``alpha`` is a 0-dim buffer with
     the value the slot blended with. With a ``base_layer`` (an injected target) ``forward``
     takes the base layer's arguments, runs it and blends the seed into its output (the
-    tensor ``output`` selects, as in :class:`~esper_core.inject.InjectionTarget`); attributes it does not have are
-    read from the base layer, so code that reads ``layer.weight`` keeps working. Without one
+    tensor ``output`` selects, as in :class:`~esper_core.inject.InjectionTarget`). Data attributes
+    it does not have are read from the base layer, so code that reads ``layer.weight`` or
+    ``layer.in_features`` keeps working; the base layer's *methods* are not (``merge``,
+    ``get_base_layer``, ``generate``, ``save_pretrained`` would act on the base layer alone, as
+    if the seed were not there): call them on ``folded.base_layer`` when that is meant. PEFT's
+    ``merge_and_unload()``/``unload()`` keep a folded seed and merge the LoRA layers inside it
+    (:meth:`unload_and_optionally_merge_module`). Without a base layer
     (between host segments) ``forward(h)`` takes the features ``h``. Shapes and dtypes are
     the host's. ``position_mixing`` says why the seed mixes sequence positions
     (cached decoding then refuses it; ``docs/shipping.md``), or is ``None``.
@@ -148,6 +156,14 @@ class FoldedSeed(nn.Module):
             result = self.blend_seed(h)
         return out if result is h else replace_output(out, self.output, result)
 
+    def unload_and_optionally_merge_module(
+        self, merge: bool = True, safe_merge: bool = False, adapter_names: list[str] | None = None
+    ) -> FoldedSeed:
+        """PEFT's unload protocol (``merge_and_unload``/``unload`` ask each module for its
+        replacement): a folded seed is part of the grown model, not an adapter, so it stays.
+        Returns ``self``; PEFT then unloads (and merges) the LoRA layers inside its base layer."""
+        return self
+
     def __getattr__(self, name: str) -> Any:
         try:
             return super().__getattr__(name)
@@ -155,7 +171,14 @@ class FoldedSeed(nn.Module):
             base = self.__dict__.get("_modules", {}).get("base_layer")
             if base is None or name.startswith("_"):
                 raise
-            return getattr(base, name)
+            value = getattr(base, name)
+            if inspect.isroutine(value):
+                raise AttributeError(
+                    f"folded seed {self.slot_id!r} does not forward the method {name!r} of its base layer "
+                    f"({class_name(base)}): it would run on the base layer without the seed. Call "
+                    f"folded.base_layer.{name}(...) if that is meant"
+                ) from None
+            return value
 
     def extra_repr(self) -> str:
         return (
@@ -187,16 +210,19 @@ class FoldedModel(nn.Module):
 # ---- planning -------------------------------------------------------------------------------------
 
 
-def _slots_of(model: nn.Module) -> list[tuple[SeedSlot, str | None, nn.Module | None, bool]]:
+def _slots_of(seen: Unwrapped) -> list[tuple[SeedSlot, str | None, nn.Module | None, bool]]:
     """(slot, target path, target module, target forward patched by someone else) per slot."""
+    model = seen.module
     if isinstance(model, MorphogeneticModel):
         return [(model.slot(s), None, None, False) for s in model.slot_ids]
     injection = get_injection(model)
     if injection is None:
         raise FoldError(
-            f"{type(model).__name__} has no seed slots to fold: pass a MorphogeneticModel or a model "
+            f"{seen.describe()} has no seed slots to fold: pass a MorphogeneticModel or a model "
             "with inject_slots()"
         )
+    for attachment in injection.attachments:
+        attachment.check_in_place(model)
     own = {id(a) for a in injection.attachments}
     return [
         (a.slot, a.path, a.module, a.inner is not None and id(getattr(a.inner, "__self__", None)) not in own)
@@ -234,12 +260,16 @@ def _merge_problem(
 def plan_fold(model: nn.Module, *, merge: MergeMode = "none") -> tuple[FoldStep, ...]:
     """What :func:`fold` will do with each slot of ``model``, in slot order; changes nothing.
 
-    Raises :class:`FoldError` naming every slot whose seed is on probation, every slot
-    ``merge="all"`` cannot merge (with the reason), or a model without slots.
+    ``model`` is seen through ``torch.compile``/DDP/``DataParallel`` wrappers. Raises
+    :class:`FoldError` naming every slot whose seed is on probation, every slot
+    ``merge="all"`` cannot merge (with the reason), or a model without slots;
+    :class:`~esper_core.errors.HostError` naming a target replaced after ``inject_slots``.
     """
     if merge not in _MERGE_MODES:
         raise FoldError(f"merge must be one of {list(_MERGE_MODES)}; got {merge!r}")
-    entries = _slots_of(model)
+    seen = unwrap(model)
+    model = seen.module
+    entries = _slots_of(seen)
     probation = [f"{s.slot_id!r} ({s.stage.name})" for s, *_ in entries if s.stage in PROBATION]
     if probation:
         raise FoldError(
@@ -298,8 +328,13 @@ def fold(model: nn.Module, *, merge: MergeMode = "none", inplace: bool = False) 
     (returns the same class of model with :class:`FoldedSeed` modules at the targets that
     kept a seed, and merged layers). ``merge`` is a :data:`MergeMode`. Raises
     :class:`FoldError` as :func:`plan_fold` does, before anything changes.
+
+    A ``torch.compile`` handle, ``DistributedDataParallel`` or ``DataParallel`` is seen
+    through: the module it wraps is folded, and the result is that plain module, uncompiled
+    and unwrapped (compile or wrap it again if needed).
     """
     steps = plan_fold(model, merge=merge)
+    model = unwrap(model).module
     work = model if inplace else copy.deepcopy(model)
     if isinstance(work, MorphogeneticModel):
         seeds = {s.slot_id: _folded_seed(work.slot(s.slot_id)) for s in steps if s.action is FoldAction.WRAP}
@@ -313,7 +348,12 @@ def fold(model: nn.Module, *, merge: MergeMode = "none", inplace: bool = False) 
 
 def _fold_injected(model: nn.Module, steps: Mapping[str, FoldStep]) -> nn.Module:
     injection = get_injection(model)
-    assert injection is not None
+    if injection is None:  # deepcopy did not copy the model's __dict__ entries
+        raise FoldError(
+            f"the copy of {class_name(model)} that fold works on lost its injected slots (its "
+            "__deepcopy__/__reduce__ does not copy the module's __dict__); fold(model, inplace=True) "
+            "folds without copying"
+        )
     attachments = injection.attachments
     remove_slots(model, discard_seeds=True)  # the seeds are kept below, as FoldedSeed modules
     chains: dict[int, list[Any]] = {}

@@ -29,6 +29,9 @@ from typing import Any
 
 from torch import nn
 
+from esper_core._injection_lookup import attached
+from esper_core._names import class_name
+from esper_core._wrappers import unwrap
 from esper_core.errors import CheckpointError, HostError
 from esper_core.inject import SLOTS_ATTRIBUTE, get_injection
 from esper_core.seed_checkpoint import load_seeds, save_seeds
@@ -43,13 +46,23 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike[str], **
     """Save a ``transformers`` model with injected slots: the host with ``model.save_pretrained``
     (``kwargs`` go to it; the slots' tensors are left out) and the slots as :data:`SEEDS_FILENAME`.
 
-    Raises :class:`HostError` when ``model`` has no injected slots or no ``save_pretrained``.
+    A ``torch.compile``/DDP/``DataParallel`` wrapper is seen through: the wrapped model is
+    saved (its keys carry no ``_orig_mod.``/``module.`` prefix, so the directory loads into
+    the plain class). Raises :class:`HostError` when ``model`` has no injected slots, a target
+    was replaced after ``inject_slots``, or it has no ``save_pretrained``.
     """
+    if not isinstance(model, nn.Module):
+        raise HostError(
+            f"save_pretrained needs a transformers model with injected slots, got {class_name(model)}"
+        )
+    seen = unwrap(model)
+    model = seen.module
     if get_injection(model) is None:
-        raise HostError(f"{type(model).__name__} has no injected slots; use its own save_pretrained")
+        raise HostError(f"{seen.describe()} has no injected slots; use its own save_pretrained")
+    attached(model, "save_pretrained")
     saver = getattr(model, "save_pretrained", None)
     if not callable(saver):
-        raise HostError(f"{type(model).__name__} has no save_pretrained: it is not a transformers model")
+        raise HostError(f"{class_name(model)} has no save_pretrained: it is not a transformers model")
     if "state_dict" in kwargs:
         raise HostError(
             "save_pretrained(state_dict=...) is not supported: the host's state comes from the model"

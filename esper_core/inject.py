@@ -32,10 +32,14 @@ from esper_core._batches import Inputs, described
 from esper_core._checks import MAX_TEXT, check_bool, check_int, check_mapping, check_text, shown
 from esper_core._decoding import install_guards
 from esper_core._inject_probe import check_declared_dim, probe, probed_dim, submodule
+from esper_core._injection_lookup import STATE_KEY as _STATE
+from esper_core._injection_lookup import attached, get_injection
+from esper_core._names import class_name
 from esper_core._outputs import OutputKey, check_output_key
 from esper_core._placement import host_placement, place_slots
 from esper_core._slot_ids import check_slot_id, default_slot_id
 from esper_core._slot_options import check_slot_options
+from esper_core._wrappers import refuse_parallel
 from esper_core.attachment import SlotAttachment
 from esper_core.hosts.base import HostError
 from esper_core.model import Evaluation, evaluate_slots
@@ -57,7 +61,6 @@ __all__ = [
 
 #: Name of the child module that holds injected slots.
 SLOTS_ATTRIBUTE = "esper_slots"
-_STATE = "_esper_injection"
 
 
 class InjectedSlots(nn.ModuleDict):
@@ -175,6 +178,12 @@ def inject_slots(
 ) -> nn.ModuleDict:
     """Attach a seed slot to the output of each target submodule of ``model``.
 
+    ``model`` may be a ``torch.compile`` handle: the slots go on the compiled module
+    (``model._orig_mod``; target paths are its paths), and the handle recompiles with them
+    on its next call. Inside ``DistributedDataParallel`` or ``DataParallel`` it raises
+    :class:`HostError` (the wrapper keeps the parameters it was built with): inject first,
+    then wrap.
+
     ``targets`` maps submodule paths to topology names (slot ids from
     :attr:`InjectionTarget.resolved_id`), or is a list of :class:`InjectionTarget`. ``example_input``
     is what ``model`` is called with for one probe forward: a tensor (``model(x)``), a tuple
@@ -204,11 +213,13 @@ def inject_slots(
     :class:`~esper_core.errors.LifecycleError` for a bad slot option value.
     """
     if not isinstance(model, nn.Module):
-        raise HostError(f"inject_slots needs an nn.Module, got {type(model).__name__}")
+        raise HostError(f"inject_slots needs an nn.Module, got {class_name(model)}")
+    seen = refuse_parallel(model, caller="inject_slots", change="adding slots")
+    model = seen.module
     if get_injection(model) is not None:
-        raise HostError(f"{type(model).__name__} already has injected slots; call remove_slots(model) first")
+        raise HostError(f"{seen.describe()} already has injected slots; call remove_slots(model) first")
     if hasattr(model, SLOTS_ATTRIBUTE):
-        raise HostError(f"{type(model).__name__} already has an attribute {SLOTS_ATTRIBUTE!r}; cannot inject")
+        raise HostError(f"{seen.describe()} already has an attribute {SLOTS_ATTRIBUTE!r}; cannot inject")
     check_slot_options(
         slot_options,
         caller="inject_slots",
@@ -218,7 +229,11 @@ def inject_slots(
     ids = [t.resolved_id for t in items]
     for t, slot_id in zip(items, ids, strict=True):
         check_slot_id(slot_id, path=t.path, topology=t.topology)
-        module = submodule(model, t.path)
+        try:
+            module = submodule(model, t.path)
+        except HostError as exc:
+            seen_through = f" (the paths of {seen.access}: inject_slots sees through the wrapper)"
+            raise HostError(f"{exc}{seen_through if seen.wrappers else ''}") from None
         get_topology(t.topology)
         if t.dim is not None and (isinstance(t.dim, bool) or not isinstance(t.dim, int) or t.dim < 1):
             raise HostError(f"dim for {t.path!r} must be a positive int or None, got {t.dim!r}")
@@ -275,13 +290,6 @@ def inject_slots(
     return slots
 
 
-def get_injection(model: nn.Module) -> Injection | None:
-    """The injection attached to ``model``, or ``None``; :class:`HostError` if ``model`` is no module."""
-    if not isinstance(model, nn.Module):
-        raise HostError(f"expected an nn.Module with injected slots, got {shown(model)}")
-    return model.__dict__.get(_STATE)
-
-
 def remove_slots(model: nn.Module, *, discard_seeds: bool = False) -> nn.ModuleDict:
     """Detach injected slots from ``model`` and return them; the model is as before injection.
 
@@ -291,12 +299,18 @@ def remove_slots(model: nn.Module, *, discard_seeds: bool = False) -> nn.ModuleD
     so the host alone is not the trained model. ``esper_core.fold(model)`` keeps the seeds
     as plain modules; ``discard_seeds=True`` removes the slots and their seeds anyway (the
     returned slots still hold them). Also raises :class:`HostError` when ``model`` has no
-    injected slots or a target's ``forward`` was replaced after injection.
+    injected slots, a target's ``forward`` was replaced after injection, or (unless
+    ``discard_seeds=True``) a target module itself was replaced. A ``torch.compile`` handle
+    is seen through (the compiled module loses its slots; the handle recompiles); inside
+    ``DistributedDataParallel``/``DataParallel`` it raises :class:`HostError`.
     """
+    discard_seeds = check_bool("remove_slots discard_seeds", discard_seeds, error=HostError)
+    model = refuse_parallel(model, caller="remove_slots", change="removing slots").module
     state = get_injection(model)
     if state is None:
-        raise HostError(f"{type(model).__name__} has no injected slots to remove")
-    discard_seeds = check_bool("remove_slots discard_seeds", discard_seeds, error=HostError)
+        raise HostError(f"{class_name(model)} has no injected slots to remove")
+    for attachment in () if discard_seeds else state.attachments:
+        attachment.check_in_place(model)
     holding = [
         f"{slot_id!r} ({slot.stage.name})" for slot_id, slot in state.slots.items() if slot.stage in LIVE
     ]
@@ -326,10 +340,11 @@ def remove_slots(model: nn.Module, *, discard_seeds: bool = False) -> nn.ModuleD
 
 @contextlib.contextmanager
 def alpha_overrides(model: nn.Module, overrides: Mapping[str, Tensor]) -> Iterator[None]:
-    """Within the block, injected slots use the given per-sample alphas (for counterfactual passes)."""
-    state = get_injection(model)
-    if state is None:
-        raise HostError(f"{type(model).__name__} has no injected slots")
+    """Within the block, injected slots use the given per-sample alphas (for counterfactual passes).
+
+    ``model`` is seen through its wrappers (``torch.compile``, DDP, ``DataParallel``).
+    """
+    _, state = attached(model, "alpha_overrides")
     overrides = check_mapping("overrides", overrides, error=HostError)
     unknown = [s for s in overrides if s not in state.slots]
     if unknown:
@@ -383,10 +398,13 @@ def evaluate_injected(
     output as it returns it (a Hugging Face ``ModelOutput``: read ``output.logits``) and
     returns per-sample scores in [0, 1]. A bad batch raises :class:`HostError` describing
     it by type and shape (never its values); the model is left as it was.
+
+    A wrapper is seen through: the forward runs on the wrapped module (``model._orig_mod``,
+    ``model.module``), uncompiled and without DDP's collectives, so each rank can evaluate
+    its own batches (:func:`esper_core.distributed.reduce_evaluation` combines them).
+    Raises :class:`HostError` for a model without injected slots or with a replaced target.
     """
-    state = get_injection(model)
-    if state is None:
-        raise HostError(f"{type(model).__name__} has no injected slots")
+    model, state = attached(model, "evaluate_injected")
     topologies = {t.resolved_id: get_topology(t.topology) for t in state.targets}
 
     def run(inputs: Inputs, overrides: Mapping[str, Tensor]) -> Any:

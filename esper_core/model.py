@@ -21,6 +21,7 @@ from esper_core._batches import Inputs, described, read_batch
 from esper_core._checks import check_bool, check_float, check_int, check_mapping, check_members, shown
 from esper_core._placement import host_placement, place_slots
 from esper_core._slot_options import check_slot_options
+from esper_core._wrappers import unwrap
 from esper_core.hosts.base import HostError, HostProtocol
 from esper_core.modes import eval_mode
 from esper_core.registry import get_topology
@@ -96,10 +97,20 @@ class MorphogeneticModel(nn.Module):
     ``self.slots``, an ``nn.ModuleDict`` from slot id to ``SeedSlot`` in execution order.
     They take the host's device, floating dtype and memory format (so seeds are built to
     match) and follow ``.to(...)`` afterwards. With no seed germinated the output is exactly the host's output.
+    A ``host`` inside ``torch.compile``/DDP/``DataParallel`` raises :class:`HostError`: wrap
+    the ``MorphogeneticModel`` instead.
     """
 
     def __init__(self, host: nn.Module, slots: Collection[str] | None = None, **slot_options: Any) -> None:
         super().__init__()
+        seen = unwrap(host) if isinstance(host, nn.Module) else None
+        if seen is not None and seen.wrappers:
+            raise HostError(
+                f"host is a {seen.describe()}: MorphogeneticModel runs its host segment by segment "
+                f"(host.forward_segment), which a wrapper's forward never sees. Pass the host itself "
+                f"({seen.access.replace('model', 'host', 1)}) and wrap the grown model instead: "
+                "torch.compile(MorphogeneticModel(host)), DistributedDataParallel(MorphogeneticModel(host))"
+            )
         if not isinstance(host, HostProtocol):
             raise HostError(
                 f"host must implement HostProtocol (topology, injection_points, forward_segment); "

@@ -35,9 +35,18 @@ import torch
 from torch import Tensor, nn
 
 from esper_core._checks import shown
+from esper_core._injection_lookup import attached
+from esper_core._names import class_name
+from esper_core._wrappers import refuse_parallel, unwrap
 from esper_core.checkpoint import load_checkpoint
 from esper_core.errors import CheckpointError, EsperError, HostError
-from esper_core.inject import SLOTS_ATTRIBUTE, InjectionTarget, get_injection, inject_slots, remove_slots
+from esper_core.inject import (
+    SLOTS_ATTRIBUTE,
+    InjectionTarget,
+    get_injection,
+    inject_slots,
+    remove_slots,
+)
 from esper_core.model import MorphogeneticModel
 
 __all__ = [
@@ -87,6 +96,7 @@ class SeedsFile:
 
 
 def _host_state(model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
+    model = unwrap(model).module
     if isinstance(model, MorphogeneticModel):
         return model.host, model.host.state_dict()
     prefix = SLOTS_ATTRIBUTE + "."
@@ -102,7 +112,7 @@ def _tensor_bytes(t: Tensor) -> bytes:
 
 
 def fingerprint(model: nn.Module) -> HostFingerprint:
-    """The :class:`HostFingerprint` of ``model``'s host (a grown model's slots left out)."""
+    """The :class:`HostFingerprint` of ``model``'s host (a grown model's slots left out; wrappers seen through)."""
     host, state = _host_state(model)
     shapes, weights = hashlib.sha256(), hashlib.sha256()
     for key in sorted(state):
@@ -122,17 +132,19 @@ def fingerprint(model: nn.Module) -> HostFingerprint:
 
 
 def _slots_container(model: nn.Module) -> tuple[str, nn.ModuleDict, tuple[InjectionTarget, ...]]:
+    seen = unwrap(model)
+    model = seen.module
     if isinstance(model, MorphogeneticModel):
         targets = tuple(
             InjectionTarget("", model.slot(s).topology, model.slot(s).dim, s) for s in model.slot_ids
         )
         return "morphogenetic", model.slots, targets
-    injection = get_injection(model)
-    if injection is None:
+    if get_injection(model) is None:
         raise HostError(
-            f"{type(model).__name__} has no seed slots: save_seeds needs a MorphogeneticModel or a model "
+            f"{seen.describe()} has no seed slots: save_seeds needs a MorphogeneticModel or a model "
             "with inject_slots()"
         )
+    _, injection = attached(model, "save_seeds")
     targets = tuple(
         attrs.evolve(t, dim=injection.slots[t.resolved_id].dim, slot_id=t.resolved_id)
         for t in injection.targets
@@ -143,9 +155,11 @@ def _slots_container(model: nn.Module) -> tuple[str, nn.ModuleDict, tuple[Inject
 def save_seeds(model: nn.Module, file: PathOrFile) -> None:
     """Write ``model``'s slots (seed weights, lifecycle state, targets) and its host's fingerprint to ``file``.
 
-    ``model`` is a :class:`MorphogeneticModel` or a model with injected slots. Tensors are
-    saved on the CPU; a path is written atomically (a temporary file, then a rename).
-    Raises :class:`HostError` for a model without slots.
+    ``model`` is a :class:`MorphogeneticModel` or a model with injected slots, or either
+    inside ``torch.compile``/DDP/``DataParallel`` (seen through: the file is the wrapped
+    module's). Tensors are saved on the CPU; a path is written atomically (a temporary file,
+    then a rename). Raises :class:`HostError` for a model without slots or with a target
+    replaced after ``inject_slots``.
     """
     kind, slots, targets = _slots_container(model)
     host = fingerprint(model)
@@ -277,19 +291,29 @@ def load_seeds(
     unless ``check_host_weights=False``, weights, then every envelope and tensor); a failure
     raises :class:`CheckpointError` (or :class:`HostError` for a host that already has
     slots) and leaves ``host`` as it was.
+
+    ``host`` may be a ``torch.compile`` handle: for injected slots they go on the compiled
+    module and ``host`` (the handle) is returned, as with ``inject_slots``; a
+    ``MorphogeneticModel`` is built around the compiled module (compile the result). Inside
+    ``DistributedDataParallel``/``DataParallel`` it raises :class:`HostError`: load the
+    seeds, then wrap.
     """
+    if not isinstance(host, nn.Module):
+        raise HostError(f"load_seeds needs the host nn.Module, got {class_name(host)}")
     seeds = file if isinstance(file, SeedsFile) else read_seeds(file)
-    if isinstance(host, MorphogeneticModel) or get_injection(host) is not None:
-        raise HostError(f"load_seeds needs a host without slots; got a {type(host).__name__} that has them")
-    _check_host(seeds.host, host, check_host_weights)
+    seen = refuse_parallel(host, caller="load_seeds", change="adding slots")
+    inner = seen.module
+    if isinstance(inner, MorphogeneticModel) or get_injection(inner) is not None:
+        raise HostError(f"load_seeds needs a host without slots; got a {seen.describe()} that has them")
+    _check_host(seeds.host, inner, check_host_weights)
     if seeds.kind == "morphogenetic":
-        model = MorphogeneticModel(host, slots=[t.resolved_id for t in seeds.targets], **slot_options)
+        model = MorphogeneticModel(inner, slots=[t.resolved_id for t in seeds.targets], **slot_options)
         load_checkpoint(model.slots, seeds.state_dict)
         return model
-    slots = inject_slots(host, seeds.targets, **slot_options)
+    slots = inject_slots(inner, seeds.targets, **slot_options)
     try:
         load_checkpoint(slots, seeds.state_dict)
     except BaseException:
-        remove_slots(host, discard_seeds=True)  # undo this call's injection: the host as it was given
+        remove_slots(inner, discard_seeds=True)  # undo this call's injection: the host as it was given
         raise
     return host

@@ -22,6 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from esper_core._wrappers import unwrap
+from esper_core.errors import HostError
+
 __all__ = ["DDPRewrapper", "parameter_signature"]
 
 Signature = tuple[tuple[str, tuple[int, ...], str, bool], ...]
@@ -41,12 +44,19 @@ class DDPRewrapper:
     with ``ddp_kwargs``); pass your own to use another data-parallel wrapper. Call
     :meth:`refresh` on every rank at the same point (right after the lifecycle calls of
     a step); it returns True when it rebuilt, which is the moment to rebuild or extend the
-    optimizer, since the new parameters are not in it yet.
+    optimizer, since the new parameters are not in it yet. A ``module`` that is already inside
+    ``DistributedDataParallel``/``DataParallel`` raises :class:`~esper_core.errors.HostError`.
     """
 
     def __init__(
         self, module: nn.Module, *, wrap: Callable[[nn.Module], nn.Module] | None = None, **ddp_kwargs: Any
     ) -> None:
+        seen = unwrap(module)
+        if seen.parallel is not None:
+            raise HostError(
+                f"DDPRewrapper builds the data-parallel wrapper itself; got a {seen.describe()}. Pass the "
+                f"model inside it ({seen.access.replace('model', 'module', 1)})"
+            )
         self.module = module
         if wrap is None:
 

@@ -218,9 +218,9 @@ def test_merge_reasons_name_each_obstacle(permissive) -> None:
     grow(slots["mlp"], "ship_mlp")
     grow(slots["emb"], "ship_affine")
     reasons = {s.slot_id: s.reason for s in plan_fold(net, merge="auto")}
-    assert "adds a bias but Linear has none" in reasons["nobias"]
-    assert "MLPToken" in reasons["mlp"] and "affine_form" in reasons["mlp"]
-    assert "Embedding" in reasons["emb"]
+    assert "adds a bias but torch.nn.Linear has none" in reasons["nobias"]
+    assert "(tests.shipping.conftest.MLPToken)" in reasons["mlp"] and "affine_form" in reasons["mlp"]
+    assert "the layer there (torch.nn.Embedding) is not one that merges" in reasons["emb"]
 
 
 def test_merge_refuses_a_tied_weight(permissive) -> None:

@@ -33,6 +33,7 @@ from torch import nn
 
 from esper_core._checks import shown
 from esper_core._legacy import LEGACY_MODULE_NAMES, may_be_legacy, rename_legacy_keys
+from esper_core._state_keys import expected_entries
 from esper_core.codec import state_text
 from esper_core.errors import CheckpointError
 from esper_core.restore import RestorePlan, build_modules, check_envelope, forked_rng, restore_slot
@@ -328,7 +329,7 @@ def _check_other_keys(
     """Every key outside the slots' seed and gate modules, as ``load_state_dict`` would copy it."""
     owned = tuple(f"{p}{name}." for p in slot_prefixes for name in ("seed", "blend_gate"))
     envelopes = {p + EXTRA_STATE_SUFFIX for p in slot_prefixes}
-    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(owned) and k not in envelopes}
+    expected = expected_entries(model, owned, envelopes)
     for key, target in expected.items():
         if key not in state_dict:
             if strict:

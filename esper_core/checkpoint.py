@@ -304,7 +304,9 @@ def _check_module_tensors(
 ) -> None:
     for name, module in (("seed", plan.seed), ("blend_gate", plan.gate)):
         sub = f"{prefix}{name}."
-        expected = {} if module is None else {sub + k: v for k, v in module.state_dict().items()}
+        expected = (
+            {} if module is None else {sub + k: v for k, v in expected_entries(module, (), set()).items()}
+        )
         found = tensors[name]
         for key, tensor in expected.items():
             if key not in found:

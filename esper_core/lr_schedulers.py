@@ -45,7 +45,7 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from esper_core.errors import HostError
 
-__all__ = ["SCHEDULER_GROUP_KEYS", "join_group", "joined_lr", "scheduler_tree"]
+__all__ = ["SCHEDULER_GROUP_KEYS", "join_group", "joined_lr", "reference_base_lr", "scheduler_tree"]
 
 #: Per-group lists holding learning rates that define the schedule: scaled by ``k``.
 _SCALED_LISTS = ("base_lrs", "max_lrs")
@@ -103,6 +103,19 @@ def _primary_base(scheduler: Any, reference: int, ref_group: dict[str, Any]) -> 
             return float(bases[reference])
     value = ref_group.get("initial_lr")
     return None if value is None else float(value)
+
+
+def reference_base_lr(
+    schedulers: list[Any], optimizer: torch.optim.Optimizer, reference: int = 0
+) -> float | None:
+    """The base lr the first of ``schedulers`` schedules group ``reference`` from (``None`` when
+    none keeps one). It is not always the lr the optimizer was made with: ``OneCycleLR``
+    starts from ``max_lr / div_factor``, ``CyclicLR`` from ``base_lr``."""
+    for scheduler in schedulers:
+        base = _primary_base(scheduler, reference, optimizer.param_groups[reference])
+        if base is not None:
+            return base
+    return None
 
 
 def _floor(scheduler: Any) -> float:

@@ -20,6 +20,7 @@ rather than left to fail on its next ``step()``.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ from torch import nn
 
 from esper_core.errors import CheckpointError
 from esper_core.hosts.base import HostError
-from esper_core.lr_schedulers import join_group, scheduler_tree
+from esper_core.lr_schedulers import join_group, reference_base_lr, scheduler_tree
 from esper_core.optim_state import SLOT_KEY, plan_load
 from esper_core.slot import SeedSlot
 
@@ -49,7 +50,9 @@ class OptimizerBinding:
 
     Adds one param group per slot (empty until the slot holds a seed; reused when the
     optimizer already has a group tagged with that slot). ``lr`` is the seed groups' base
-    learning rate (default: the optimizer's default lr); ``group_options`` are extra
+    learning rate (default: with ``schedulers``, the base lr they schedule the optimizer's
+    first group from, so seeds follow the host's schedule exactly; else the optimizer's
+    default lr); ``group_options`` are extra
     per-group settings (``weight_decay``, ``betas``...). ``schedulers`` lists the learning
     rate schedulers already attached to ``optimizer`` (``[]`` for none); leaving it
     ``None`` while a scheduler is attached raises :class:`~esper_core.errors.HostError`,
@@ -86,7 +89,6 @@ class OptimizerBinding:
             raise HostError(f"slots must be a mapping slot id -> SeedSlot, got {type(slots).__name__}")
         self.optimizer = optimizer
         self.slots = dict(slots.items())
-        self.lr = optimizer.defaults.get("lr") if lr is None else float(lr)
         self.group_options = group_options
         self._observers: dict[str, Any] = {}
         missing = [sid for sid in self.slots if self._find(sid) is None]
@@ -105,12 +107,41 @@ class OptimizerBinding:
                 "a scheduler appears twice in schedulers (directly and inside SequentialLR/"
                 "ChainedScheduler?); pass only the top-level schedulers"
             )
+        self.lr = self._base_lr(lr)
         self._add_groups(missing)
         for slot_id, slot in self.slots.items():
             observer = self._observer_for(slot_id)
             slot.add_observer(observer)
             self._observers[slot_id] = observer
             self.sync(slot_id)
+
+    def _base_lr(self, lr: float | None) -> float:
+        """The seed groups' base lr: ``lr``, else the scheduled base lr of the optimizer's first
+        group (so a seed follows the host's schedule exactly, k = 1; for a scheduler that keeps
+        none, ``ReduceLROnPlateau``, that group's lr now), else the optimizer's lr.
+
+        A scheduler may start from a base lr other than the optimizer's (``OneCycleLR`` from
+        ``max_lr / div_factor``): an explicit ``lr`` is then read against that base, which the
+        warning spells out, since ``lr=`` the optimizer's own value would mean k = 25 there.
+        """
+        base = reference_base_lr(self.schedulers, self.optimizer) if self.schedulers else None
+        if lr is None:
+            if base is not None:
+                return base
+            if self.schedulers:  # ReduceLROnPlateau keeps no base lr: the first group's lr now
+                return float(self.optimizer.param_groups[0]["lr"])
+            return float(self.optimizer.defaults.get("lr", 0.0))
+        own = self.optimizer.defaults.get("lr")
+        if base is not None and base > 0 and own is not None and not math.isclose(base, own) and lr != base:
+            names = ", ".join(type(s).__name__ for s in self.schedulers)
+            warnings.warn(
+                f"OptimizerBinding(lr={lr:g}): {names} schedules the optimizer's first group from base lr "
+                f"{base:g}, not the optimizer's lr {own:g}, so the seed groups follow that schedule scaled by "
+                f"k = {lr:g} / {base:g} = {lr / base:g}; pass lr=None for the host's schedule exactly (k = 1)",
+                UserWarning,
+                stacklevel=3,
+            )
+        return float(lr)
 
     def _add_groups(self, slot_ids: list[str]) -> None:
         """Append an empty group per slot, extending the known schedulers; all or nothing."""

@@ -230,6 +230,7 @@ def main() -> None:
         (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
         print(f"replicas identical: {len(set(digests)) == 1}; wrote {args.out / 'summary.json'}")
     lifecycle.close()
+    ddp.close()  # before the process group goes (see DDPRewrapper.close)
     dist.destroy_process_group()
 
 

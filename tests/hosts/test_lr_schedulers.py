@@ -220,6 +220,39 @@ def test_scheduler_created_before_the_binding_is_extended(name: str) -> None:
         assert len({round(float(g["lr"]), 12) for g in optimizer.param_groups[1:]}) == 1
 
 
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_without_lr_a_passed_scheduler_schedules_seeds_exactly_like_the_host(name: str) -> None:
+    # The reported instance: OneCycleLR starts from max_lr / div_factor, not the optimizer's lr,
+    # so a default lr of "the optimizer's" made seed groups 25x the host's schedule.
+    model = _model()
+    optimizer = _optimizer(model.host.parameters())
+    scheduler = RECIPES[name](optimizer)
+    for _ in range(JOIN):
+        optimizer.step()
+        _step(scheduler)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # k = 1: nothing to warn about
+        OptimizerBinding(optimizer, model.slots, schedulers=[scheduler])
+    model.germinate("r0c1", "toy_conv")
+    for _ in range(JOIN, STEPS):
+        assert len({round(float(g["lr"]), 12) for g in optimizer.param_groups}) == 1, _lrs(optimizer)
+        for key in ("max_lr", "initial_lr"):
+            assert len({g[key] for g in optimizer.param_groups if key in g}) <= 1, key
+        optimizer.step()
+        _step(scheduler)
+
+
+def test_an_explicit_lr_against_a_scheduler_base_other_than_the_optimizers_warns_with_k() -> None:
+    model = _model()
+    optimizer = _optimizer(model.host.parameters())  # lr 0.1
+    scheduler = L.OneCycleLR(optimizer, max_lr=0.1, total_steps=40)  # base 0.1 / 25 = 0.004
+    with pytest.warns(
+        UserWarning, match=r"from base lr 0\.004, not the optimizer's lr 0\.1.*k = 0\.1 / 0\.004 = 25"
+    ):
+        OptimizerBinding(optimizer, model.slots, lr=HOST_LR, schedulers=[scheduler])
+    assert math.isclose(optimizer.param_groups[1]["max_lr"], 25 * 0.1)  # what was asked, now said
+
+
 @pytest.mark.parametrize("name", sorted(set(RECIPES) - {"ReduceLROnPlateau"}))
 def test_an_existing_scheduler_that_is_not_passed_is_refused(name: str) -> None:
     model = _model()
@@ -284,6 +317,26 @@ def test_checkpoint_resume_continues_every_schedule(name: str, cut: int) -> None
         resumed.step()
     assert first.history == full.history[:cut]
     assert resumed.history == full.history[cut:]
+
+
+@pytest.mark.parametrize("name", ["LinearLR", "OneCycleLR", "SequentialLR", "CosineAnnealingWarmRestarts"])
+def test_a_scheduler_built_after_loading_the_optimizer_state_resumes_from_the_wrong_lr(name: str) -> None:
+    """Why docs/checkpoints.md builds the scheduler first: the other order is torch's trap."""
+    cut = JOIN + 2
+    first = Run(name)
+    for _ in range(cut):
+        first.step()
+    saved = _round_trip(
+        {"optimizer": first.optimizer.state_dict(), "scheduler": first.scheduler.state_dict()}
+    )
+    model = _model()
+    optimizer = _optimizer(model.host.parameters())
+    binding = OptimizerBinding(optimizer, model.slots, lr=SEED_LR)
+    model.germinate("r0c1", "toy_conv")
+    binding.load_optimizer_state(saved["optimizer"])
+    scheduler = RECIPES[name](optimizer)  # the wrong order: after the load
+    scheduler.load_state_dict(saved["scheduler"])
+    assert _lrs(optimizer) != _lrs(first.optimizer)
 
 
 def test_documented_cosine_resume_recipe_with_last_epoch() -> None:

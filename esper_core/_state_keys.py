@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["expected_entries"]
+__all__ = ["expected_entries", "walk"]
 
 _TORCH_SAVE = nn.Module._save_to_state_dict
 _TORCH_STATE_DICT = nn.Module.state_dict
@@ -35,11 +35,31 @@ def _plain(module: nn.Module) -> bool:
     )
 
 
-def expected_entries(model: nn.Module, skip: tuple[str, ...], skip_keys: set[str]) -> dict[str, Any]:
+def walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``list(model.named_modules(remove_duplicate=False))``, in the same order, without
+    torch's nested generators (a load walks the tree several times; this is ~3x faster)."""
+    out: list[tuple[str, nn.Module]] = []
+    stack: list[tuple[str, nn.Module]] = [("", model)]
+    while stack:
+        path, module = stack.pop()
+        out.append((path, module))
+        prefix = f"{path}." if path else ""
+        children = [(prefix + name, child) for name, child in module._modules.items() if child is not None]
+        stack.extend(reversed(children))
+    return out
+
+
+def expected_entries(
+    model: nn.Module,
+    skip: tuple[str, ...],
+    skip_keys: set[str],
+    modules: list[tuple[str, nn.Module]] | None = None,
+) -> dict[str, Any]:
     """``model.state_dict()`` (values as tensors, not detached copies) minus every key that
     starts with one of ``skip`` or is in ``skip_keys``; the extra state of a module whose key
-    is skipped is never computed."""
-    modules = list(model.named_modules(remove_duplicate=False))
+    is skipped is never computed. ``modules``: :func:`walk` of ``model``, when the caller
+    has it already."""
+    modules = walk(model) if modules is None else modules
     if not all(_plain(module) for _, module in modules):
         return {k: v for k, v in model.state_dict().items() if not k.startswith(skip) and k not in skip_keys}
     out: dict[str, Any] = {}

@@ -33,7 +33,7 @@ from torch import nn
 
 from esper_core._checks import shown
 from esper_core._legacy import LEGACY_MODULE_NAMES, may_be_legacy, rename_legacy_keys
-from esper_core._state_keys import expected_entries
+from esper_core._state_keys import expected_entries, walk
 from esper_core.codec import state_text
 from esper_core.errors import CheckpointError
 from esper_core.restore import RestorePlan, build_modules, check_envelope, forked_rng, restore_slot
@@ -59,15 +59,18 @@ class SlotEntry(NamedTuple):
     slot: Any
 
 
-def find_slots(model: nn.Module) -> list[SlotEntry]:
-    """Every :class:`~esper_core.slot.SeedSlot` in ``model`` (``model`` itself included)."""
+def find_slots(model: nn.Module, modules: list[tuple[str, nn.Module]] | None = None) -> list[SlotEntry]:
+    """Every :class:`~esper_core.slot.SeedSlot` in ``model`` (``model`` itself included), at
+    its first path as ``named_modules()`` lists it. ``modules``: ``walk(model)`` if at hand."""
     from esper_core.slot import SeedSlot
 
-    return [
-        SlotEntry(f"{name}." if name else "", module)
-        for name, module in model.named_modules()
-        if isinstance(module, SeedSlot)
-    ]
+    seen: set[int] = set()
+    found = []
+    for name, module in walk(model) if modules is None else modules:
+        if isinstance(module, SeedSlot) and id(module) not in seen:
+            seen.add(id(module))
+            found.append(SlotEntry(f"{name}." if name else "", module))
+    return found
 
 
 def slot_envelope(slot: Any) -> dict[str, Any]:
@@ -171,9 +174,10 @@ def load_checkpoint(
     for name, flag in (("strict", strict), ("assign", assign)):
         if type(flag) is not bool:
             raise CheckpointError(f"load_checkpoint {name} must be True or False, got {shown(flag)}")
-    entries = find_slots(model)
-    legacy = tuple(LEGACY_MODULE_NAMES)
-    if any(key.startswith(legacy) or any(f".{old}" in key for old in legacy) for key in state_dict):
+    modules = walk(model)  # once: slots, key checks
+    entries = find_slots(model, modules)
+    keys = "\n" + "\n".join(state_dict)  # one scan for version-1 module names, in C
+    if any(f"\n{old}" in keys or f".{old}" in keys for old in LEGACY_MODULE_NAMES):
         state_dict = dict(state_dict)  # a version-1 file: today's key names, on a copy
         for prefix, _ in entries:
             rename_legacy_keys(state_dict, prefix)
@@ -193,7 +197,7 @@ def load_checkpoint(
         built = [(prefix, slot, build_modules(slot, plan)) for prefix, slot, plan in checked]
     for prefix, _slot, plan in built:
         _check_module_tensors(prefix, plan, tensors[prefix], strict)
-    _check_other_keys(model, [p for p, _ in entries], state_dict, strict)
+    _check_other_keys(model, [p for p, _ in entries], state_dict, strict, modules)
     for prefix, slot, plan in built:
         source = state_dict[prefix + EXTRA_STATE_SUFFIX]
         slot.restore_state(plan.state, plan.seed, plan.gate, take_reference=False, source=source)
@@ -267,6 +271,8 @@ def _by_slot(prefixes: list[str], state_dict: Mapping[str, Any]) -> dict[str, di
     known = set(prefixes)
     found: dict[str, dict[str, dict[str, Any]]] = {p: {"seed": {}, "blend_gate": {}} for p in prefixes}
     for key, value in state_dict.items():
+        if "seed." not in key and "blend_gate." not in key:  # most keys: the host's
+            continue
         parts = key.split(".")
         for i, part in enumerate(parts[:-1]):
             if part in ("seed", "blend_gate"):
@@ -326,12 +332,16 @@ def _check_module_tensors(
 
 
 def _check_other_keys(
-    model: nn.Module, slot_prefixes: list[str], state_dict: Mapping[str, Any], strict: bool
+    model: nn.Module,
+    slot_prefixes: list[str],
+    state_dict: Mapping[str, Any],
+    strict: bool,
+    modules: list[tuple[str, nn.Module]] | None = None,
 ) -> None:
     """Every key outside the slots' seed and gate modules, as ``load_state_dict`` would copy it."""
     owned = tuple(f"{p}{name}." for p in slot_prefixes for name in ("seed", "blend_gate"))
     envelopes = {p + EXTRA_STATE_SUFFIX for p in slot_prefixes}
-    expected = expected_entries(model, owned, envelopes)
+    expected = expected_entries(model, owned, envelopes, modules)
     for key, target in expected.items():
         if key not in state_dict:
             if strict:

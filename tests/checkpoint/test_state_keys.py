@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from esper_core._state_keys import expected_entries
+from esper_core._state_keys import expected_entries, walk
+from esper_core.checkpoint import find_slots
 from esper_core.gates import QualityGates
 from esper_core.hosts import CNNHost
 from esper_core.inject import inject_slots
@@ -99,3 +100,23 @@ def test_the_entries_are_torchs(name: str) -> None:
             assert got[key] == value, key
     plain = expected_entries(model, (), set())
     assert set(plain) == set(full)  # nothing skipped: every key torch saves
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_walk_is_named_modules_without_deduplication(name: str) -> None:
+    model = CASES[name]()
+    assert [(p, id(m)) for p, m in walk(model)] == [
+        (p, id(m)) for p, m in model.named_modules(remove_duplicate=False)
+    ]
+
+
+def test_find_slots_lists_a_shared_slot_once_at_its_first_path() -> None:
+    model = _grown()
+    slot = model.slots["r0c0"]
+    model.extra = nn.ModuleDict({"again": slot})  # the same slot under a second path
+    found = find_slots(model)
+    assert [e.prefix for e in found].count("slots.r0c0.") == 1
+    assert [e.slot for e in found].count(slot) == 1
+    assert [e.prefix for e in found] == [
+        f"{p}." for p, m in model.named_modules() if m in model.slots.values()
+    ]

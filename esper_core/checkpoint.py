@@ -25,6 +25,7 @@ as it was.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -52,6 +53,12 @@ __all__ = [
 EXTRA_STATE_SUFFIX = "_extra_state"
 
 
+class Restorable(abc.ABC):  # noqa: B024 (an interface to register with, no abstract methods)
+    """What this module restores: :class:`~esper_core.slot.SeedSlot` registers itself here
+    (``Restorable.register``), so that finding the slots of a model needs no import of
+    the slot module, which imports this one (its envelope and its ``load_state_dict``)."""
+
+
 class SlotEntry(NamedTuple):
     """A slot found in a model, with the state-dict prefix of its entries."""
 
@@ -62,12 +69,10 @@ class SlotEntry(NamedTuple):
 def find_slots(model: nn.Module, modules: list[tuple[str, nn.Module]] | None = None) -> list[SlotEntry]:
     """Every :class:`~esper_core.slot.SeedSlot` in ``model`` (``model`` itself included), at
     its first path as ``named_modules()`` lists it. ``modules``: ``walk(model)`` if at hand."""
-    from esper_core.slot import SeedSlot
-
     seen: set[int] = set()
     found = []
     for name, module in walk(model) if modules is None else modules:
-        if isinstance(module, SeedSlot) and id(module) not in seen:
+        if isinstance(module, Restorable) and id(module) not in seen:
             seen.add(id(module))
             found.append(SlotEntry(f"{name}." if name else "", module))
     return found

@@ -29,7 +29,7 @@ from typing import Any
 
 from torch import nn
 
-from esper_core._injection_lookup import attached
+from esper_core._injection import attached
 from esper_core._names import class_name
 from esper_core._wrappers import unwrap
 from esper_core.errors import CheckpointError, HostError

@@ -23,21 +23,20 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-import attrs
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from esper_core._batches import Inputs, described
-from esper_core._checks import MAX_TEXT, check_bool, check_int, check_mapping, check_text, shown
+from esper_core._checks import check_bool, check_mapping, shown
 from esper_core._decoding import install_guards
 from esper_core._inject_probe import check_declared_dim, probe, probed_dim, submodule
-from esper_core._injection_lookup import STATE_KEY as _STATE
-from esper_core._injection_lookup import attached, get_injection
+from esper_core._injection import STATE_KEY as _STATE
+from esper_core._injection import Injection, InjectionTarget, attached, get_injection
 from esper_core._names import class_name
-from esper_core._outputs import OutputKey, check_output_key
+from esper_core._outputs import check_output_key
 from esper_core._placement import host_placement, place_slots
-from esper_core._slot_ids import check_slot_id, default_slot_id
+from esper_core._slot_ids import check_slot_id
 from esper_core._slot_options import check_slot_options
 from esper_core._wrappers import refuse_parallel
 from esper_core.attachment import SlotAttachment
@@ -59,6 +58,10 @@ __all__ = [
     "remove_slots",
 ]
 
+# Public here, where users import them (reprs, pickles and docs name esper_core.inject).
+for _cls in (Injection, InjectionTarget):
+    _cls.__module__ = __name__
+
 #: Name of the child module that holds injected slots.
 SLOTS_ATTRIBUTE = "esper_slots"
 
@@ -74,80 +77,6 @@ class InjectedSlots(nn.ModuleDict):
 
     def forward(self, x: Any) -> Any:
         return x
-
-
-def _text(what: str) -> Any:
-    return lambda value: check_text(what, value, error=HostError)
-
-
-def _path(value: object) -> str:
-    # "" is the model itself (its forward gets the slot), so it is accepted.
-    if not isinstance(value, str) or len(value) > MAX_TEXT:
-        raise HostError(
-            f"InjectionTarget path must be a submodule path (str, '' for the model itself) of at most "
-            f"{MAX_TEXT} characters, got {shown(value)}"
-        )
-    return value
-
-
-def _optional_text(what: str) -> Any:
-    return lambda value: None if value is None else check_text(what, value, error=HostError)
-
-
-@attrs.frozen
-class InjectionTarget:
-    """Where to put one slot: the submodule ``path`` whose output it sees, in ``topology``.
-
-    ``dim`` is the feature width at that output; when ``None`` it is found by a probe
-    forward. ``slot_id`` defaults to :attr:`resolved_id`: the path made an identifier (dots become
-    underscores, ``"layers.0"`` gives ``"layers_0"``; a path starting with a digit gets a
-    leading ``_``, ``"0"`` gives ``"_0"``). ``output``
-    says which tensor of the module's output the slot sees when the module returns more
-    than one tensor: ``None`` (default: it returns one tensor), an index (``0`` for the
-    hidden states of a Hugging Face attention layer's ``(hidden, weights)`` tuple) or a key
-    (``"last_hidden_state"`` of a ``ModelOutput``). Each field is checked on construction
-    (:class:`HostError` naming it).
-    """
-
-    path: str = attrs.field(converter=_path)
-    topology: str = attrs.field(converter=_text("InjectionTarget topology"))
-    dim: int | None = attrs.field(
-        default=None,
-        converter=lambda v: (
-            None if v is None else check_int("InjectionTarget dim", v, minimum=1, error=HostError)
-        ),
-    )
-    slot_id: str | None = attrs.field(default=None, converter=_optional_text("InjectionTarget slot_id"))
-    output: OutputKey = attrs.field(default=None, converter=check_output_key)
-
-    @property
-    def resolved_id(self) -> str:
-        """``slot_id``, or ``path`` made an identifier when it is not given.
-
-        ``"layers.0.mlp"`` gives ``"layers_0_mlp"``, ``"0"`` gives ``"_0"``, the root ``"_root"``.
-        """
-        return self.slot_id if self.slot_id is not None else default_slot_id(self.path)
-
-
-@attrs.define(eq=False, slots=False)
-class Injection:
-    """What :func:`inject_slots` attached to a model: the slots, one attachment per target,
-    the per-sample alpha overrides shared by the attachments, and the cached-decoding guards
-    (:mod:`esper_core._decoding`) on modules that take a KV cache."""
-
-    slots: nn.ModuleDict
-    targets: tuple[InjectionTarget, ...]
-    attachments: tuple[SlotAttachment, ...]
-    overrides: dict[str, Tensor] = attrs.field(factory=dict)
-    guards: tuple[RemovableHandle, ...] = ()
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # A deep copy or an unpickled model: this value sits in the model's __dict__ after
-        # its children, so the copied slots and attachments are complete here. Reconnect
-        # each attachment to its slot's events (a slot may drop observers when copied).
-        self.__dict__.update(state)
-        for attachment in self.attachments:
-            attachment.connect()
 
 
 def _normalise(targets: Mapping[str, str] | Iterable[InjectionTarget]) -> list[InjectionTarget]:

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from esper_core._checks import shown
-from esper_core._injection_lookup import attached
+from esper_core._injection import attached
 from esper_core._names import class_name
 from esper_core._wrappers import refuse_parallel, unwrap
 from esper_core.checkpoint import load_checkpoint

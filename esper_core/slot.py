@@ -40,7 +40,7 @@ from esper_core._freeze import StageFreeze, unused_modules
 from esper_core.activity import ActivityMeter
 from esper_core.alpha import AlphaCurve, AlphaMode, BlendAlgorithm
 from esper_core.blend import blend, check_alpha_override
-from esper_core.checkpoint import SlotEnvelope
+from esper_core.checkpoint import Restorable, SlotEnvelope
 from esper_core.codec import state_checksum
 from esper_core.errors import GerminationRefusedError, LifecycleError, LifecycleWarning
 from esper_core.evidence import Evidence, Outcome
@@ -546,3 +546,6 @@ def _after_load(slot: nn.Module, _incompatible: object) -> None:
     # ``to_empty()`` (meta-device initialisation, then a load) its memory is uninitialised.
     with torch.no_grad():
         slot._alpha_value.fill_(slot._alpha_seen)
+
+
+Restorable.register(SeedSlot)  # what load_checkpoint finds in a model

@@ -4,7 +4,7 @@ Nothing here is imported by ``import esper_core``; the heavy dependencies are im
 inside the functions that use them.
 """
 
-from esper_core.demo.cli import OutputError, build_parser, main, run_demo
-from esper_core.demo.settings import DemoSettings, SettingsError
+from esper_core.demo.cli import build_parser, main, run_demo
+from esper_core.demo.settings import DemoSettings, OutputError, SettingsError
 
 __all__ = ["DemoSettings", "OutputError", "SettingsError", "build_parser", "main", "run_demo"]

@@ -12,15 +12,11 @@ import torch
 
 from esper_core._extras import require_extras
 from esper_core.control import STRATEGIES
-from esper_core.demo.settings import DEFAULTS, MAX_BUDGET, DemoSettings, SettingsError
+from esper_core.demo.settings import DEFAULTS, MAX_BUDGET, DemoSettings, OutputError, SettingsError
 from esper_core.errors import MissingExtraError
 from esper_core.gates import POLICIES
 
 __all__ = ["OutputError", "build_parser", "main", "prepare_out", "run_demo"]
-
-
-class OutputError(OSError):
-    """The output folder cannot be created or written; the message names the path and why."""
 
 
 def _csv(text: str) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ the governor, whose training) caused the event. TensorBoard gets one run folder 
 strategy, ``<DIR>/seed<S>-<strategy>``, with the epoch as the step.
 
 The files are opened (and the folder created) before any training, so a path that cannot
-be written stops the demo at once with one line (:class:`~esper_core.demo.cli.OutputError`).
+be written stops the demo at once with one line (:class:`~esper_core.demo.OutputError`).
 Each file is replaced, not appended to: one file holds one demo run.
 """
 
@@ -20,8 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from esper_core.demo.cli import OutputError
-from esper_core.demo.settings import DemoSettings
+from esper_core.demo.settings import DemoSettings, OutputError
 from esper_core.sinks import CsvSink, JsonlSink, SinkHandle, TensorBoardSink, register_sink
 
 __all__ = ["CONTEXT_FIELDS", "DemoEventSinks", "tensorboard_run"]
@@ -42,7 +41,7 @@ def _reason(exc: OSError) -> str:
 class DemoEventSinks:
     """The sinks ``settings`` asks for, open for the whole demo; close with :meth:`close`.
 
-    Raises :class:`~esper_core.demo.cli.OutputError` naming the flag, the path and the
+    Raises :class:`~esper_core.demo.OutputError` naming the flag, the path and the
     reason when a file cannot be created or the TensorBoard folder cannot be written.
     """
 

@@ -81,6 +81,10 @@ class SettingsError(ValueError):
     """A setting that cannot be used; the message names the value and what is accepted."""
 
 
+class OutputError(OSError):
+    """The output folder cannot be created or written; the message names the path and why."""
+
+
 def known_blueprints(topology: str) -> list[str]:
     """Names of the registered blueprints of ``topology``, sorted."""
     return sorted({spec.name for spec in list_blueprints(topology)})

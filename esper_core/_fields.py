@@ -46,6 +46,9 @@ __all__ = [
     "encode_record",
     "entry",
     "field_names",
+    "layout",
+    "members",
+    "pattern_of",
 ]
 
 _KIND = "esper_kind"
@@ -115,13 +118,17 @@ class Int:
 
 @attrs.frozen
 class Float:
-    """A finite ``float`` in ``[minimum, maximum]`` (an ``int`` is rejected: writers write floats)."""
+    """A finite ``float`` in ``[minimum, maximum]``, or ``(minimum, maximum]`` when ``low_open``
+    (an ``int`` is rejected: writers write floats)."""
 
     minimum: float = -math.inf
     maximum: float = math.inf
+    low_open: bool = False
 
     def decode(self, value: object, path: str) -> float:
         if type(value) is not float or not math.isfinite(value) or not self.minimum <= value <= self.maximum:
+            raise _bad(path, value, self.describe())
+        if self.low_open and value == self.minimum:
             raise _bad(path, value, self.describe())
         return value
 
@@ -129,7 +136,7 @@ class Float:
         return float(value)
 
     def describe(self) -> str:
-        return f"a finite float in [{self.minimum}, {self.maximum}]"
+        return f"a finite float in {'(' if self.low_open else '['}{self.minimum}, {self.maximum}]"
 
 
 @attrs.frozen
@@ -145,7 +152,7 @@ class Str:
             raise _bad(path, value, self.describe())
         if self.choices is not None and value not in self.choices:
             raise _bad(path, value, self.describe())
-        if self.pattern is not None and _compiled(self.pattern).fullmatch(value) is None:
+        if self.pattern is not None and pattern_of(self.pattern).fullmatch(value) is None:
             raise _bad(path, value, self.describe())
         return value
 
@@ -161,7 +168,8 @@ class Str:
 
 
 @functools.cache
-def _compiled(pattern: str) -> re.Pattern[str]:
+def pattern_of(pattern: str) -> re.Pattern[str]:
+    """``pattern`` compiled (once)."""
     return re.compile(pattern)
 
 
@@ -193,7 +201,7 @@ class EnumOf:
 
     def decode(self, value: object, path: str) -> Any:
         hashable = type(value) in (int, str, float, bool)
-        member = _members(self.enum, self.exclude).get((type(value), value)) if hashable else None
+        member = members(self.enum, self.exclude).get((type(value), value)) if hashable else None
         if member is None:
             raise _bad(path, value, self.describe())
         return member
@@ -202,11 +210,12 @@ class EnumOf:
         return value.value
 
     def describe(self) -> str:
-        return f"one of {[v for (_, v) in _members(self.enum, self.exclude)]}"
+        return f"one of {[v for (_, v) in members(self.enum, self.exclude)]}"
 
 
 @functools.cache
-def _members(enum: type[Enum], exclude: tuple[Any, ...]) -> dict[tuple[type, Any], Enum]:
+def members(enum: type[Enum], exclude: tuple[Any, ...]) -> dict[tuple[type, Any], Enum]:
+    """``enum``'s members but ``exclude``, by ``(type(value), value)`` of their JSON value."""
     # Keyed by (type, value) so that True never stands for 1 and 1.0 never for 1.
     return {(type(m.value), m.value): m for m in enum if m.value not in exclude}
 
@@ -304,21 +313,22 @@ def entry(kind: Kind, **kwargs: Any) -> Any:
 
 
 @functools.cache
-def _layout(cls: type) -> tuple[tuple[str, Kind], ...]:
+def layout(cls: type) -> tuple[tuple[str, Kind], ...]:
+    """``(name, kind)`` of every field of ``cls`` declared with :func:`entry`, in order."""
     return tuple((f.name, f.metadata[_KIND]) for f in attrs.fields(cls) if _KIND in f.metadata)
 
 
 def field_names(cls: type) -> list[str]:
     """The keys a record of ``cls`` is written with, in declaration order."""
-    return [name for name, _ in _layout(cls)]
+    return [name for name, _ in layout(cls)]
 
 
 @functools.cache
 def _plan(cls: type, path: str) -> tuple[frozenset[str], tuple[tuple[str, Kind, str], ...]]:
     """The key set of ``cls`` and (name, kind, dotted path) per field, built once per place."""
     prefix = f"{path}." if path else ""
-    layout = _layout(cls)
-    return frozenset(name for name, _ in layout), tuple((name, kind, prefix + name) for name, kind in layout)
+    fields = layout(cls)
+    return frozenset(name for name, _ in fields), tuple((name, kind, prefix + name) for name, kind in fields)
 
 
 def decode_record(cls: type[T], data: object, path: str) -> T:
@@ -358,7 +368,7 @@ def _raise_key_mismatch(cls: type, data: dict, path: str) -> None:
 
 def encode_record(value: Any) -> dict[str, Any]:
     """The plain-data form of ``value`` (JSON types only), fields in declaration order."""
-    return {name: kind.encode(getattr(value, name)) for name, kind in _layout(type(value))}
+    return {name: kind.encode(getattr(value, name)) for name, kind in layout(type(value))}
 
 
 def _join(path: str, name: str) -> str:

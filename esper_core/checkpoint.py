@@ -26,6 +26,7 @@ as it was.
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -59,6 +60,12 @@ class Restorable(abc.ABC):  # noqa: B024 (an interface to register with, no abst
     the slot module, which imports this one (its envelope and its ``load_state_dict``)."""
 
 
+@functools.cache
+def _restorable(cls: type) -> bool:
+    # Once per class: an ABC's isinstance costs more than the rest of the walk.
+    return issubclass(cls, Restorable)
+
+
 class SlotEntry(NamedTuple):
     """A slot found in a model, with the state-dict prefix of its entries."""
 
@@ -72,7 +79,7 @@ def find_slots(model: nn.Module, modules: list[tuple[str, nn.Module]] | None = N
     seen: set[int] = set()
     found = []
     for name, module in walk(model) if modules is None else modules:
-        if isinstance(module, Restorable) and id(module) not in seen:
+        if _restorable(type(module)) and id(module) not in seen:
             seen.add(id(module))
             found.append(SlotEntry(f"{name}." if name else "", module))
     return found
@@ -234,12 +241,7 @@ def _checked_envelope(
     slot: Any, prefix: str, envelope: object, tensors: Mapping[str, Mapping[str, Any]]
 ) -> RestorePlan:
     if slot.restored_from(envelope):  # the slot's own state (a resume into a live model): nothing to decode
-        seed = slot.seed
-        plan = RestorePlan(
-            slot.state, None, None, 0 if seed is None else sum(p.numel() for p in seed.parameters())
-        )
-        _check_declared_size(prefix, plan, tensors["seed"])
-        return plan
+        return RestorePlan(slot.state, None, None)
     try:
         plan = check_envelope(slot, envelope)
     except CheckpointError as exc:
@@ -289,7 +291,10 @@ def _by_slot(prefixes: list[str], state_dict: Mapping[str, Any]) -> dict[str, di
 
 
 def _check_declared_size(prefix: str, plan: RestorePlan, seed_tensors: Mapping[str, Any]) -> None:
-    """Refuse, before building anything, a seed larger than the tensors the file holds for it."""
+    """Refuse, before building anything, a seed larger than the tensors the file holds for it.
+    (Every tensor present is checked against the module afterwards, built or reused.)"""
+    if plan.params == 0:  # nothing to build
+        return
     sub = f"{prefix}seed."
     tensors = {k: v for k, v in seed_tensors.items() if not k.endswith(EXTRA_STATE_SUFFIX)}
     for key, value in tensors.items():
@@ -369,13 +374,21 @@ def _check_data(key: str, value: object, shape: tuple[int, ...] | None = None) -
         raise CheckpointError(f"checkpoint tensor {key!r}: got {type(value).__name__}; accepted: {wanted}")
     if value.layout is not torch.strided:
         raise CheckpointError(f"checkpoint tensor {key!r}: layout {value.layout}; accepted: torch.strided")
-    if value.device.type == "meta":
+    if value.is_meta:
         raise CheckpointError(
             f"checkpoint tensor {key!r}: a tensor on the meta device (it holds no data); accepted: a tensor with data"
         )
 
 
 def _check_tensor(key: str, value: object, target: torch.Tensor) -> None:
+    if (  # the usual case, decided without building a message or a device object
+        type(value) is torch.Tensor
+        and value.dtype is target.dtype
+        and value.shape == target.shape
+        and value.layout is torch.strided
+        and not value.is_meta
+    ):
+        return
     _check_data(key, value, tuple(target.shape))
     assert isinstance(value, torch.Tensor)
     problem = None

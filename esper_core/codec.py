@@ -40,7 +40,8 @@ from typing import Any, TypeVar
 import attrs
 
 from esper_core._checks import shown
-from esper_core._fields import FieldError, Int, Str, decode_record, encode_record
+from esper_core._compiled import FAIL, reader, writer
+from esper_core._fields import FieldError, Int, Str, decode_record
 from esper_core.commands import COMMANDS
 from esper_core.errors import CheckpointError, DistributedError, EsperError
 from esper_core.metrics import ActivityState, SeedMetrics
@@ -78,15 +79,22 @@ _DIM = Int(1, MAX_DIM)
 
 def to_data(value: Any) -> dict[str, Any]:
     """Any lifecycle value (state, command, schedule, metrics, ...) as JSON data."""
-    return encode_record(value)
+    return writer(type(value))(value)
 
 
 def from_data(cls: type[T], data: object, *, error: type[EsperError] = CheckpointError) -> T:
     """Read ``data`` back as a ``cls`` value; raise ``error`` naming the first bad field."""
     try:
-        return decode_record(cls, data, "")
+        return _read(cls, data, "")
     except FieldError as exc:
         raise error(exc.describe("field")) from None
+
+
+def _read(cls: type[T], data: object, path: str) -> T:
+    """``cls`` from ``data`` by its compiled reader; data it refuses goes through the generic
+    reader, which raises :class:`FieldError` naming the field (see :mod:`esper_core._compiled`)."""
+    value = reader(cls)(data)
+    return decode_record(cls, data, path) if value is FAIL else value
 
 
 def parse_json(text: object, what: str, error: type[EsperError], expected: str = "") -> object:
@@ -124,7 +132,7 @@ def encode_envelope(config: SlotConfig, state: SlotState) -> dict[str, Any]:
         "slot_id": config.slot_id,
         "topology": config.topology,
         "dim": config.dim,
-        "state": encode_record(state),
+        "state": writer(SlotState)(state),
     }
 
 
@@ -182,7 +190,7 @@ def _decode_v2(data: dict[str, Any]) -> Envelope:
         slot_id=_SLOT_ID.decode(data["slot_id"], "slot_id"),
         topology=_TOPOLOGY.decode(data["topology"], "topology"),
         dim=_DIM.decode(data["dim"], "dim"),
-        state=decode_record(SlotState, data["state"], "state"),
+        state=_read(SlotState, data["state"], "state"),
     )
 
 
@@ -199,7 +207,7 @@ def encode_command(command: object) -> bytes:
     name = _command_names().get(type(command))
     if name is None:
         raise DistributedError(f"not a lifecycle command: {shown(command)}; accepted: {sorted(COMMANDS)}")
-    data = {"codec": COMMAND_CODEC_VERSION, "command": name, "args": encode_record(command)}
+    data = {"codec": COMMAND_CODEC_VERSION, "command": name, "args": writer(type(command))(command)}
     return _ENCODER.encode(data).encode("utf-8")
 
 
@@ -223,7 +231,7 @@ def decode_command(raw: object) -> Any:
     if cls is None:
         raise DistributedError(f"unknown command {shown(data['command'])}; accepted: {sorted(COMMANDS)}")
     try:
-        return decode_record(cls, data["args"], "args")
+        return _read(cls, data["args"], "args")
     except FieldError as exc:
         raise DistributedError(exc.describe(f"command {data['command']!r} field")) from None
 
@@ -250,7 +258,7 @@ def state_checksum(state: SlotState) -> int:
             output_requires_grad=None,
         )
         state = attrs.evolve(state, seed=seed)
-    return zlib.crc32(_ENCODER.encode(encode_record(state)).encode("utf-8"))
+    return zlib.crc32(_ENCODER.encode(writer(SlotState)(state)).encode("utf-8"))
 
 
 _NO_METRICS = SeedMetrics()

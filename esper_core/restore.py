@@ -34,6 +34,7 @@ __all__ = [
     "forked_rng",
     "plan_restore",
     "restore_slot",
+    "reuses",
 ]
 
 
@@ -45,7 +46,8 @@ class RestorePlan:
     seed: nn.Module | None
     gate: nn.Module | None
     params: int = 0
-    """The seed's exact parameter count from the registry (0 without a live seed)."""
+    """The exact parameter count, from the registry, of the seed module the plan must build (0
+    when it builds none: no live seed, or the slot's own seed module serves, see :func:`reuses`)."""
 
 
 def _check_identity(slot: Any, env: Envelope) -> None:
@@ -116,17 +118,31 @@ def _needs_gate(state: SlotState) -> bool:
     return _live(state) and state.seed is not None and state.seed.algorithm is BlendAlgorithm.GATE
 
 
+def reuses(slot: Any, state: SlotState) -> bool:
+    """Whether the seed module in ``slot`` serves ``state``: the same blueprint and options
+    (a load into a live model then copies tensors into it and builds nothing)."""
+    current, wanted = slot.state.seed, state.seed
+    return (
+        current is not None
+        and wanted is not None
+        and current.blueprint == wanted.blueprint
+        and current.options == wanted.options
+        and slot.seed is not None
+    )
+
+
 def check_envelope(slot: Any, envelope: object) -> RestorePlan:
     """Validate ``envelope`` (JSON text or data) for ``slot``; a plan without modules yet.
 
-    Decodes once and checks the slot's identity and, for a live seed, the blueprint, its
-    options and its exact size (``params``) through the registry. Changes nothing; raises
+    Decodes once and checks the slot's identity and, for a live seed that must be built, the
+    blueprint, its options and its exact size (``params``) through the registry (a seed the
+    slot already holds was checked when it was built). Changes nothing; raises
     :class:`CheckpointError` naming the first bad field.
     """
     env = decode_envelope(envelope)
     _check_identity(slot, env)
     state = env.state
-    if not _live(state):
+    if not _live(state) or reuses(slot, state):
         return RestorePlan(state, None, None)
     return RestorePlan(state, None, None, _check_seed(slot, env))
 
@@ -137,13 +153,7 @@ def build_modules(slot: Any, plan: RestorePlan) -> RestorePlan:
     state = plan.state
     if not _live(state):
         return plan
-    assert state.seed is not None
-    current = slot.state.seed
-    reuse = current is not None and (current.blueprint, current.options) == (
-        state.seed.blueprint,
-        state.seed.options,
-    )
-    seed = slot.seed if reuse and slot.seed is not None else _build(slot, "seed", state)
+    seed = slot.seed if reuses(slot, state) else _build(slot, "seed", state)
     gate = None
     if _needs_gate(state):
         gate = slot.blend_gate if slot.blend_gate is not None else _build(slot, "gate", state)

@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bench._harness import Benchmark, Measurement, compare
-from esper_core import create_blueprint, param_count
+from esper_core import create_blueprint
+from esper_core.registry import param_count
 
 _BLUEPRINT = "conv_heavy"
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 
 from bench._harness import Benchmark, Measurement, compare
-from esper_core import create_blueprint, param_count
+from esper_core import create_blueprint
+from esper_core.registry import param_count
 
 _D, _T, _BATCH, _HEADS = 384, 256, 4, 6
 

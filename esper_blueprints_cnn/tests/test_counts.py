@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import esper_core
 from esper_blueprints_cnn import counts
 from esper_core import RegistryError
+from esper_core.registry import flop_count, param_count
 
 ALL_WIDTHS = range(1, 1025)
 
@@ -89,20 +90,20 @@ SPEC_DIMS = [1, 3, 8, 16, 32, 64, 96, 128, 384, 512, 768, 4096]
 
 @pytest.mark.parametrize("name", sorted(SPEC_TABLE))
 def test_param_count_matches_spec_table(name: str) -> None:
-    got = [esper_core.param_count("cnn", name, dim) for dim in SPEC_DIMS]
+    got = [param_count("cnn", name, dim) for dim in SPEC_DIMS]
     assert got == SPEC_TABLE[name]
 
 
 def test_noop_has_no_parameters() -> None:
-    assert [esper_core.param_count("cnn", "noop", dim) for dim in (1, 64, 4096)] == [0, 0, 0]
+    assert [param_count("cnn", "noop", dim) for dim in (1, 64, 4096)] == [0, 0, 0]
 
 
 def test_reduction_changes_the_count_as_documented() -> None:
     # attention: 2 C max(1, C // r) + C ; bottleneck: 2 C b + 9 b^2 + 2 C, b = max(8, C // r)
-    assert esper_core.param_count("cnn", "attention", 64, reduction=16) == 2 * 64 * 4 + 64
-    assert esper_core.param_count("cnn", "attention", 64, reduction=1000) == 2 * 64 * 1 + 64
-    assert esper_core.param_count("cnn", "bottleneck", 64, reduction=2) == 2 * 64 * 32 + 9 * 32 * 32 + 128
-    assert esper_core.param_count("cnn", "bottleneck", 64, reduction=1000) == 2 * 64 * 8 + 9 * 64 + 128
+    assert param_count("cnn", "attention", 64, reduction=16) == 2 * 64 * 4 + 64
+    assert param_count("cnn", "attention", 64, reduction=1000) == 2 * 64 * 1 + 64
+    assert param_count("cnn", "bottleneck", 64, reduction=2) == 2 * 64 * 32 + 9 * 32 * 32 + 128
+    assert param_count("cnn", "bottleneck", 64, reduction=1000) == 2 * 64 * 8 + 9 * 64 + 128
 
 
 # ------------------------------------------------------------------------------------------
@@ -123,7 +124,7 @@ def test_flop_count_matches_flop_counter(blueprint: str, shape: tuple[int, ...],
     dim = shape[1]
     module = build(blueprint, dim)
     expected = counted_flops(module, torch.randn(shape))
-    assert esper_core.flop_count("cnn", blueprint, dim, shape) == expected
+    assert flop_count("cnn", blueprint, dim, shape) == expected
 
 
 @pytest.mark.parametrize("reduction", [1, 3, 100])
@@ -133,19 +134,19 @@ def test_flop_count_matches_flop_counter_with_reduction(
     shape = (2, 24, 6, 5)
     module = build(reducible, 24, reduction=reduction)
     expected = counted_flops(module, torch.randn(shape))
-    assert esper_core.flop_count("cnn", reducible, 24, shape, reduction=reduction) == expected
+    assert flop_count("cnn", reducible, 24, shape, reduction=reduction) == expected
 
 
 def test_flops_are_nonzero_where_there_is_compute() -> None:
     # Guards the FLOP test against a counter that silently counts nothing.
     shape = (2, 8, 4, 4)
     for name in ("attention", "depthwise", "bottleneck", "conv_small", "conv_light", "conv_heavy"):
-        assert esper_core.flop_count("cnn", name, 8, shape) > 0, name
+        assert flop_count("cnn", name, 8, shape) > 0, name
 
 
 def test_attention_flops_do_not_depend_on_spatial_size() -> None:
-    small = esper_core.flop_count("cnn", "attention", 32, (2, 32, 1, 1))
-    large = esper_core.flop_count("cnn", "attention", 32, (2, 32, 64, 64))
+    small = flop_count("cnn", "attention", 32, (2, 32, 1, 1))
+    large = flop_count("cnn", "attention", 32, (2, 32, 64, 64))
     assert small == large
 
 
@@ -156,7 +157,7 @@ def test_attention_flops_do_not_depend_on_spatial_size() -> None:
 )
 def test_flop_count_rejects_bad_input_shapes(blueprint: str, shape: tuple) -> None:
     with pytest.raises(RegistryError, match="input_shape"):
-        esper_core.flop_count("cnn", blueprint, 8, shape)
+        flop_count("cnn", blueprint, 8, shape)
 
 
 def test_count_functions_are_public() -> None:

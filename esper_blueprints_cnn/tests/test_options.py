@@ -9,13 +9,15 @@ import torch
 
 import esper_core
 from esper_blueprints_cnn import BottleneckSeed, SqueezeExcitationSeed
-from esper_core import OptionError, RegistryError
+from esper_core import RegistryError
+from esper_core.errors import OptionError
+from esper_core.registry import flop_count, param_count, plugin_report
 
 BAD_REDUCTIONS = [0, -1, 2.5, 4.0, True, "4", None]
 
 
 def test_declared_options() -> None:
-    keys = {info.distribution: info for info in esper_core.plugin_report()}["esper-blueprints-cnn"].blueprints
+    keys = {info.distribution: info for info in plugin_report()}["esper-blueprints-cnn"].blueprints
     specs = [esper_core.get_blueprint(*key.split(":")) for key in keys]
     declared = {spec.name: [opt.name for opt in spec.options] for spec in specs}
     assert declared == {
@@ -39,8 +41,8 @@ def test_bad_reduction_is_rejected_everywhere(reducible: str, bad: object) -> No
     spec = esper_core.get_blueprint("cnn", reducible)
     calls = [
         lambda: esper_core.create_blueprint("cnn", reducible, 16, reduction=bad),
-        lambda: esper_core.param_count("cnn", reducible, 16, reduction=bad),
-        lambda: esper_core.flop_count("cnn", reducible, 16, (1, 16, 2, 2), reduction=bad),
+        lambda: param_count("cnn", reducible, 16, reduction=bad),
+        lambda: flop_count("cnn", reducible, 16, (1, 16, 2, 2), reduction=bad),
         lambda: spec.factory(16, reduction=bad),  # the factory validates too
     ]
     for call in calls:
@@ -64,7 +66,7 @@ def test_reduction_larger_than_channels(
     # Hidden widths floor at 1 (attention) and 8 (bottleneck) instead of collapsing to 0.
     hidden = module.fc[0].out_features if reducible == "attention" else module.down.out_channels
     assert hidden == (1 if reducible == "attention" else 8)
-    assert numel(module) == esper_core.param_count("cnn", reducible, dim, reduction=reduction)
+    assert numel(module) == param_count("cnn", reducible, dim, reduction=reduction)
     x = torch.randn(2, dim, 3, 4, generator=generator)
     assert torch.equal(module(x), x)
 
@@ -86,7 +88,7 @@ def test_bad_dim_is_rejected(blueprint: str, bad: object) -> None:
     spec = esper_core.get_blueprint("cnn", blueprint)
     for call in (
         lambda: esper_core.create_blueprint("cnn", blueprint, bad),
-        lambda: esper_core.param_count("cnn", blueprint, bad),
+        lambda: param_count("cnn", blueprint, bad),
         lambda: spec.factory(bad),
     ):
         with pytest.raises(RegistryError) as info:

@@ -7,12 +7,13 @@ from collections.abc import Callable
 import esper_blueprints_cnn
 import esper_core
 from esper_blueprints_cnn import blocks, catalogue, counts, groups, options, plugin, seeds
+from esper_core.registry import param_count, plugin_report
 
 EXPECTED = ["noop", "norm", "attention", "depthwise", "bottleneck", "conv_small", "conv_light", "conv_heavy"]
 
 
 def test_registered_through_the_entry_point() -> None:
-    report = {info.distribution: info for info in esper_core.plugin_report()}
+    report = {info.distribution: info for info in plugin_report()}
     info = report["esper-blueprints-cnn"]
     assert info.loaded, info.error
     assert info.module == "esper_blueprints_cnn.plugin"
@@ -21,7 +22,7 @@ def test_registered_through_the_entry_point() -> None:
 
 def ours(specs: list[esper_core.BlueprintSpec]) -> list[esper_core.BlueprintSpec]:
     """Only this pack's blueprints: other installed packs may add CNN blueprints too."""
-    report = {info.distribution: info for info in esper_core.plugin_report()}
+    report = {info.distribution: info for info in plugin_report()}
     keys = set(report["esper-blueprints-cnn"].blueprints)
     return [spec for spec in specs if spec.key in keys]
 
@@ -43,7 +44,7 @@ def test_every_spec_declares_counts_and_a_distinct_description() -> None:
 def test_registry_sorts_by_exact_count_at_the_requested_dim() -> None:
     for dim in (8, 64, 512):
         names = [spec.name for spec in esper_core.list_blueprints("cnn", dim=dim)]
-        costs = [esper_core.param_count("cnn", name, dim) for name in names]
+        costs = [param_count("cnn", name, dim) for name in names]
         assert costs == sorted(costs)
 
 

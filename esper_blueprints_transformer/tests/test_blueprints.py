@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from esper_blueprints_transformer import BLUEPRINTS, FlexAttentionSeed
-from esper_core import get_blueprint, list_blueprints, plugin_report
+from esper_core import get_blueprint, list_blueprints
+from esper_core.registry import plugin_report
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 

@@ -9,7 +9,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from esper_blueprints_transformer import build_attention, build_flex_attention, counts
-from esper_core import OptionError, RegistryError, create_blueprint, flop_count, param_count
+from esper_core import RegistryError, create_blueprint
+from esper_core.errors import OptionError
+from esper_core.registry import flop_count, param_count
 
 ALL_DIMS = range(1, 1025)
 # Non-default option values are swept over a spread of widths (all powers of two, odd and

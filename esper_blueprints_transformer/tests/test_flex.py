@@ -14,7 +14,7 @@ from esper_blueprints_transformer import (
     causal_mask_mod,
     uses_flex_attention,
 )
-from esper_core import OptionError
+from esper_core.errors import OptionError
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 

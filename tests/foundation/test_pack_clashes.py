@@ -14,8 +14,8 @@ SHIPPED = "esper-blueprints-cnn,esper-blueprints-transformer"
 
 SUMMARY = (
     "import json\n"
-    "from esper_core import list_blueprints, list_topologies, plugin_report\n"
-    "from esper_core.registry import provenance\n"
+    "from esper_core import list_blueprints\n"
+    "from esper_core.registry import list_topologies, plugin_report, provenance\n"
     "keys = sorted(s.key for s in list_blueprints())\n"
     "report = {i.distribution: {'loaded': i.loaded, 'refused': list(i.refused),\n"
     "          'blueprints': list(i.blueprints), 'topologies': list(i.topologies)} for i in plugin_report()}\n"

@@ -22,7 +22,7 @@ SHIPPED_CNN = {
 }
 
 REPORT = (
-    "import json; from esper_core import plugin_report\n"
+    "import json; from esper_core.registry import plugin_report\n"
     "report = {i.distribution: {'loaded': i.loaded, 'error': i.error, 'refused': list(i.refused),"
     " 'blueprints': list(i.blueprints)} for i in plugin_report()}\n"
 )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from esper_core import OptionError, RegistryError
+from esper_core.errors import OptionError, RegistryError
 
 __all__ = [
     "accepted_head_counts",

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 
-from esper_core import OptionError
+from esper_core.errors import OptionError
 
 __all__ = ["DEFAULT_MASK_CACHE_SIZE", "BlockMaskCache", "build_causal_block_mask", "causal_mask_mod"]
 

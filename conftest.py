@@ -35,6 +35,7 @@ TIER_FILES = {
         "tests/distributed/test_two_ranks.py",
         "tests/distributed/test_ddp_stages.py",
         "tests/distributed/test_two_ranks_control.py",
+        "tests/distributed/test_three_ranks.py",
         "tests/docs/test_examples.py::test_multiprocess_example",
     ),
     "docs": (

@@ -3,8 +3,8 @@
 Both sides move the same decision (a command value of :mod:`esper_core.commands`) from rank 0 to
 rank 1 and rebuild it there: a gate decision (what every ``advance`` and auto-advance
 sends) and a germinate (the largest command: blueprint reference, options, three
-strings). The tensor side is encode + one ``broadcast`` of the record + decode
-(:meth:`Channel.broadcast_record`); the reference is ``broadcast_object_list`` (pickle,
+strings). The tensor side is encode + one message of the record to every peer (on gloo a
+point-to-point ``send`` per peer) + decode (:meth:`Channel.broadcast_record`); the reference is ``broadcast_object_list`` (pickle,
 a size broadcast, a payload broadcast, unpickle), which is what the earlier
 implementation used for gate decisions (review B3-SLOT-05).
 
@@ -114,7 +114,7 @@ def _paths(rank: int, command, stream, ids):
     else:
 
         def tensor() -> None:
-            # The command transport alone: encode on rank 0, one broadcast, decode everywhere.
+            # The command transport alone: encode on rank 0, one message per peer, decode everywhere.
             record = encode_command(command) if rank == 0 else None
             assert decode_command(stream.channel.broadcast_record(record)) == command
 

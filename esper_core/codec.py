@@ -179,9 +179,13 @@ def decode_envelope(data: object) -> Envelope:
         raise CheckpointError(exc.describe("checkpoint field")) from None
 
 
+_ENVELOPE_KEYS = ("version", "slot_id", "topology", "dim", "state")
+_ENVELOPE_KEY_SET = frozenset(_ENVELOPE_KEYS)
+
+
 def _decode_v2(data: dict[str, Any]) -> Envelope:
-    expected = ["version", "slot_id", "topology", "dim", "state"]
-    if set(data) != set(expected):
+    if data.keys() != _ENVELOPE_KEY_SET:
+        expected = list(_ENVELOPE_KEYS)
         missing = [k for k in expected if k not in data]
         name = missing[0] if missing else next(k for k in data if k not in expected)
         what = "is missing" if missing else "is not part of this format"

@@ -156,8 +156,9 @@ def build_modules(slot: Any, plan: RestorePlan) -> RestorePlan:
     seed = slot.seed if reuses(slot, state) else _build(slot, "seed", state)
     gate = None
     if _needs_gate(state):
-        gate = slot.blend_gate if slot.blend_gate is not None else _build(slot, "gate", state)
-    return attrs.evolve(plan, seed=seed, gate=gate)
+        gate = slot.blend_gate
+        gate = gate if gate is not None else _build(slot, "gate", state)
+    return RestorePlan(state, seed, gate, plan.params)
 
 
 def plan_restore(slot: Any, envelope: object) -> RestorePlan:

@@ -193,7 +193,6 @@ def load_checkpoint(
         state_dict = dict(state_dict)  # a version-1 file: today's key names, on a copy
         for prefix, _ in entries:
             rename_legacy_keys(state_dict, prefix)
-    tensors = _by_slot([prefix for prefix, _ in entries], state_dict)
     checked = []
     for prefix, slot in entries:
         key = prefix + EXTRA_STATE_SUFFIX
@@ -204,12 +203,23 @@ def load_checkpoint(
                     + _wrapper_hint(key, state_dict)
                 )
             continue
-        checked.append((prefix, slot, _checked_envelope(slot, prefix, state_dict[key], tensors[prefix])))
+        checked.append((prefix, slot, _checked_envelope(slot, prefix, state_dict[key])))
+    tensors = None  # the file's seed and gate tensors by slot, grouped only when some module is built
+    if any(plan.params for _, _, plan in checked):  # seeds to build: their size against the file first
+        tensors = _by_slot([prefix for prefix, _ in entries], state_dict)
+        for prefix, _slot, plan in checked:
+            _check_declared_size(prefix, plan, tensors[prefix]["seed"])
     with forked_rng():  # modules are built only once every envelope is known to be good
         built = [(prefix, slot, build_modules(slot, plan)) for prefix, slot, plan in checked]
-    for prefix, _slot, plan in built:
-        _check_module_tensors(prefix, plan, tensors[prefix], strict)
-    _check_other_keys(model, [p for p, _ in entries], state_dict, strict, modules)
+    envelopes = {prefix + EXTRA_STATE_SUFFIX for prefix, _ in entries}
+    if len(built) == len(entries) and all(p.seed is s.seed and p.gate is s.blend_gate for _, s, p in built):
+        # Every slot keeps its modules (a resume into the live model): the tree as it is, in one pass.
+        _check_other_keys(model, [], envelopes, state_dict, strict, modules)
+    else:
+        tensors = tensors if tensors is not None else _by_slot([prefix for prefix, _ in entries], state_dict)
+        for prefix, _slot, plan in built:
+            _check_module_tensors(prefix, plan, tensors[prefix], strict)
+        _check_other_keys(model, [p for p, _ in entries], envelopes, state_dict, strict, modules)
     for prefix, slot, plan in built:
         source = state_dict[prefix + EXTRA_STATE_SUFFIX]
         slot.restore_state(plan.state, plan.seed, plan.gate, take_reference=False, source=source)
@@ -230,24 +240,21 @@ def check_slot_load(slot: Any, state_dict: Mapping[str, Any], prefix: str) -> Re
     nothing; raises :class:`CheckpointError` naming the key.
     """
     tensors = _by_slot([prefix], state_dict)[prefix]
-    plan = _checked_envelope(slot, prefix, state_dict[prefix + EXTRA_STATE_SUFFIX], tensors)
+    plan = _checked_envelope(slot, prefix, state_dict[prefix + EXTRA_STATE_SUFFIX])
+    _check_declared_size(prefix, plan, tensors["seed"])
     with forked_rng():
         plan = build_modules(slot, plan)
     _check_module_tensors(prefix, plan, tensors, strict=False)
     return plan
 
 
-def _checked_envelope(
-    slot: Any, prefix: str, envelope: object, tensors: Mapping[str, Mapping[str, Any]]
-) -> RestorePlan:
+def _checked_envelope(slot: Any, prefix: str, envelope: object) -> RestorePlan:
     if slot.restored_from(envelope):  # the slot's own state (a resume into a live model): nothing to decode
         return RestorePlan(slot.state, None, None)
     try:
-        plan = check_envelope(slot, envelope)
+        return check_envelope(slot, envelope)
     except CheckpointError as exc:
         raise CheckpointError(f"{prefix}{EXTRA_STATE_SUFFIX}: {exc}") from None
-    _check_declared_size(prefix, plan, tensors["seed"])
-    return plan
 
 
 #: Prefixes that wrappers put in front of every key of the module they wrap.
@@ -344,13 +351,14 @@ def _check_module_tensors(
 def _check_other_keys(
     model: nn.Module,
     slot_prefixes: list[str],
+    envelopes: set[str],
     state_dict: Mapping[str, Any],
     strict: bool,
     modules: list[tuple[str, nn.Module]] | None = None,
 ) -> None:
-    """Every key outside the slots' seed and gate modules, as ``load_state_dict`` would copy it."""
+    """Every key but the slots' ``envelopes`` and, under ``slot_prefixes``, the seed and blend
+    gate modules (checked against the envelopes' modules), as ``load_state_dict`` would copy it."""
     owned = tuple(f"{p}{name}." for p in slot_prefixes for name in ("seed", "blend_gate"))
-    envelopes = {p + EXTRA_STATE_SUFFIX for p in slot_prefixes}
     expected = expected_entries(model, owned, envelopes, modules)
     for key, target in expected.items():
         if key not in state_dict:

@@ -51,17 +51,17 @@ class RestorePlan:
 
 
 def _check_identity(slot: Any, env: Envelope) -> None:
-    from esper_core.registry import get_topology
-
     if env.slot_id != slot.slot_id:
         raise CheckpointError(
             f"checkpoint field 'slot_id': got {env.slot_id!r}; accepted: {slot.slot_id!r} (the slot being loaded)"
         )
-    try:
-        get_topology(env.topology)
-    except EsperError as exc:
-        raise CheckpointError(f"checkpoint field 'topology': {exc}") from None
     if env.topology != slot.topology:
+        from esper_core.registry import get_topology
+
+        try:  # an unknown topology is named as such (this slot's own was checked at construction)
+            get_topology(env.topology)
+        except EsperError as exc:
+            raise CheckpointError(f"checkpoint field 'topology': {exc}") from None
         raise CheckpointError(
             f"checkpoint field 'topology': got {env.topology!r}; accepted: {slot.topology!r} (this slot's topology)"
         )

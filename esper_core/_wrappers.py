@@ -26,6 +26,8 @@ then does one of two things:
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 from torch import nn
@@ -33,7 +35,7 @@ from torch import nn
 from esper_core._names import class_name
 from esper_core.errors import HostError
 
-__all__ = ["Unwrapped", "refuse_parallel", "unwrap"]
+__all__ = ["Unwrapped", "refuse_parallel", "unwrap", "wrapper_key_hint"]
 
 _COMPILE = "torch.compile OptimizedModule"
 _PARALLEL = {
@@ -118,3 +120,26 @@ def refuse_parallel(model: nn.Module, *, caller: str, change: str) -> Unwrapped:
         f"{caller} before wrapping the model, or call {caller}({seen.access}, ...) and build the wrapper "
         "again (esper_core.DDPRewrapper rebuilds it when the parameters change); nothing was changed"
     )
+
+
+#: Prefixes that wrappers put in front of every key of the module they wrap.
+_KEY_PREFIXES = {"_orig_mod.": "torch.compile", "module.": "DistributedDataParallel/DataParallel"}
+
+
+def wrapper_key_hint(key: str, state_dict: Mapping[str, Any]) -> str:
+    """Why ``key`` may be missing: the file was saved from a wrapper whose prefix it carries,
+    or ``model`` is a wrapper and the file was saved from the module inside it."""
+    for prefix, wrapper in _KEY_PREFIXES.items():
+        inner = key[len(prefix) :]
+        if key.startswith(prefix) and inner in state_dict:
+            return (
+                f"; the file has {inner!r}: it was saved from the module inside the {wrapper} wrapper "
+                f"this model is. Load it into that module: load_checkpoint(model.{prefix[:-1]}, state_dict)"
+            )
+        if prefix + key in state_dict:
+            return (
+                f"; the file has {prefix + key!r}: it was saved from a {wrapper} wrapper. Save the wrapped "
+                f"module's state_dict (model._orig_mod / model.module), or remove the prefix with "
+                f"torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state_dict, {prefix!r})"
+            )
+    return ""

@@ -36,6 +36,7 @@ from torch import nn
 from esper_core._checks import shown
 from esper_core._legacy import LEGACY_MODULE_NAMES, may_be_legacy, rename_legacy_keys
 from esper_core._state_keys import expected_entries, walk
+from esper_core._wrappers import wrapper_key_hint
 from esper_core.codec import state_text
 from esper_core.errors import CheckpointError
 from esper_core.restore import RestorePlan, build_modules, check_envelope, forked_rng, restore_slot
@@ -200,7 +201,7 @@ def load_checkpoint(
             if strict:
                 raise CheckpointError(
                     f"checkpoint field {key!r} is missing: no envelope for slot {slot.slot_id!r}"
-                    + _wrapper_hint(key, state_dict)
+                    + wrapper_key_hint(key, state_dict)
                 )
             continue
         checked.append((prefix, slot, _checked_envelope(slot, prefix, state_dict[key])))
@@ -255,29 +256,6 @@ def _checked_envelope(slot: Any, prefix: str, envelope: object) -> RestorePlan:
         return check_envelope(slot, envelope)
     except CheckpointError as exc:
         raise CheckpointError(f"{prefix}{EXTRA_STATE_SUFFIX}: {exc}") from None
-
-
-#: Prefixes that wrappers put in front of every key of the module they wrap.
-_WRAPPER_PREFIXES = {"_orig_mod.": "torch.compile", "module.": "DistributedDataParallel/DataParallel"}
-
-
-def _wrapper_hint(key: str, state_dict: Mapping[str, Any]) -> str:
-    """Why ``key`` may be missing: the file was saved from a wrapper whose prefix it carries,
-    or ``model`` is a wrapper and the file was saved from the module inside it."""
-    for prefix, wrapper in _WRAPPER_PREFIXES.items():
-        inner = key[len(prefix) :]
-        if key.startswith(prefix) and inner in state_dict:
-            return (
-                f"; the file has {inner!r}: it was saved from the module inside the {wrapper} wrapper "
-                f"this model is. Load it into that module: load_checkpoint(model.{prefix[:-1]}, state_dict)"
-            )
-        if prefix + key in state_dict:
-            return (
-                f"; the file has {prefix + key!r}: it was saved from a {wrapper} wrapper. Save the wrapped "
-                f"module's state_dict (model._orig_mod / model.module), or remove the prefix with "
-                f"torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state_dict, {prefix!r})"
-            )
-    return ""
 
 
 def _by_slot(prefixes: list[str], state_dict: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -364,7 +342,8 @@ def _check_other_keys(
         if key not in state_dict:
             if strict:
                 raise CheckpointError(
-                    f"checkpoint key {key!r} is missing (the model has it)" + _wrapper_hint(key, state_dict)
+                    f"checkpoint key {key!r} is missing (the model has it)"
+                    + wrapper_key_hint(key, state_dict)
                 )
             continue
         if isinstance(target, torch.Tensor):

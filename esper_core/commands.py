@@ -103,7 +103,7 @@ class Germinate:
     curve: AlphaCurve = entry(
         EnumOf(AlphaCurve), default=AlphaCurve.LINEAR, converter=lambda v: check_enum("curve", v, AlphaCurve)
     )
-    alpha_target: float = entry(Float(0.0, 1.0), default=1.0, converter=_alpha_target)
+    alpha_target: float = entry(Float(0.0, 1.0, low_open=True), default=1.0, converter=_alpha_target)
 
     @property
     def options_dict(self) -> dict[str, Any]:
@@ -168,7 +168,7 @@ class SchedulePrune:
 class SetAlphaTarget:
     """Retarget alpha (BLENDING or HOLDING, schedule at rest), optionally switching the blend algorithm."""
 
-    target: float = entry(Float(0.0, 1.0), converter=_alpha_target)
+    target: float = entry(Float(0.0, 1.0, low_open=True), converter=_alpha_target)
     epochs: int = entry(Int(), converter=_epochs("epochs", 0))
     curve: AlphaCurve = entry(
         EnumOf(AlphaCurve), default=AlphaCurve.LINEAR, converter=lambda v: check_enum("curve", v, AlphaCurve)

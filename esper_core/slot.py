@@ -96,7 +96,7 @@ class SeedSlot(nn.Module):
         # Tracks the module's device, dtype and memory format through .to()/.half() (4-d and
         # not degenerate, so .to(memory_format=...) changes its strides); not in state_dict.
         self.register_buffer("_anchor", torch.zeros(1, 2, 2, 2), persistent=False)
-        # alpha as forward reads it (see module docstring); not in state_dict.
+        # alpha as forward reads it (see esper_core._slot_forward); not in state_dict.
         self.register_buffer("_alpha_value", torch.zeros(()), persistent=False)
         self.register_module("seed", None)
         self.register_module("blend_gate", None)

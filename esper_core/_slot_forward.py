@@ -1,11 +1,12 @@
 """The parts of :meth:`SeedSlot.forward <esper_core.slot.SeedSlot.forward>`, as functions of their inputs.
 
 **What forward reads, and torch.compile.** ``forward`` branches only on plain attributes
-the slot sets at commit (:func:`mirrored`: ``_runs``, ``_straight``, ``_isolate``, ``_down``,
-``_algorithm``) and reads alpha from the 0-dim buffer ``_alpha_value``, never the Python float. Dynamo
-guards on the plain attributes, so a stage change recompiles once, and it treats the buffer
-as a graph input, so a ramp over many epochs reuses one graph. The buffer is filled in
-place: call ``step_epoch`` between iterations, not between a forward and its backward.
+the slot sets at commit (:func:`mirrored`: ``_runs``, ``_straight``, ``_isolate``,
+``_down``, ``_algorithm``) and reads alpha from the 0-dim buffer ``_alpha_value``, never
+the Python float. Dynamo guards on the plain attributes, so a stage change recompiles
+once, and it treats the buffer as a graph input, so a ramp over many epochs reuses one
+graph. The buffer is filled in place: call ``step_epoch`` between iterations, not between
+a forward and its backward.
 
 The functions here take those values, the seed and blend-gate modules and the tensors as
 arguments and read nothing else, so what they compute is what the arguments say. The

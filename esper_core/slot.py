@@ -3,25 +3,13 @@
 The lifecycle itself is pure: one frozen :class:`~esper_core.slot_state.SlotState`, frozen
 :mod:`commands <esper_core.commands>` and one :func:`~esper_core.transition.transition`
 function. The shell holds the configuration, the state, the seed module and the blend gate,
-and does what needs torch:
-
-1. :meth:`SeedSlot.apply` builds or probes modules and gathers evidence (touching no state),
-2. calls the transition (a rejected command raises and nothing changed),
-3. commits the new state and modules in one step, and mirrors into plain attributes and a
-   tensor buffer exactly what ``forward`` reads,
-4. emits the events (observers, then the ``esper_seed_event`` hook).
-
-The verbs (``germinate``, ``advance``, ``prune``, ...) are one ``apply`` each.
-
-**What forward reads, and torch.compile.** ``forward`` branches only on plain attributes
-set at commit (``_runs``, ``_straight``, ``_isolate``, ``_down``, ``_algorithm``) and reads
-alpha from the 0-dim buffer ``_alpha_value``, never the Python float. Dynamo guards on the
-plain attributes, so a stage change recompiles once, and it treats the buffer as a graph
-input, so a ramp over many epochs reuses one graph. The buffer is filled in place: call
-``step_epoch`` between iterations, not between a forward and its backward.
-
-**Parameters a stage does not use are frozen** for that stage (:mod:`esper_core._freeze`),
-so ``DistributedDataParallel`` never waits for a gradient that cannot come.
+and does what needs torch. :meth:`SeedSlot.apply` works out a command's outcome and modules
+touching nothing (:mod:`esper_core._proposal`), commits them in one step, mirrors into plain
+attributes and a tensor buffer exactly what ``forward`` reads (:mod:`esper_core._slot_forward`
+says why: ``torch.compile``), freezes the parameters the stage does not use so
+``DistributedDataParallel`` never waits for a gradient that cannot come
+(:mod:`esper_core._freeze`), and emits the events (observers, then the ``esper_seed_event``
+hook). The verbs (``germinate``, ``advance``, ``prune``, ...) are one ``apply`` each.
 """
 
 from __future__ import annotations
@@ -37,21 +25,23 @@ from esper_core import _build
 from esper_core import commands as cmd
 from esper_core import stages as st
 from esper_core._freeze import StageFreeze, unused_modules
+from esper_core._proposal import propose
+from esper_core._slot_forward import check_features, mirrored, mixed, seed_output
 from esper_core.activity import ActivityMeter
-from esper_core.alpha import AlphaCurve, AlphaMode, BlendAlgorithm
-from esper_core.blend import blend, check_alpha_override
+from esper_core.alpha import AlphaCurve, BlendAlgorithm
+from esper_core.blend import check_alpha_override
 from esper_core.checkpoint import Restorable, SlotEnvelope
 from esper_core.codec import state_checksum
 from esper_core.errors import GerminationRefusedError, LifecycleError, LifecycleWarning
 from esper_core.evidence import Evidence, Outcome
 from esper_core.gates import GateLevel, GateResult, QualityGates
-from esper_core.isolation import check_host_untouched, host_version, seed_input, straight_through
+from esper_core.isolation import straight_through
 from esper_core.metrics import DEFAULT_ACTIVITY_DECAY, SlotReport
 from esper_core.restore import check_modules
 from esper_core.slot_state import MAX_SEED_PARAMS, SlotConfig, SlotState, slot_report
 from esper_core.stages import SeedStage, isolated_in
 from esper_core.telemetry import Observers, SeedEvent, SeedWarning, SlotRestored
-from esper_core.transition import evaluate, precheck, transition
+from esper_core.transition import evaluate, precheck
 
 __all__ = ["Decider", "Observer", "SeedSlot"]
 
@@ -59,7 +49,6 @@ __all__ = ["Decider", "Observer", "SeedSlot"]
 Decider = Callable[["SeedSlot", GateResult], bool]
 #: ``observer(event)``: called for every event of a slot, after the change is committed.
 Observer = Callable[[SeedEvent], None]
-_S = SeedStage
 
 
 def _setting(name: str, doc: str) -> Any:
@@ -107,7 +96,7 @@ class SeedSlot(nn.Module):
         # Tracks the module's device, dtype and memory format through .to()/.half() (4-d and
         # not degenerate, so .to(memory_format=...) changes its strides); not in state_dict.
         self.register_buffer("_anchor", torch.zeros(1, 2, 2, 2), persistent=False)
-        # alpha as forward reads it (see module docstring); not in state_dict.
+        # alpha as forward reads it (see esper_core._slot_forward); not in state_dict.
         self.register_buffer("_alpha_value", torch.zeros(()), persistent=False)
         self.register_module("seed", None)
         self.register_module("blend_gate", None)
@@ -146,7 +135,7 @@ class SeedSlot(nn.Module):
         doc="Whether the seed input is isolated from the host in the current stage.",
     )
     available = property(
-        lambda self: self._state.stage is _S.DORMANT, doc="Whether a germination is accepted."
+        lambda self: self._state.stage is SeedStage.DORMANT, doc="Whether a germination is accepted."
     )
 
     def alpha_tensor(self) -> Tensor:
@@ -176,34 +165,20 @@ class SeedSlot(nn.Module):
         the slot (and the global RNG) are then exactly as before.
         """
         state = self._state
-        command = self.prepare(command)
-        built: tuple[nn.Module | None, nn.Module | None] | None = None
-        rng = None
-        if isinstance(command, cmd.Germinate):
-            rng = torch.random.get_rng_state()
-        try:
-            # Building the candidate draws its initial weights from the global RNG; a factory
-            # or probe that then raises must leave the RNG as it found it, like a refusal.
-            if isinstance(command, cmd.Germinate):
-                evidence, built = _build.candidate(self._config, self._topology, self._anchor, command)
-            else:
-                evidence = self._evidence(command)
-            outcome = transition(state, self._config, command, evidence, self._decide)
-            if outcome.state is not state:
-                seed, gate = built if built is not None else (self.seed, self.blend_gate)
-                seed, gate = _build.modules_for(
-                    outcome.state, seed, gate, self._topology, self.dim, self._anchor
-                )
-        except BaseException:
-            if rng is not None:
-                torch.random.set_rng_state(rng)
-            raise
+        outcome, (seed, gate) = propose(
+            self.prepare(command),
+            state,
+            self._config,
+            topology=self._topology,
+            anchor=self._anchor,
+            modules=(self.seed, self.blend_gate),
+            evidence=self._evidence,
+            decide=self._decide,
+        )
         if outcome.result is not None:
             self._last_gate = (outcome.state.seed_id or state.seed_id, outcome.result)
         if outcome.state is not state:
             self._commit(state, outcome.state, seed, gate)
-        elif rng is not None:  # G0 refused: the candidate is dropped and the RNG rewound
-            torch.random.set_rng_state(rng)
         for event in outcome.events:
             self._observers.emit(event)
             if isinstance(event, SeedWarning):  # also where a user sees it without a sink
@@ -251,24 +226,14 @@ class SeedSlot(nn.Module):
 
     def _mirror(self, state: SlotState) -> None:
         """Set the plain attributes and the buffer ``forward`` reads, and the stage freeze."""
-        stage, seed = state.stage, state.seed
-        down = seed is not None and seed.schedule.mode is AlphaMode.DOWN
         # Plain attributes, written straight into __dict__: nn.Module.__setattr__ would test
         # each value against parameters, buffers and modules first.
-        self.__dict__.update(
-            _state=state,
-            _runs=stage in st.RUNS_SEED,
-            _straight=stage is _S.TRAINING,
-            _isolate=isolated_in(stage, isolate_blending=self._config.isolate_blending),
-            _down=down,
-            _algorithm=BlendAlgorithm.ADD if seed is None else seed.algorithm,
-        )
-        alpha = 0.0 if seed is None else seed.schedule.alpha
-        if self._alpha_seen != alpha:
-            self.__dict__["_alpha_seen"] = alpha
+        self.__dict__.update(mirrored(state, isolate_blending=self._config.isolate_blending), _state=state)
+        if self._alpha_seen != state.alpha:
+            self.__dict__["_alpha_seen"] = state.alpha
             with torch.no_grad():
-                self._alpha_value.fill_(alpha)
-        self._freeze.update(unused_modules(stage, down, self.seed, self.blend_gate))
+                self._alpha_value.fill_(state.alpha)
+        self._freeze.update(unused_modules(state.stage, self._down, self.seed, self.blend_gate))
 
     def reconfigure(self, **changes: Any) -> None:
         """Replace configuration values (e.g. ``gates=QualityGates("strict")``), checked like the constructor's.
@@ -392,35 +357,22 @@ class SeedSlot(nn.Module):
             check_alpha_override(alpha_override, h)
         if not self._runs:
             return h
-        if h.dim() != self._topology.ndim or h.shape[self._topology.feature_axis] != self.dim:
-            raise LifecycleError(
-                f"slot {self.slot_id!r} ({self.topology}, dim {self.dim}) received features of shape "
-                f"{tuple(h.shape)}: its seed {self.blueprint!r} was built for {self.dim} features on axis "
-                f"{self._topology.feature_axis}; the slot's dim does not match its injection point "
-                "(inject with the right dim, or give inject_slots an example_input to check it)"
-            )
-        seed = self.seed
-        x = seed_input(h, isolate=self._isolate)
+        check_features(h, self._topology, self.dim, self.slot_id, self.blueprint)
+        down = self._down  # seed and gate must not learn to fight their own removal
+        x, s = seed_output(
+            self.seed, h, isolate=self._isolate, frozen=down, slot_id=self.slot_id, blueprint=self.blueprint
+        )
+        if not down:
+            tracking = torch.is_grad_enabled() and not torch.compiler.is_compiling()
+            if tracking and not self._output_checked:
+                self._output_checked = True
+                self.apply(cmd.ObserveOutput(requires_grad=bool(s.requires_grad)))
+            if self._straight and alpha_override is None:
+                return straight_through(h, s)
+            if tracking and self.training:
+                self._meter.last_output = s.detach()
         alpha = self._alpha_value if alpha_override is None else alpha_override
-        version = host_version(h)
-        if self._down:  # seed and gate must not learn to fight their own removal
-            with torch.no_grad():
-                s = seed(x)
-                gate = self.blend_gate(x) if self.blend_gate is not None else None
-            check_host_untouched(h, version, self.slot_id, self.blueprint)
-            return blend(self._algorithm, h, s, alpha, gate, reference=x)
-        s = seed(x)
-        check_host_untouched(h, version, self.slot_id, self.blueprint)
-        tracking = torch.is_grad_enabled() and not torch.compiler.is_compiling()
-        if tracking and not self._output_checked:
-            self._output_checked = True
-            self.apply(cmd.ObserveOutput(requires_grad=bool(s.requires_grad)))
-        if self._straight and alpha_override is None:
-            return straight_through(h, s)
-        gate = self.blend_gate(x) if self.blend_gate is not None else None
-        if tracking and self.training:
-            self._meter.last_output = s.detach()
-        return blend(self._algorithm, h, s, alpha, gate, reference=x)
+        return mixed(self._algorithm, h, x, s, alpha, self.blend_gate, frozen=down)
 
     # ---- events --------------------------------------------------------------------------------
 

@@ -129,6 +129,16 @@ class GerminationRefusedError(LifecycleError):
         self.blueprint = blueprint
         self.checks_failed = tuple(checks_failed)
 
+    @classmethod
+    def of(cls, slot_id: str, blueprint: str, checks_failed: tuple[str, ...]) -> GerminationRefusedError:
+        """The error for G0 refusing ``blueprint`` in slot ``slot_id``, with its message."""
+        return cls(
+            f"G0 rejected germinating {blueprint!r} in slot {slot_id!r}: {list(checks_failed)}",
+            slot_id=slot_id,
+            blueprint=blueprint,
+            checks_failed=tuple(checks_failed),
+        )
+
 
 class MissingGateError(LifecycleError):
     """A transition edge has no quality gate; edges never pass by default."""

@@ -215,13 +215,14 @@ class SeedSlot(nn.Module):
     def _commit(
         self, old: SlotState, new: SlotState, seed: nn.Module | None, gate: nn.Module | None, **meter: bool
     ) -> None:
-        if self.seed is not seed:
+        modules = self._modules  # read directly: nn.Module.__getattr__ costs a lookup chain per access
+        if modules["seed"] is not seed:
             self.seed = seed
-        if self.blend_gate is not gate:
+        if modules["blend_gate"] is not gate:
             self.blend_gate = gate
         self._mirror(new)
         if new.stage is not old.stage:
-            self._output_checked = False
+            self.__dict__["_output_checked"] = False
         self._meter.follow(old.stage, new.stage, seed, **({"restart": False, "reference": True} | meter))
 
     def _mirror(self, state: SlotState) -> None:
@@ -278,12 +279,7 @@ class SeedSlot(nn.Module):
         )
         result = self.apply(command).result
         if result is not None and not result.passed:
-            raise GerminationRefusedError(
-                f"G0 rejected germinating {blueprint!r} in slot {self.slot_id!r}: {list(result.checks_failed)}",
-                slot_id=self.slot_id,
-                blueprint=blueprint,
-                checks_failed=tuple(result.checks_failed),
-            )
+            raise GerminationRefusedError.of(self.slot_id, blueprint, result.checks_failed)
 
     def advance(self, target: SeedStage | None = None) -> GateResult:
         """Evaluate the edge's gate, let the decider rule, and commit the transition if passed."""
@@ -431,10 +427,10 @@ class SeedSlot(nn.Module):
         if not isinstance(state, SlotState):
             raise LifecycleError(f"restore_state needs a SlotState, got {type(state).__name__}")
         check_modules(state, seed, gate)
-        old = self._state
-        if old != state or seed is not self.seed or gate is not self.blend_gate:
+        old, modules = self._state, self._modules
+        if old != state or seed is not modules["seed"] or gate is not modules["blend_gate"]:
             self._commit(old, state, seed, gate, restart=True, reference=take_reference)
-            self._output_checked = False
+            self.__dict__["_output_checked"] = False
             self._observers.emit(SlotRestored(slot_id=self.slot_id, seed_id=self.seed_id, stage=state.stage))
         self._envelope.remember(source, state)
 

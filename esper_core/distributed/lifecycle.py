@@ -294,12 +294,7 @@ class DistributedLifecycle:
             CallOp.GERMINATE, slot_id, lambda: Germinate.from_keywords(blueprint, **arguments)
         )
         if outcome.result is not None and not outcome.result.passed:
-            raise GerminationRefusedError(
-                f"G0 rejected germinating {blueprint!r} in slot {slot_id!r}: {list(outcome.result.checks_failed)}",
-                slot_id=slot_id,
-                blueprint=blueprint,
-                checks_failed=tuple(outcome.result.checks_failed),
-            )
+            raise GerminationRefusedError.of(slot_id, blueprint, outcome.result.checks_failed)
 
     def advance(self, slot_id: str, target: SeedStage | None = None) -> GateResult:
         """Evaluate the gate on every rank and commit rank 0's verdict everywhere.

@@ -223,3 +223,29 @@ def _envelope_text() -> str:
     slot = SeedSlot("s", topology="cnn", dim=8, gates=QualityGates("permissive"))
     slot.germinate("conv_light")
     return slot.lifecycle_text()
+
+
+_JSONISH = st.one_of(
+    st.text(alphabet=' \t\n{}[]":,.-+0123456789eEtruefalsnNIaiy\\', max_size=24),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+        max_leaves=8,
+    ).map(lambda v: json.dumps(v)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=_JSONISH, pad=st.sampled_from(["", " ", "\n", " x"]))
+def test_parse_json_reads_exactly_what_json_loads_reads(text: str, pad: str) -> None:
+    # parse_json scans without json.loads's wrapper (the command channel's critical path);
+    # whatever it returns, or refuses, json.loads must agree.
+    for candidate in (text, pad + text, text + pad):
+        try:
+            expected = json.loads(candidate)
+        except ValueError:
+            with pytest.raises(DistributedError, match="is not valid JSON"):
+                codec.parse_json(candidate, "command", DistributedError)
+            continue
+        got = codec.parse_json(candidate, "command", DistributedError)
+        assert json.dumps(got) == json.dumps(expected)

@@ -58,7 +58,6 @@ class _Source:
         self.names: dict[str, Any] = {
             "FAIL": FAIL,
             "NEW": object.__new__,
-            "SET": object.__setattr__,
             "EsperError": EsperError,
             "FieldError": FieldError,
             "HASHABLE": frozenset((int, str, float, bool)),
@@ -84,6 +83,11 @@ class _Source:
         return namespace[name]
 
 
+def _number(src: _Source, number: float) -> str:
+    """A float bound as a literal (a named constant for the infinities, which have none)."""
+    return repr(number) if math.isfinite(number) else src.const(number)
+
+
 def _read(src: _Source, kind: Kind, value: str, out: str, depth: int) -> None:
     """Emit code that checks ``value`` against ``kind`` and binds the decoded value to ``out``,
     or returns FAIL: exactly what ``kind.decode`` accepts and returns."""
@@ -97,8 +101,10 @@ def _read(src: _Source, kind: Kind, value: str, out: str, depth: int) -> None:
         emit(f"if {test}: return FAIL")
     elif kind_type is Float:
         assert isinstance(kind, Float)
-        low, high = src.const(kind.minimum), src.const(kind.maximum)
-        test = f"type({value}) is not float or not isfinite({value}) or not {low} <= {value} <= {high}"
+        low, high = _number(src, kind.minimum), _number(src, kind.maximum)
+        finite = "" if math.isfinite(kind.minimum) and math.isfinite(kind.maximum) else f" or not isfinite({value})"
+        # With both bounds finite the comparison itself refuses NaN and the infinities.
+        test = f"type({value}) is not float{finite} or not {low} <= {value} <= {high}"
         if kind.low_open:
             test += f" or {value} == {low}"
         emit(f"if {test}: return FAIL")
@@ -164,8 +170,8 @@ def reader(cls: type) -> Callable[[object], Any]:
     target = src.const(cls)
     if len(fields) == len(attrs.fields(cls)):  # every field is in the data: build as unpickling does
         src.emit(1, f"made = NEW({target})")
-        for name, out in outs:
-            src.emit(1, f"SET(made, {name!r}, {out})")
+        for name, out in outs:  # each slot's own descriptor: object.__setattr__ would look it up first
+            src.emit(1, f"{src.const(_slot_setter(cls, name))}(made, {out})")
         post = getattr(cls, "__attrs_post_init__", None)
         if post is not None:
             src.emit(1, f"try: {src.const(post)}(made)")
@@ -176,6 +182,15 @@ def reader(cls: type) -> Callable[[object], Any]:
         src.emit(1, "except EsperError: return FAIL")
     src.emit(1, "return made")
     return src.build("read")
+
+
+def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
+    """The setter of field ``name`` of ``cls``: its slot descriptor's, else ``object.__setattr__``."""
+    for klass in cls.__mro__:
+        descriptor = vars(klass).get(name)
+        if descriptor is not None and hasattr(descriptor, "__set__"):
+            return descriptor.__set__
+    return lambda made, value: object.__setattr__(made, name, value)  # a dict-based class (slots=False)
 
 
 def _write(src: _Source, kind: Kind, value: str) -> str:

@@ -158,7 +158,10 @@ class SlotEnvelope:
         post-hook takes the activity meter's reference once they are in.
         """
         planned, self._planned = self._planned, None
-        if planned is not None and planned[0] is envelope and planned[1] is slot.state:
+        state = slot.state
+        if self.restored_from(envelope, state):  # what load_checkpoint has just restored: nothing to do
+            return
+        if planned is not None and planned[0] is envelope and planned[1] is state:
             plan = planned[2]
             slot.restore_state(plan.state, plan.seed, plan.gate, take_reference=False, source=envelope)
             return
@@ -181,15 +184,18 @@ def load_checkpoint(
     """
     if not isinstance(state_dict, Mapping):
         raise CheckpointError(f"a state dict must be a mapping, got {type(state_dict).__name__}")
-    odd = next((key for key in state_dict if not isinstance(key, str)), None)
-    if odd is not None:
-        raise CheckpointError(f"checkpoint key {shown(odd)} is a {type(odd).__name__}; accepted: str keys")
+    try:  # every key is a str (else a TypeError), and one text to scan for version-1 names, in C
+        keys = "\n" + "\n".join(state_dict)
+    except TypeError:
+        odd = next(key for key in state_dict if not isinstance(key, str))
+        raise CheckpointError(
+            f"checkpoint key {shown(odd)} is a {type(odd).__name__}; accepted: str keys"
+        ) from None
     for name, flag in (("strict", strict), ("assign", assign)):
         if type(flag) is not bool:
             raise CheckpointError(f"load_checkpoint {name} must be True or False, got {shown(flag)}")
     modules = walk(model)  # once: slots, key checks
     entries = find_slots(model, modules)
-    keys = "\n" + "\n".join(state_dict)  # one scan for version-1 module names, in C
     if any(f"\n{old}" in keys or f".{old}" in keys for old in LEGACY_MODULE_NAMES):
         state_dict = dict(state_dict)  # a version-1 file: today's key names, on a copy
         for prefix, _ in entries:
@@ -348,10 +354,11 @@ def _check_other_keys(
             continue
         if isinstance(target, torch.Tensor):
             _check_tensor(key, state_dict[key], target)
-    if strict:
-        for key in state_dict:
-            if key not in expected and key not in envelopes and not key.startswith(owned):
-                raise CheckpointError(f"checkpoint key {key!r} is not part of this model")
+    if not strict or (not owned and len(state_dict) == len(expected) + len(envelopes & state_dict.keys())):
+        return  # every expected key is present: with the counts equal there is no other key
+    for key in state_dict:
+        if key not in expected and key not in envelopes and not key.startswith(owned):
+            raise CheckpointError(f"checkpoint key {key!r} is not part of this model")
 
 
 def _check_data(key: str, value: object, shape: tuple[int, ...] | None = None) -> None:

@@ -250,3 +250,19 @@ def test_a_file_saved_from_a_wrapper_says_so(prefix: str) -> None:
     after = fresh.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(slot.seed is None for slot in fresh.slots.values())
+
+
+@pytest.mark.parametrize("key", [None, 3, 2.5, ("a", "b"), b"bytes"])
+def test_a_key_that_is_not_a_str_is_refused_by_name(key: object) -> None:
+    # None among them: the check once looked for the first odd key with ``next(..., None)``,
+    # and a None key was taken for "no odd key".
+    from esper_core import CNNHost, MorphogeneticModel
+
+    model = MorphogeneticModel(CNNHost(10))
+    before = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    state = model.state_dict()
+    state[key] = torch.zeros(1)
+    with pytest.raises(CheckpointError, match=rf"checkpoint key .* is a {type(key).__name__}; accepted: str keys"):
+        load_checkpoint(model, state)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

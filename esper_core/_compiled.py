@@ -102,7 +102,11 @@ def _read(src: _Source, kind: Kind, value: str, out: str, depth: int) -> None:
     elif kind_type is Float:
         assert isinstance(kind, Float)
         low, high = _number(src, kind.minimum), _number(src, kind.maximum)
-        finite = "" if math.isfinite(kind.minimum) and math.isfinite(kind.maximum) else f" or not isfinite({value})"
+        finite = (
+            ""
+            if math.isfinite(kind.minimum) and math.isfinite(kind.maximum)
+            else f" or not isfinite({value})"
+        )
         # With both bounds finite the comparison itself refuses NaN and the infinities.
         test = f"type({value}) is not float{finite} or not {low} <= {value} <= {high}"
         if kind.low_open:

@@ -262,7 +262,9 @@ def test_a_key_that_is_not_a_str_is_refused_by_name(key: object) -> None:
     before = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
     state = model.state_dict()
     state[key] = torch.zeros(1)
-    with pytest.raises(CheckpointError, match=rf"checkpoint key .* is a {type(key).__name__}; accepted: str keys"):
+    with pytest.raises(
+        CheckpointError, match=rf"checkpoint key .* is a {type(key).__name__}; accepted: str keys"
+    ):
         load_checkpoint(model, state)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)

@@ -230,11 +230,13 @@ class SeedSlot(nn.Module):
         # Plain attributes, written straight into __dict__: nn.Module.__setattr__ would test
         # each value against parameters, buffers and modules first.
         self.__dict__.update(mirrored(state, isolate_blending=self._config.isolate_blending), _state=state)
-        if self._alpha_seen != state.alpha:
-            self.__dict__["_alpha_seen"] = state.alpha
-            with torch.no_grad():
-                self._alpha_value.fill_(state.alpha)
-        self._freeze.update(unused_modules(state.stage, self._down, self.seed, self.blend_gate))
+        alpha = state.alpha
+        if self._alpha_seen != alpha:
+            self.__dict__["_alpha_seen"] = alpha
+            # A buffer that never requires grad: an in-place fill records nothing, no_grad not needed.
+            self._buffers["_alpha_value"].fill_(alpha)
+        modules = self._modules
+        self._freeze.update(unused_modules(state.stage, self._down, modules["seed"], modules["blend_gate"]))
 
     def reconfigure(self, **changes: Any) -> None:
         """Replace configuration values (e.g. ``gates=QualityGates("strict")``), checked like the constructor's.

@@ -60,10 +60,12 @@ def expected_entries(
     is skipped is never computed. ``modules``: :func:`walk` of ``model``, when the caller
     has it already."""
     modules = walk(model) if modules is None else modules
-    if not all(_plain(module) for _, module in modules):
-        return {k: v for k, v in model.state_dict().items() if not k.startswith(skip) and k not in skip_keys}
     out: dict[str, Any] = {}
     for path, module in modules:
+        if not _plain(module):  # it saves itself its own way: torch's own answer, for the whole model
+            return {
+                k: v for k, v in model.state_dict().items() if not k.startswith(skip) and k not in skip_keys
+            }
         prefix = f"{path}." if path else ""
         if prefix.startswith(skip):
             continue

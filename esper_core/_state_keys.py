@@ -17,7 +17,10 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["expected_entries", "walk"]
+__all__ = ["EXTRA_STATE_SUFFIX", "expected_entries", "walk"]
+
+#: Key suffix under which ``nn.Module.state_dict`` stores a module's extra state.
+EXTRA_STATE_SUFFIX = "_extra_state"
 
 _TORCH_SAVE = nn.Module._save_to_state_dict
 _TORCH_STATE_DICT = nn.Module.state_dict

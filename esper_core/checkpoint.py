@@ -30,12 +30,17 @@ import functools
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-import torch
 from torch import nn
 
 from esper_core._checks import shown
 from esper_core._legacy import LEGACY_MODULE_NAMES, may_be_legacy, rename_legacy_keys
-from esper_core._state_keys import expected_entries, walk
+from esper_core._state_keys import EXTRA_STATE_SUFFIX, walk
+from esper_core._tensor_checks import (
+    check_declared_size,
+    check_module_tensors,
+    check_other_keys,
+    group_by_slot,
+)
 from esper_core._wrappers import wrapper_key_hint
 from esper_core.codec import state_text
 from esper_core.errors import CheckpointError
@@ -52,7 +57,6 @@ __all__ = [
 ]
 
 #: Key suffix under which ``nn.Module.state_dict`` stores a module's extra state.
-EXTRA_STATE_SUFFIX = "_extra_state"
 
 
 class Restorable(abc.ABC):  # noqa: B024 (an interface to register with, no abstract methods)
@@ -213,27 +217,46 @@ def load_checkpoint(
         checked.append((prefix, slot, _checked_envelope(slot, prefix, state_dict[key])))
     tensors = None  # the file's seed and gate tensors by slot, grouped only when some module is built
     if any(plan.params for _, _, plan in checked):  # seeds to build: their size against the file first
-        tensors = _by_slot([prefix for prefix, _ in entries], state_dict)
+        tensors = group_by_slot([prefix for prefix, _ in entries], state_dict)
         for prefix, _slot, plan in checked:
-            _check_declared_size(prefix, plan, tensors[prefix]["seed"])
+            check_declared_size(prefix, plan, tensors[prefix]["seed"])
     with forked_rng():  # modules are built only once every envelope is known to be good
         built = [(prefix, slot, build_modules(slot, plan)) for prefix, slot, plan in checked]
     envelopes = {prefix + EXTRA_STATE_SUFFIX for prefix, _ in entries}
     if len(built) == len(entries) and all(p.seed is s.seed and p.gate is s.blend_gate for _, s, p in built):
         # Every slot keeps its modules (a resume into the live model): the tree as it is, in one pass.
-        _check_other_keys(model, [], envelopes, state_dict, strict, modules)
+        check_other_keys(model, [], envelopes, state_dict, strict, modules)
     else:
-        tensors = tensors if tensors is not None else _by_slot([prefix for prefix, _ in entries], state_dict)
+        tensors = (
+            tensors if tensors is not None else group_by_slot([prefix for prefix, _ in entries], state_dict)
+        )
         for prefix, _slot, plan in built:
-            _check_module_tensors(prefix, plan, tensors[prefix], strict)
-        _check_other_keys(model, [p for p, _ in entries], envelopes, state_dict, strict, modules)
+            check_module_tensors(prefix, plan, tensors[prefix], strict)
+        check_other_keys(model, [p for p, _ in entries], envelopes, state_dict, strict, modules)
     for prefix, slot, plan in built:
         source = state_dict[prefix + EXTRA_STATE_SUFFIX]
         slot.restore_state(plan.state, plan.seed, plan.gate, take_reference=False, source=source)
     # load_state_dict hands each slot the same envelope object again: a no-op (restored_from).
     # nn.Module's own method: the keys were checked against nn.Module.state_dict's, and the
     # slot's and MorphogeneticModel's load_state_dict are this function.
-    return nn.Module.load_state_dict(model, state_dict, strict=strict, assign=assign)
+    result = nn.Module.load_state_dict(model, state_dict, strict=strict, assign=assign)
+    return result if strict else _with_dropped(result, entries, state_dict)
+
+
+def _with_dropped(result: Any, entries: list[SlotEntry], state_dict: Mapping[str, Any]) -> Any:
+    """``result`` with the keys no module took added to its unexpected keys: tensors for a seed
+    or blend gate the slot does not have after the load (torch registers the empty places as
+    ``None`` submodules and skips them without a word)."""
+    empty = tuple(
+        f"{prefix}{name}."
+        for prefix, slot in entries
+        for name, module in (("seed", slot.seed), ("blend_gate", slot.blend_gate))
+        if module is None
+    )
+    dropped = [key for key in state_dict if key.startswith(empty)] if empty else []
+    if not dropped:
+        return result
+    return type(result)(result.missing_keys, [*result.unexpected_keys, *dropped])
 
 
 def check_slot_load(slot: Any, state_dict: Mapping[str, Any], prefix: str) -> RestorePlan:
@@ -246,12 +269,12 @@ def check_slot_load(slot: Any, state_dict: Mapping[str, Any], prefix: str) -> Re
     are left to ``load_state_dict``'s ``strict``, which a pre-hook cannot see. Changes
     nothing; raises :class:`CheckpointError` naming the key.
     """
-    tensors = _by_slot([prefix], state_dict)[prefix]
+    tensors = group_by_slot([prefix], state_dict)[prefix]
     plan = _checked_envelope(slot, prefix, state_dict[prefix + EXTRA_STATE_SUFFIX])
-    _check_declared_size(prefix, plan, tensors["seed"])
+    check_declared_size(prefix, plan, tensors["seed"])
     with forked_rng():
         plan = build_modules(slot, plan)
-    _check_module_tensors(prefix, plan, tensors, strict=False)
+    check_module_tensors(prefix, plan, tensors, strict=False)
     return plan
 
 
@@ -262,137 +285,3 @@ def _checked_envelope(slot: Any, prefix: str, envelope: object) -> RestorePlan:
         return check_envelope(slot, envelope)
     except CheckpointError as exc:
         raise CheckpointError(f"{prefix}{EXTRA_STATE_SUFFIX}: {exc}") from None
-
-
-def _by_slot(prefixes: list[str], state_dict: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{slot prefix: {"seed": {key: value}, "blend_gate": {...}}}`` in one pass over the keys."""
-    known = set(prefixes)
-    found: dict[str, dict[str, dict[str, Any]]] = {p: {"seed": {}, "blend_gate": {}} for p in prefixes}
-    for key, value in state_dict.items():
-        if "seed." not in key and "blend_gate." not in key:  # most keys: the host's
-            continue
-        parts = key.split(".")
-        for i, part in enumerate(parts[:-1]):
-            if part in ("seed", "blend_gate"):
-                prefix = ".".join(parts[:i]) + "." if i else ""
-                if prefix in known:
-                    found[prefix][part][key] = value
-                    break
-    return found
-
-
-def _check_declared_size(prefix: str, plan: RestorePlan, seed_tensors: Mapping[str, Any]) -> None:
-    """Refuse, before building anything, a seed larger than the tensors the file holds for it.
-    (Every tensor present is checked against the module afterwards, built or reused.)"""
-    if plan.params == 0:  # nothing to build
-        return
-    sub = f"{prefix}seed."
-    tensors = {k: v for k, v in seed_tensors.items() if not k.endswith(EXTRA_STATE_SUFFIX)}
-    for key, value in tensors.items():
-        _check_data(key, value)
-    present = sum(_held(v) for v in tensors.values())
-    if plan.params > present:
-        seed = plan.state.seed
-        assert seed is not None
-        raise CheckpointError(
-            f"checkpoint tensors under {sub!r} hold {present:,} values, but the envelope's seed "
-            f"({seed.blueprint} with {seed.options_dict}) has {plan.params:,} parameters: the file is inconsistent"
-        )
-
-
-def _held(value: torch.Tensor) -> int:
-    """Values a (strided, non-meta) checkpoint tensor really holds: an expanded view (stride 0)
-    holds only its storage, however large its shape."""
-    return min(value.numel(), value.untyped_storage().nbytes() // max(1, value.element_size()))
-
-
-def _check_module_tensors(
-    prefix: str, plan: RestorePlan, tensors: Mapping[str, Mapping[str, Any]], strict: bool
-) -> None:
-    for name, module in (("seed", plan.seed), ("blend_gate", plan.gate)):
-        sub = f"{prefix}{name}."
-        expected = (
-            {} if module is None else {sub + k: v for k, v in expected_entries(module, (), set()).items()}
-        )
-        found = tensors[name]
-        for key, tensor in expected.items():
-            if key not in found:
-                if strict:
-                    raise CheckpointError(
-                        f"checkpoint tensor {key!r} is missing; the envelope's {name} needs it"
-                    )
-                continue
-            if isinstance(tensor, torch.Tensor):  # not a submodule's extra state
-                _check_tensor(key, found[key], tensor)
-        if strict:
-            for key in found:
-                if key not in expected:
-                    raise CheckpointError(
-                        f"checkpoint tensor {key!r} does not belong to the {name} the envelope describes"
-                    )
-
-
-def _check_other_keys(
-    model: nn.Module,
-    slot_prefixes: list[str],
-    envelopes: set[str],
-    state_dict: Mapping[str, Any],
-    strict: bool,
-    modules: list[tuple[str, nn.Module]] | None = None,
-) -> None:
-    """Every key but the slots' ``envelopes`` and, under ``slot_prefixes``, the seed and blend
-    gate modules (checked against the envelopes' modules), as ``load_state_dict`` would copy it."""
-    owned = tuple(f"{p}{name}." for p in slot_prefixes for name in ("seed", "blend_gate"))
-    expected = expected_entries(model, owned, envelopes, modules)
-    for key, target in expected.items():
-        if key not in state_dict:
-            if strict:
-                raise CheckpointError(
-                    f"checkpoint key {key!r} is missing (the model has it)"
-                    + wrapper_key_hint(key, state_dict)
-                )
-            continue
-        if isinstance(target, torch.Tensor):
-            _check_tensor(key, state_dict[key], target)
-    if not strict or (not owned and len(state_dict) == len(expected) + len(envelopes & state_dict.keys())):
-        return  # every expected key is present: with the counts equal there is no other key
-    for key in state_dict:
-        if key not in expected and key not in envelopes and not key.startswith(owned):
-            raise CheckpointError(f"checkpoint key {key!r} is not part of this model")
-
-
-def _check_data(key: str, value: object, shape: tuple[int, ...] | None = None) -> None:
-    """A tensor that holds data: dense (strided) and not on the ``meta`` device."""
-    if not isinstance(value, torch.Tensor):
-        wanted = "a tensor" if shape is None else f"a tensor of shape {shape}"
-        raise CheckpointError(f"checkpoint tensor {key!r}: got {type(value).__name__}; accepted: {wanted}")
-    if value.layout is not torch.strided:
-        raise CheckpointError(f"checkpoint tensor {key!r}: layout {value.layout}; accepted: torch.strided")
-    if value.is_meta:
-        raise CheckpointError(
-            f"checkpoint tensor {key!r}: a tensor on the meta device (it holds no data); accepted: a tensor with data"
-        )
-
-
-def _check_tensor(key: str, value: object, target: torch.Tensor) -> None:
-    if (  # the usual case, decided without building a message or a device object
-        type(value) is torch.Tensor
-        and value.dtype is target.dtype
-        and value.shape == target.shape
-        and value.layout is torch.strided
-        and not value.is_meta
-    ):
-        return
-    _check_data(key, value, tuple(target.shape))
-    assert isinstance(value, torch.Tensor)
-    problem = None
-    if value.shape != target.shape:
-        problem = f"shape {tuple(value.shape)}; accepted: {tuple(target.shape)}"
-    elif value.is_floating_point() != target.is_floating_point() or (
-        not target.is_floating_point() and value.dtype != target.dtype
-    ):
-        problem = (
-            f"dtype {value.dtype}; accepted: {target.dtype} (or another floating dtype for a floating tensor)"
-        )
-    if problem is not None:
-        raise CheckpointError(f"checkpoint tensor {key!r}: {problem}")

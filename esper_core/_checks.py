@@ -13,6 +13,7 @@ cannot (``10**400``) is an error here, never an ``OverflowError`` further down.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection, Mapping
 from enum import Enum
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ __all__ = [
     "check_mapping",
     "check_members",
     "check_text",
+    "is_unicode",
     "shown",
 ]
 
@@ -36,6 +38,14 @@ __all__ = [
 INT32_MAX = 2**31 - 1
 #: Longest accepted free text (ids, reasons, initiators), in characters.
 MAX_TEXT = 256
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` is valid Unicode: no lone surrogate (``"\\ud800"`` from a JSON escape
+    or ``surrogateescape``), which cannot be written as UTF-8 by a sink, a log or a file."""
+    return text.isascii() or _SURROGATE.search(text) is None
+
 
 E = TypeVar("E", bound=Enum)
 
@@ -152,9 +162,10 @@ def check_text(
     what: str, value: object, *, max_length: int = MAX_TEXT, error: type[EsperError] = LifecycleError
 ) -> str:
     """``value`` if it is a ``str`` with a non-blank character and at most ``max_length`` characters."""
-    if not isinstance(value, str) or not value.strip() or len(value) > max_length:
+    if not isinstance(value, str) or not value.strip() or len(value) > max_length or not is_unicode(value):
         raise error(
-            f"{what} must be a non-empty string of at most {max_length} characters, got {shown(value)}"
+            f"{what} must be a non-empty string of at most {max_length} characters of valid Unicode, "
+            f"got {shown(value)}"
         )
     return value
 

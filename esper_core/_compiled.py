@@ -27,6 +27,7 @@ from typing import Any
 
 import attrs
 
+from esper_core._checks import is_unicode
 from esper_core._fields import (
     Bool,
     EnumOf,
@@ -62,6 +63,7 @@ class _Source:
             "FieldError": FieldError,
             "HASHABLE": frozenset((int, str, float, bool)),
             "isfinite": math.isfinite,
+            "UNICODE": is_unicode,
         }
         self._count = 0
 
@@ -114,7 +116,7 @@ def _read(src: _Source, kind: Kind, value: str, out: str, depth: int) -> None:
         emit(f"if {test}: return FAIL")
     elif kind_type is Str:
         assert isinstance(kind, Str)
-        test = f"type({value}) is not str or len({value}) > {kind.max_length!r}"
+        test = f"type({value}) is not str or len({value}) > {kind.max_length!r} or not UNICODE({value})"
         if kind.choices is not None:
             test += f" or {value} not in {src.const(frozenset(kind.choices))}"
         if kind.pattern is not None:

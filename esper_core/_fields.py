@@ -25,7 +25,7 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 
-from esper_core._checks import INT32_MAX, MAX_TEXT, shown
+from esper_core._checks import INT32_MAX, MAX_TEXT, is_unicode, shown
 from esper_core.errors import EsperError, LifecycleError
 
 __all__ = [
@@ -148,7 +148,7 @@ class Str:
     max_length: int = MAX_TEXT
 
     def decode(self, value: object, path: str) -> str:
-        if type(value) is not str or len(value) > self.max_length:
+        if type(value) is not str or len(value) > self.max_length or not is_unicode(value):
             raise _bad(path, value, self.describe())
         if self.choices is not None and value not in self.choices:
             raise _bad(path, value, self.describe())
@@ -163,8 +163,8 @@ class Str:
         if self.choices is not None:
             return f"one of {list(self.choices)}"
         if self.pattern is not None:
-            return f"a str matching {self.pattern!r} of at most {self.max_length} characters"
-        return f"a str of at most {self.max_length} characters"
+            return f"a str matching {self.pattern!r} of at most {self.max_length} characters of valid Unicode"
+        return f"a str of at most {self.max_length} characters of valid Unicode"
 
 
 @functools.cache
@@ -273,12 +273,12 @@ class ScalarMap:
             raise _bad(path, value, self.describe())
         items = []
         for key, item in value.items():
-            if type(key) is not str or len(key) > MAX_TEXT:
-                raise _bad(f"{path}.<key>", key, f"a str of at most {MAX_TEXT} characters")
+            if type(key) is not str or len(key) > MAX_TEXT or not is_unicode(key):
+                raise _bad(f"{path}.<key>", key, f"a str of at most {MAX_TEXT} characters of valid Unicode")
             if type(item) not in (int, float, str, bool) or (type(item) is float and not math.isfinite(item)):
                 raise _bad(f"{path}.{key}", item, "an int, finite float, str or bool")
-            if type(item) is str and len(item) > MAX_TEXT:
-                raise _bad(f"{path}.{key}", item, f"a str of at most {MAX_TEXT} characters")
+            if type(item) is str and (len(item) > MAX_TEXT or not is_unicode(item)):
+                raise _bad(f"{path}.{key}", item, f"a str of at most {MAX_TEXT} characters of valid Unicode")
             if type(item) is int and abs(item) > 2**53:
                 raise _bad(f"{path}.{key}", item, "an int of magnitude at most 2**53")
             items.append((key, item))

@@ -63,7 +63,7 @@ JUNK = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([0.0, -0.0, 1.0, 100.0, math.inf, math.nan]),
     st.text(max_size=8),
-    st.sampled_from(["", " ", "a", "Z", "gate", "hold", "linear", "TRAINING"]),
+    st.sampled_from(["", " ", "a", "Z", "gate", "hold", "linear", "TRAINING", "\ud800", "a\udfffb"]),
     st.lists(st.integers(0, 12), max_size=3),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )

@@ -46,9 +46,10 @@ def group_by_slot(prefixes: list[str], state_dict: Mapping[str, Any]) -> dict[st
     return found
 
 
-def check_declared_size(prefix: str, plan: RestorePlan, seed_tensors: Mapping[str, Any]) -> None:
-    """Refuse, before building anything, a seed larger than the tensors the file holds for it.
-    (Every tensor present is checked against the module afterwards, built or reused.)"""
+def check_declared_size(prefix: str, slot: Any, plan: RestorePlan, seed_tensors: Mapping[str, Any]) -> None:
+    """Refuse, before building anything, a seed larger than the tensors the file holds for it,
+    naming the first tensor that is missing or too small. (Every tensor present is checked
+    against the module afterwards, built or reused.)"""
     if plan.params == 0:  # nothing to build
         return
     sub = f"{prefix}seed."
@@ -62,7 +63,31 @@ def check_declared_size(prefix: str, plan: RestorePlan, seed_tensors: Mapping[st
         raise CheckpointError(
             f"checkpoint tensors under {sub!r} hold {present:,} values, but the envelope's seed "
             f"({seed.blueprint} with {seed.options_dict}) has {plan.params:,} parameters: the file is inconsistent"
+            + _first_difference(sub, slot, plan, tensors)
         )
+
+
+def _first_difference(sub: str, slot: Any, plan: RestorePlan, tensors: Mapping[str, Any]) -> str:
+    """The first tensor of the envelope's seed that the file lacks or holds in another shape, as
+    a message suffix. The seed is built on the ``meta`` device, which allocates nothing (the
+    file may describe a huge seed); a factory that cannot build there gives no suffix."""
+    from esper_core.registry import get_blueprint
+
+    seed = plan.state.seed
+    assert seed is not None
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):  # a load never moves the RNG
+            module = get_blueprint(slot.topology, seed.blueprint).build(slot.dim, **seed.options_dict)
+        expected = {sub + k: v for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
+    except Exception:  # a pack's factory may fail in any way on meta tensors: the count still stands
+        return ""
+    for key, target in expected.items():
+        value = tensors.get(key)
+        if value is None:
+            return f"; first difference: checkpoint tensor {key!r} is missing"
+        if value.shape != target.shape:
+            return f"; first difference: checkpoint tensor {key!r}: shape {tuple(value.shape)}; accepted: {tuple(target.shape)}"
+    return ""
 
 
 def _held(value: torch.Tensor) -> int:

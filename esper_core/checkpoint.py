@@ -218,8 +218,8 @@ def load_checkpoint(
     tensors = None  # the file's seed and gate tensors by slot, grouped only when some module is built
     if any(plan.params for _, _, plan in checked):  # seeds to build: their size against the file first
         tensors = group_by_slot([prefix for prefix, _ in entries], state_dict)
-        for prefix, _slot, plan in checked:
-            check_declared_size(prefix, plan, tensors[prefix]["seed"])
+        for prefix, slot, plan in checked:
+            check_declared_size(prefix, slot, plan, tensors[prefix]["seed"])
     with forked_rng():  # modules are built only once every envelope is known to be good
         built = [(prefix, slot, build_modules(slot, plan)) for prefix, slot, plan in checked]
     envelopes = {prefix + EXTRA_STATE_SUFFIX for prefix, _ in entries}
@@ -271,7 +271,7 @@ def check_slot_load(slot: Any, state_dict: Mapping[str, Any], prefix: str) -> Re
     """
     tensors = group_by_slot([prefix], state_dict)[prefix]
     plan = _checked_envelope(slot, prefix, state_dict[prefix + EXTRA_STATE_SUFFIX])
-    check_declared_size(prefix, plan, tensors["seed"])
+    check_declared_size(prefix, slot, plan, tensors["seed"])
     with forked_rng():
         plan = build_modules(slot, plan)
     check_module_tensors(prefix, plan, tensors, strict=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -267,4 +268,31 @@ def test_a_key_that_is_not_a_str_is_refused_by_name(key: object) -> None:
     ):
         load_checkpoint(model, state)
     after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("damage", ["shape", "missing"])
+def test_a_seed_smaller_than_its_envelope_names_the_first_bad_tensor(damage: str) -> None:
+    # The size check runs before anything is built; the message still names the key, from the
+    # seed built on the meta device (no allocation), and nothing changes, RNG included.
+    from esper_core import CNNHost, MorphogeneticModel, QualityGates
+
+    grown = MorphogeneticModel(CNNHost(10), gates=QualityGates("permissive"))
+    grown.slot("r0c0").germinate("conv_small")
+    state = grown.state_dict()
+    key = next(k for k in state if ".seed." in k and k.endswith("weight") and state[k].dim() == 4)
+    if damage == "shape":
+        state[key] = torch.zeros(3, 3)
+        expected = rf"first difference: checkpoint tensor '{re.escape(key)}': shape \(3, 3\); accepted: \("
+    else:
+        del state[key]
+        expected = rf"first difference: checkpoint tensor '{re.escape(key)}' is missing"
+    target = MorphogeneticModel(CNNHost(10), gates=QualityGates("permissive"))
+    before = {k: v.clone() for k, v in target.state_dict().items() if isinstance(v, torch.Tensor)}
+    rng = torch.get_rng_state()
+    with pytest.raises(CheckpointError, match=expected):
+        load_checkpoint(target, state)
+    assert torch.equal(rng, torch.get_rng_state())
+    assert target.slot("r0c0").seed is None
+    after = target.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)

@@ -137,6 +137,12 @@ class SeedState:
             raise InvalidState(
                 "history", f"{len(self.history)} entries; accepted: 1 to {HISTORY_BOUND} stages, oldest first"
             )
+        if len(self.history) < HISTORY_BOUND and self.history[0] is not _S.GERMINATED:
+            raise InvalidState(
+                "history[0]",
+                f"{self.history[0].name}; accepted: GERMINATED (every seed starts there; only a full "
+                f"history of {HISTORY_BOUND} stages has dropped its oldest entries)",
+            )
         for i, (a, b) in enumerate(itertools.pairwise(self.history)):
             if not is_legal_transition(a, b):
                 raise InvalidState(f"history[{i + 1}]", f"{a.name} -> {b.name} is not a legal transition")

@@ -296,3 +296,17 @@ def test_a_seed_smaller_than_its_envelope_names_the_first_bad_tensor(damage: str
     assert target.slot("r0c0").seed is None
     after = target.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_short_history_starts_at_germination(scenario) -> None:
+    # Found by a new user's hand-edited file: history [BLENDING] loaded. Every seed starts at
+    # GERMINATED; only a full history (HISTORY_BOUND stages) has dropped its oldest entries.
+    envelope = slot_envelope(scenario("blending"))
+    history = envelope["state"]["seed"]["history"]
+    assert history[0] == 2 and history[-1] == 4  # GERMINATED ... BLENDING
+    envelope["state"]["seed"]["history"] = [4]
+    target = scenario("holding")
+    before = slot_envelope(target)
+    with pytest.raises(CheckpointError, match=r"'state\.seed\.history\[0\]'.*accepted: GERMINATED"):
+        restore_slot(target, envelope)
+    assert slot_envelope(target) == before

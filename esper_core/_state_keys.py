@@ -40,15 +40,17 @@ def _plain(module: nn.Module) -> bool:
 
 def walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``list(model.named_modules(remove_duplicate=False))``, in the same order, without
-    torch's nested generators (a load walks the tree several times; this is ~3x faster)."""
+    torch's nested generators (a load walks the tree several times; this is ~2x faster)."""
     out: list[tuple[str, nn.Module]] = []
-    stack: list[tuple[str, nn.Module]] = [("", model)]
-    while stack:
-        path, module = stack.pop()
-        out.append((path, module))
-        prefix = f"{path}." if path else ""
-        children = [(prefix + name, child) for name, child in module._modules.items() if child is not None]
-        stack.extend(reversed(children))
+    append = out.append
+
+    def visit(path: str, module: nn.Module) -> None:
+        append((path, module))
+        for name, child in module._modules.items():
+            if child is not None:
+                visit(f"{path}.{name}" if path else name, child)
+
+    visit("", model)
     return out
 
 
@@ -78,7 +80,7 @@ def expected_entries(
         for name, buffer in module._buffers.items():
             if buffer is not None and name not in module._non_persistent_buffers_set:
                 out[prefix + name] = buffer
-        key = prefix + "_extra_state"
+        key = prefix + EXTRA_STATE_SUFFIX
         if type(module).get_extra_state is not _TORCH_EXTRA and key not in skip_keys:
             out[key] = module.get_extra_state()
     # A key is skipped exactly when its module is (every ``skip`` ends with "."): no second filter.

@@ -236,7 +236,7 @@ def _detail(name: str) -> str:
     return (
         f"median latency per {name}: tensor {us['tensor']:.0f} us, broadcast_object_list "
         f"{us['pickled']:.0f} us, whole checked call {us['protocol']:.0f} us, "
-        f"bare record broadcast {us['bare']:.0f} us"
+        f"bare record message {us['bare']:.0f} us"
     )
 
 

@@ -163,20 +163,13 @@ def _agree(cls: type, data: Any) -> None:
 _SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.parametrize("source", [_data, _mutated], ids=["kind-valid", "mutated"])
 @pytest.mark.parametrize("name", sorted(RECORDS))
 @_SETTINGS
 @given(data=st.data())
-def test_readers_agree_on_kind_valid_data(name: str, data: st.DataObject) -> None:
+def test_readers_agree(name: str, source: Any, data: st.DataObject) -> None:
     cls = RECORDS[name]
-    _agree(cls, data.draw(_data(cls)))
-
-
-@pytest.mark.parametrize("name", sorted(RECORDS))
-@_SETTINGS
-@given(data=st.data())
-def test_readers_agree_on_mutated_data(name: str, data: st.DataObject) -> None:
-    cls = RECORDS[name]
-    _agree(cls, data.draw(_mutated(cls)))
+    _agree(cls, data.draw(source(cls)))
 
 
 def test_every_record_class_is_covered() -> None:

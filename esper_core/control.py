@@ -89,6 +89,7 @@ __all__ = [
     "LifecycleTiming",
     "Outcome",
     "Refusal",
+    "SlotVerbs",
     "lifecycle_timing",
     "plateaued",
     "rank_candidates",
@@ -119,8 +120,9 @@ class _SlotMemory:
     contribution: float | None = None  # last measured
 
 
-class _SlotVerbs:
-    """The default lifecycle of a controller: the slots' own verbs, in this process."""
+class SlotVerbs:
+    """The default lifecycle of a controller: the slots' own verbs, in this process (wrap it
+    to act around them, as ``esper demo`` does to order its event lines)."""
 
     def __init__(self, slots: Mapping[str, SeedSlot]) -> None:
         self.slots = slots
@@ -178,7 +180,7 @@ class HeuristicController:
                     f"lifecycle drives slots {sorted(ids)} but the controller's slots are "
                     f"{sorted(self.slots)}; build both over the same model"
                 )
-        self.lifecycle = _SlotVerbs(self.slots) if lifecycle is None else lifecycle
+        self.lifecycle = SlotVerbs(self.slots) if lifecycle is None else lifecycle
         self.config = config
         self.history: list[float] = []
         self.decisions: list[Decision] = []

@@ -22,7 +22,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
-from esper_core.control import HeuristicController, Outcome
+from esper_core.control import HeuristicController, Outcome, SlotVerbs
 from esper_core.demo.compute import TRAIN_FLOPS_PER_FORWARD, SeedCosts, forward_flops, point_shapes
 from esper_core.demo.diagnosis import NoGermination, why_no_germination
 from esper_core.demo.settings import DemoSettings
@@ -195,7 +195,7 @@ def train_grown(
     controller = HeuristicController(
         model.slots,
         settings.controller_config(model.host_param_count, strategy),
-        lifecycle=_InOrder(model.slots, refusals),
+        lifecycle=_InOrder(SlotVerbs(model.slots), refusals),
     )
     refusals.controller = controller
     governor = Governor(model, model.slots)
@@ -294,22 +294,13 @@ class _InOrder:
     """The slots' own verbs; before each germination the refusals recorded so far go out, so
     the event lines keep the order in which the controller tried its candidates."""
 
-    def __init__(self, slots: Mapping[str, Any], refusals: _Refusals) -> None:
-        self.slots, self.refusals = slots, refusals
+    def __init__(self, verbs: SlotVerbs, refusals: _Refusals) -> None:
+        self.verbs, self.refusals = verbs, refusals
+        self.advance, self.prune, self.step_epoch = verbs.advance, verbs.prune, verbs.step_epoch
 
     def germinate(self, slot_id: str, blueprint: str, **kwargs: Any) -> None:
         self.refusals.flush()
-        self.slots[slot_id].germinate(blueprint, **kwargs)
-
-    def advance(self, slot_id: str) -> Any:
-        return self.slots[slot_id].advance()
-
-    def prune(self, slot_id: str, reason: str, initiator: str) -> None:
-        self.slots[slot_id].prune(reason, initiator)
-
-    def step_epoch(self) -> None:
-        for slot in self.slots.values():
-            slot.step_epoch()
+        self.verbs.germinate(slot_id, blueprint, **kwargs)
 
 
 def _forward_events(

@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from esper_core.control import ControllerConfig, HeuristicController, Refusal
+from esper_core.control import ControllerConfig, HeuristicController, Refusal, SlotVerbs
 from esper_core.errors import CheckpointError, OptionError, PluginLoadWarning, UnknownBlueprintError
 from esper_core.gates import QualityGates
 from esper_core.hosts import CNNHost
@@ -207,20 +207,12 @@ class _Failing:
     """A lifecycle whose germinate raises ``error``: not the blueprint's doing."""
 
     def __init__(self, slots: dict, error: Exception) -> None:
-        self.slots, self.error = slots, error
+        verbs = SlotVerbs(slots)
+        self.error = error
+        self.advance, self.prune, self.step_epoch = verbs.advance, verbs.prune, verbs.step_epoch
 
     def germinate(self, slot_id: str, blueprint: str, **kwargs: object) -> None:
         raise self.error
-
-    def advance(self, slot_id: str) -> object:
-        return self.slots[slot_id].advance()
-
-    def prune(self, slot_id: str, reason: str, initiator: str) -> None:
-        self.slots[slot_id].prune(reason, initiator)
-
-    def step_epoch(self) -> None:
-        for slot in self.slots.values():
-            slot.step_epoch()
 
 
 @pytest.mark.parametrize(

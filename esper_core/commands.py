@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 
 from esper_core._checks import check_bool, check_enum, check_float, check_int, check_mapping, check_text
-from esper_core._fields import BOOL, EnumOf, Float, Int, Nullable, ScalarMap, Str, entry
+from esper_core._fields import BOOL, EnumOf, FieldError, Float, Int, Nullable, ScalarMap, Str, entry
 from esper_core.alpha import AlphaCurve, BlendAlgorithm
 from esper_core.errors import LifecycleError
 from esper_core.stages import SeedStage, stage_from_value
@@ -73,7 +73,14 @@ def _alpha_target(value: object) -> float:
 def _options(value: object) -> tuple[tuple[str, Any], ...]:
     if isinstance(value, tuple) and all(isinstance(i, tuple) and len(i) == 2 for i in value):
         value = dict(value)
-    return tuple(sorted(check_mapping("options", value).items()))
+    options = check_mapping("options", value)
+    try:  # what the codec writes it must read back: a checkpoint or a peer holds the same values
+        return _OPTIONS.decode(options, "options")  # type: ignore[no-any-return]
+    except FieldError as exc:
+        raise LifecycleError(exc.describe("germinate")) from None
+
+
+_OPTIONS = ScalarMap()
 
 
 def _stage(value: object) -> SeedStage | None:

@@ -36,7 +36,7 @@ from esper_core._fields import (
     members,
 )
 from esper_core.commands import COMMANDS, Germinate, SetAlphaTarget
-from esper_core.errors import CheckpointError, DistributedError
+from esper_core.errors import CheckpointError, DistributedError, LifecycleError
 from esper_core.slot_state import SlotState
 
 
@@ -242,3 +242,30 @@ def test_parse_json_reads_exactly_what_json_loads_reads(text: str, pad: str) -> 
             continue
         got = codec.parse_json(candidate, "command", DistributedError)
         assert json.dumps(got) == json.dumps(expected)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"a": "x" * 300}, {"a": 10**20}, {"a": "v\ud800"}, {"k\ud800": 1}, {"a": [1]}, {"a": math.nan}],
+)
+def test_a_germination_refuses_options_its_checkpoint_could_not_hold(options: dict[str, Any]) -> None:
+    # The kind: whatever a command accepts, the codec must read back (a checkpoint, a peer).
+    # Free-form options of 300 characters or 10**20 were accepted, then refused on load.
+    with pytest.raises(LifecycleError, match=r"germinate 'options\."):
+        Germinate(blueprint="conv_light", options=options)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    options=st.dictionaries(
+        st.text(max_size=8),
+        st.one_of(st.integers(-(2**60), 2**60), st.floats(), st.text(max_size=300), st.booleans()),
+        max_size=4,
+    )
+)
+def test_every_accepted_germinate_reads_back(options: dict[str, Any]) -> None:
+    try:
+        command = Germinate(blueprint="conv_light", options=options)
+    except LifecycleError:
+        return
+    assert codec.decode_command(codec.encode_command(command)) == command

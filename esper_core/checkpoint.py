@@ -112,6 +112,7 @@ class SlotEnvelope:
         self._text: tuple[SlotState, str] | None = None
         self._source: tuple[object, SlotState] | None = None
         self._planned: tuple[object, SlotState, RestorePlan] | None = None
+        self._module_keys: list[tuple[str, bool]] = []  # the seed's (True) and gate's keys the pre-hook saw
 
     def text(self, config: SlotConfig, state: SlotState) -> str:
         """The envelope of ``state`` as JSON text (cached per state value; call :meth:`forget` when the config changes)."""
@@ -145,9 +146,22 @@ class SlotEnvelope:
         envelope = state_dict.get(prefix + EXTRA_STATE_SUFFIX)
         if may_be_legacy(envelope):  # load_state_dict works on its own copy of the dict
             rename_legacy_keys(state_dict, prefix)
+        # torch hands a module only its own keys: the seed's and blend gate's tensors are here.
+        seed, gate = f"{prefix}seed.", f"{prefix}blend_gate."
+        self._module_keys = [
+            (key, key.startswith(seed)) for key in state_dict if key.startswith((seed, gate))
+        ]
         self._planned = None
         if envelope is not None and not slot.restored_from(envelope):
             self._planned = (envelope, slot.state, check_slot_load(slot, state_dict, prefix))
+
+    def dropped(self, seed: object, gate: object) -> list[str]:
+        """After a load: the file's tensors for a seed or blend gate that the slot does not have
+        (``None``), which torch skips without a word. The slot's post-hook reports them."""
+        keys, self._module_keys = self._module_keys, []
+        if not keys or (seed is not None and gate is not None):
+            return []
+        return [key for key, of_seed in keys if (seed if of_seed else gate) is None]
 
     def __getstate__(self) -> dict[str, Any]:  # a copy of the slot encodes and restores anew
         return {}
@@ -239,24 +253,8 @@ def load_checkpoint(
     # load_state_dict hands each slot the same envelope object again: a no-op (restored_from).
     # nn.Module's own method: the keys were checked against nn.Module.state_dict's, and the
     # slot's and MorphogeneticModel's load_state_dict are this function.
-    result = nn.Module.load_state_dict(model, state_dict, strict=strict, assign=assign)
-    return result if strict else _with_dropped(result, entries, state_dict)
-
-
-def _with_dropped(result: Any, entries: list[SlotEntry], state_dict: Mapping[str, Any]) -> Any:
-    """``result`` with the keys no module took added to its unexpected keys: tensors for a seed
-    or blend gate the slot does not have after the load (torch registers the empty places as
-    ``None`` submodules and skips them without a word)."""
-    empty = tuple(
-        f"{prefix}{name}."
-        for prefix, slot in entries
-        for name, module in (("seed", slot.seed), ("blend_gate", slot.blend_gate))
-        if module is None
-    )
-    dropped = [key for key in state_dict if key.startswith(empty)] if empty else []
-    if not dropped:
-        return result
-    return type(result)(result.missing_keys, [*result.unexpected_keys, *dropped])
+    # The slots' post-hooks add to ``unexpected_keys`` what no module took (see SlotEnvelope.dropped).
+    return nn.Module.load_state_dict(model, state_dict, strict=strict, assign=assign)
 
 
 def check_slot_load(slot: Any, state_dict: Mapping[str, Any], prefix: str) -> RestorePlan:

@@ -488,10 +488,13 @@ def _before_load(slot: SeedSlot, state_dict: dict[str, Any], prefix: str, *_: An
     slot._envelope.before_load(slot, state_dict, prefix)
 
 
-def _after_load(slot: nn.Module, _incompatible: object) -> None:
+def _after_load(slot: SeedSlot, incompatible: Any) -> None:
+    # Tensors for a seed or blend gate the slot does not have: unexpected, not silently dropped.
+    modules = slot._modules
+    incompatible.unexpected_keys.extend(slot._envelope.dropped(modules["seed"], modules["blend_gate"]))
     # The one piece of runtime state derived from the weights (the activity meter's reference
     # copy) is taken once the checkpoint's tensors are in.
-    slot.start_activity_interval()  # type: ignore[operator]
+    slot.start_activity_interval()
     # The alpha buffer is not in the state_dict, so a load does not write it; after
     # ``to_empty()`` (meta-device initialisation, then a load) its memory is uninitialised.
     with torch.no_grad():

@@ -7,6 +7,7 @@ lists every tensor no module took in ``unexpected_keys``.
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from esper_core import CNNHost, MorphogeneticModel, QualityGates, load_checkpoint
@@ -65,3 +66,28 @@ def test_a_matching_file_reports_nothing() -> None:
     grown = _grown()
     result = load_checkpoint(_grown(), grown.state_dict(), strict=False)
     assert result.missing_keys == [] and result.unexpected_keys == []
+
+
+def test_a_plain_load_into_an_injected_model_reports_them_too() -> None:
+    # The slot's own load hooks report the dropped tensors, so torch's load_state_dict of a
+    # model Esper did not build says the same: strict=False lists them, strict=True raises.
+    from torch import nn
+
+    from esper_core.inject import InjectionTarget, get_injection, inject_slots
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+        inject_slots(model, [InjectionTarget("0", "cnn", dim=8, slot_id="a")], gates=QualityGates("permissive"))
+        return model
+
+    grown = build()
+    get_injection(grown).slots["a"].germinate("conv_light")
+    state = grown.state_dict()
+    envelope = next(k for k in state if k.endswith("a._extra_state"))
+    state[envelope] = build().state_dict()[envelope]  # a DORMANT envelope beside the seed's tensors
+    orphans = sorted(k for k in state if ".seed." in k)
+    assert orphans
+    assert sorted(build().load_state_dict(state, strict=False).unexpected_keys) == orphans
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        build().load_state_dict(state)

@@ -78,7 +78,9 @@ def test_a_plain_load_into_an_injected_model_reports_them_too() -> None:
     def build() -> nn.Module:
         torch.manual_seed(0)
         model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
-        inject_slots(model, [InjectionTarget("0", "cnn", dim=8, slot_id="a")], gates=QualityGates("permissive"))
+        inject_slots(
+            model, [InjectionTarget("0", "cnn", dim=8, slot_id="a")], gates=QualityGates("permissive")
+        )
         return model
 
     grown = build()
